@@ -1,0 +1,312 @@
+//! criusd's configuration: built-in defaults, overlaid by a TOML file, overlaid
+//! by command-line flags. Unknown keys are errors so that a typo never silently
+//! falls back to a default.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/crius/crius.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "error" => Ok(LogLevel::Error),
+            "warn" => Ok(LogLevel::Warn),
+            "info" => Ok(LogLevel::Info),
+            "debug" => Ok(LogLevel::Debug),
+            "trace" => Ok(LogLevel::Trace),
+            other => Err(format!(
+                "unknown log level {other:?} (expected error, warn, info, debug or trace)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The CRI socket.
+    pub socket: PathBuf,
+    /// Persistent data: the state store, images, container layers.
+    pub root: PathBuf,
+    /// Volatile state: bundles, shim sockets, pinned namespaces.
+    pub state: PathBuf,
+    pub log_level: LogLevel,
+    pub cgroup_driver: CgroupDriver,
+    /// The cgroup (relative to each hierarchy's root) under which pod cgroups live.
+    pub cgroup_parent: String,
+    pub cni: CniConfig,
+    pub streaming: StreamingConfig,
+    pub registry: RegistryConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CniConfig {
+    pub conf_dir: PathBuf,
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    pub address: IpAddr,
+    /// 0 picks a free port.
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Registry host → ordered endpoint URLs tried before the host itself.
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    /// `host[:port]` names reached over plain HTTP.
+    pub insecure: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: PathBuf::from("/run/crius/crius.sock"),
+            root: PathBuf::from("/var/lib/crius"),
+            state: PathBuf::from("/run/crius"),
+            log_level: LogLevel::Info,
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            cgroup_parent: "crius".to_string(),
+            cni: CniConfig::default(),
+            streaming: StreamingConfig::default(),
+            registry: RegistryConfig::default(),
+        }
+    }
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+        }
+    }
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+        }
+    }
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub socket: Option<PathBuf>,
+    pub root: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub log_level: Option<LogLevel>,
+}
+
+impl Config {
+    /// Parses a TOML document; every key not given keeps its default.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    /// Loads the config file. The default path may be absent; an explicit one must exist.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::from_toml(&text, &path),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    pub fn apply(&mut self, o: Overrides) {
+        if let Some(v) = o.socket {
+            self.socket = v;
+        }
+        if let Some(v) = o.root {
+            self.root = v;
+        }
+        if let Some(v) = o.state {
+            self.state = v;
+        }
+        if let Some(v) = o.log_level {
+            self.log_level = v;
+        }
+    }
+
+    /// Rules that the types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cgroup_driver == CgroupDriver::Systemd {
+            return Err(ConfigError::Invalid {
+                key: "cgroup_driver",
+                message: "\"systemd\" is not supported yet; use \"cgroupfs\"".into(),
+            });
+        }
+        for (key, p) in [
+            ("socket", &self.socket),
+            ("root", &self.root),
+            ("state", &self.state),
+            ("cni.conf_dir", &self.cni.conf_dir),
+        ] {
+            if !p.is_absolute() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("{} is not an absolute path", p.display()),
+                });
+            }
+        }
+        if self.cgroup_parent.is_empty() || self.cgroup_parent.contains("..") {
+            return Err(ConfigError::Invalid {
+                key: "cgroup_parent",
+                message: format!("{:?} is not a valid cgroup name", self.cgroup_parent),
+            });
+        }
+        for (host, endpoints) in &self.registry.mirrors {
+            for e in endpoints {
+                if !(e.starts_with("http://") || e.starts_with("https://")) {
+                    return Err(ConfigError::Invalid {
+                        key: "registry.mirrors",
+                        message: format!(
+                            "endpoint {e:?} for {host:?} must start with http:// or https://"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/t.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("sokcet = \"/x\"").unwrap_err().to_string();
+        assert!(err.contains("sokcet"), "{err}");
+        let err = parse("[registry]\nmirror = {}").unwrap_err().to_string();
+        assert!(err.contains("mirror"), "{err}");
+    }
+
+    #[test]
+    fn mirrors_and_insecure_parse() {
+        let c = parse(
+            r#"
+            [registry]
+            insecure = ["127.0.0.1:5000"]
+            [registry.mirrors]
+            "registry.k8s.io" = ["http://127.0.0.1:5000"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.registry.insecure, vec!["127.0.0.1:5000"]);
+        assert_eq!(
+            c.registry.mirrors["registry.k8s.io"],
+            vec!["http://127.0.0.1:5000"]
+        );
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn systemd_driver_is_refused_with_key() {
+        let c = parse("cgroup_driver = \"systemd\"").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("cgroup_driver"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = parse("log_level = \"loud\"").unwrap_err().to_string();
+        assert!(err.contains("loud") || err.contains("log_level"), "{err}");
+        let c = parse("root = \"relative\"").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("root"));
+    }
+
+    #[test]
+    fn overrides_win() {
+        let mut c = parse("socket = \"/a.sock\"").unwrap();
+        c.apply(Overrides {
+            socket: Some("/b.sock".into()),
+            ..Default::default()
+        });
+        assert_eq!(c.socket, PathBuf::from("/b.sock"));
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let c = Config::default();
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+    }
+}

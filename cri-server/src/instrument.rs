@@ -1,0 +1,32 @@
+//! One wrapper around every CRI call: a span with the RPC name and object id,
+//! one log line for the outcome, and the error → gRPC status mapping.
+
+use std::future::Future;
+
+use tonic::{Response, Status};
+use tracing::Instrument;
+
+use crate::error::CriError;
+
+pub async fn rpc<T, F>(name: &'static str, id: &str, call: F) -> Result<Response<T>, Status>
+where
+    F: Future<Output = Result<T, CriError>>,
+{
+    let span = tracing::info_span!("cri", rpc = name, id = id);
+    async move {
+        let result = call.await;
+        match &result {
+            Ok(_) => tracing::debug!("ok"),
+            Err(e) => tracing::warn!(error = %e, "failed"),
+        }
+        result.map(Response::new).map_err(Status::from)
+    }
+    .instrument(span)
+    .await
+}
+
+/// The answer of every RPC whose issue has not landed yet.
+pub fn unimplemented<T>(name: &'static str) -> Result<Response<T>, Status> {
+    tracing::debug!(rpc = name, "unimplemented");
+    Err(CriError::Unimplemented(name).into())
+}

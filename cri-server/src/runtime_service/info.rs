@@ -1,0 +1,179 @@
+//! Version, Status, RuntimeConfig, UpdateRuntimeConfig.
+
+use std::collections::HashMap;
+
+use k8s_cri::v1 as cri;
+
+use crate::config::CgroupDriver;
+use crate::error::CriError;
+use crate::network;
+use crate::Crius;
+
+pub const RUNTIME_NAME: &str = "crius";
+pub const CRI_API_VERSION: &str = "v1";
+
+pub fn version() -> cri::VersionResponse {
+    cri::VersionResponse {
+        // The version of the kubelet runtime API, not of crius (as containerd and CRI-O answer).
+        version: "0.1.0".into(),
+        runtime_name: RUNTIME_NAME.into(),
+        runtime_version: env!("CARGO_PKG_VERSION").into(),
+        runtime_api_version: CRI_API_VERSION.into(),
+    }
+}
+
+pub fn status(crius: &Crius, verbose: bool) -> Result<cri::StatusResponse, CriError> {
+    let runtime_ready = cri::RuntimeCondition {
+        r#type: "RuntimeReady".into(),
+        status: true,
+        reason: String::new(),
+        message: String::new(),
+    };
+    let network_ready = match network::conf::load_default(&crius.config.cni.conf_dir) {
+        Ok(_) => cri::RuntimeCondition {
+            r#type: "NetworkReady".into(),
+            status: true,
+            reason: String::new(),
+            message: String::new(),
+        },
+        Err(e) => cri::RuntimeCondition {
+            r#type: "NetworkReady".into(),
+            status: false,
+            reason: "NetworkPluginNotReady".into(),
+            message: format!("Network plugin returns error: cni config uninitialized: {e}"),
+        },
+    };
+    let mut info = HashMap::new();
+    if verbose {
+        let config = serde_json::to_string(&crius.config).map_err(anyhow::Error::from)?;
+        info.insert("config".to_string(), config);
+        info.insert(
+            "podCIDR".to_string(),
+            serde_json::to_string(&crius.pod_cidr()).map_err(anyhow::Error::from)?,
+        );
+    }
+    Ok(cri::StatusResponse {
+        status: Some(cri::RuntimeStatus {
+            conditions: vec![runtime_ready, network_ready],
+        }),
+        info,
+        runtime_handlers: vec![cri::RuntimeHandler {
+            name: String::new(),
+            features: Some(cri::RuntimeHandlerFeatures {
+                recursive_read_only_mounts: false,
+                user_namespaces: false,
+            }),
+        }],
+        features: Some(cri::RuntimeFeatures {
+            supplemental_groups_policy: false,
+        }),
+    })
+}
+
+pub fn runtime_config(crius: &Crius) -> cri::RuntimeConfigResponse {
+    // The proto's zero value is SYSTEMD, so the driver is always set explicitly.
+    let driver = match crius.config.cgroup_driver {
+        CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+        CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
+    };
+    cri::RuntimeConfigResponse {
+        linux: Some(cri::LinuxRuntimeConfiguration {
+            cgroup_driver: driver as i32,
+        }),
+    }
+}
+
+pub fn update_runtime_config(
+    crius: &Crius,
+    req: cri::UpdateRuntimeConfigRequest,
+) -> cri::UpdateRuntimeConfigResponse {
+    if let Some(cidr) = req
+        .runtime_config
+        .and_then(|c| c.network_config)
+        .map(|n| n.pod_cidr)
+    {
+        if !cidr.is_empty() {
+            tracing::info!(%cidr, "pod CIDR updated");
+            crius.set_pod_cidr(cidr);
+        }
+    }
+    cri::UpdateRuntimeConfigResponse {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn crius_with_conf_dir(dir: &std::path::Path) -> (tempfile::TempDir, Crius) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            root: tmp.path().join("root"),
+            state: tmp.path().join("state"),
+            ..Default::default()
+        };
+        config.cni.conf_dir = dir.to_path_buf();
+        (tmp, Crius::open(config).unwrap())
+    }
+
+    fn condition<'a>(s: &'a cri::StatusResponse, t: &str) -> &'a cri::RuntimeCondition {
+        s.status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.r#type == t)
+            .unwrap()
+    }
+
+    #[test]
+    fn network_ready_follows_the_conf_dir() {
+        let confs = tempfile::tempdir().unwrap();
+        let (_tmp, crius) = crius_with_conf_dir(confs.path());
+        let s = status(&crius, false).unwrap();
+        assert!(condition(&s, "RuntimeReady").status);
+        let net = condition(&s, "NetworkReady");
+        assert!(!net.status);
+        assert_eq!(net.reason, "NetworkPluginNotReady");
+        assert!(net.message.contains(&confs.path().display().to_string()));
+
+        std::fs::write(
+            confs.path().join("10-net.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"}]}"#,
+        )
+        .unwrap();
+        let s = status(&crius, false).unwrap();
+        assert!(condition(&s, "NetworkReady").status);
+        assert!(s.info.is_empty());
+    }
+
+    #[test]
+    fn verbose_status_carries_the_config() {
+        let confs = tempfile::tempdir().unwrap();
+        let (_tmp, crius) = crius_with_conf_dir(confs.path());
+        let s = status(&crius, true).unwrap();
+        let config: serde_json::Value = serde_json::from_str(&s.info["config"]).unwrap();
+        assert_eq!(config["cgroup_driver"], "cgroupfs");
+    }
+
+    #[test]
+    fn pod_cidr_is_kept() {
+        let confs = tempfile::tempdir().unwrap();
+        let (_tmp, crius) = crius_with_conf_dir(confs.path());
+        update_runtime_config(
+            &crius,
+            cri::UpdateRuntimeConfigRequest {
+                runtime_config: Some(cri::RuntimeConfig {
+                    network_config: Some(cri::NetworkConfig {
+                        pod_cidr: "10.244.0.0/24".into(),
+                    }),
+                }),
+            },
+        );
+        assert_eq!(crius.pod_cidr(), "10.244.0.0/24");
+        assert_eq!(
+            runtime_config(&crius).linux.unwrap().cgroup_driver,
+            cri::CgroupDriver::Cgroupfs as i32
+        );
+    }
+}

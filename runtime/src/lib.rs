@@ -1,0 +1,1 @@
+//! OCI bundle → running process, on youki's libcontainer.
