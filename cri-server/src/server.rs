@@ -88,7 +88,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let runtime = RuntimeServiceServer::new(RuntimeHandler::new(crius.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let image = ImageServiceServer::new(ImageHandler)
+    let image = ImageServiceServer::new(ImageHandler::new(crius.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

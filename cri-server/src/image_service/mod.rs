@@ -1,12 +1,31 @@
 //! The CRI ImageService.
 
+mod fs_usage;
+
+use std::sync::Arc;
+
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
-use crate::instrument::unimplemented;
+use crate::error::CriError;
+use crate::instrument::{rpc, unimplemented};
+use crate::Crius;
 
-pub struct ImageHandler;
+pub struct ImageHandler {
+    crius: Arc<Crius>,
+}
+
+impl ImageHandler {
+    pub fn new(crius: Arc<Crius>) -> ImageHandler {
+        ImageHandler { crius }
+    }
+
+    /// Where images live: blobs and unpacked layers.
+    fn images_dir(&self) -> std::path::PathBuf {
+        self.crius.config.root.join("images")
+    }
+}
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -44,6 +63,31 @@ impl ImageService for ImageHandler {
         &self,
         _request: Request<cri::ImageFsInfoRequest>,
     ) -> Reply<cri::ImageFsInfoResponse> {
-        unimplemented("ImageFsInfo")
+        let dir = self.images_dir();
+        rpc("ImageFsInfo", "", async move {
+            let measured = dir.clone();
+            let usage = tokio::task::spawn_blocking(move || fs_usage::dir_usage(&measured))
+                .await
+                .map_err(anyhow::Error::from)?
+                .map_err(|e| anyhow::anyhow!("measuring {}: {e}", dir.display()))?;
+            let timestamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(anyhow::Error::from)?
+                .as_nanos() as i64;
+            Ok::<_, CriError>(cri::ImageFsInfoResponse {
+                image_filesystems: vec![cri::FilesystemUsage {
+                    timestamp,
+                    fs_id: Some(cri::FilesystemIdentifier {
+                        mountpoint: dir.display().to_string(),
+                    }),
+                    used_bytes: Some(cri::UInt64Value { value: usage.bytes }),
+                    inodes_used: Some(cri::UInt64Value {
+                        value: usage.inodes,
+                    }),
+                }],
+                container_filesystems: Vec::new(),
+            })
+        })
+        .await
     }
 }
