@@ -4,6 +4,7 @@ pub mod config;
 pub mod error;
 pub mod image_service;
 mod instrument;
+pub mod namespaces;
 pub mod network;
 pub mod runtime_service;
 pub mod server;
