@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod error;
+pub mod image;
 pub mod image_service;
 mod instrument;
 pub mod namespaces;
