@@ -16,95 +16,32 @@ pub const BUSYBOX: &str = "/bin/busybox";
 /// PATH of every image, as Docker's default.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// A line of /etc/passwd.
-#[derive(Debug, Clone, Copy)]
-pub struct User {
-    pub name: &'static str,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: &'static str,
-    pub shell: &'static str,
+/// /etc/passwd of every image; `www-data` because a critest image runs as it.
+pub const BASE_PASSWD: &str = "root:x:0:0:root:/root:/bin/sh
+www-data:x:33:33:www-data:/var/www:/bin/false
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+";
+
+/// /etc/group of every image.
+pub const BASE_GROUP: &str = "root:x:0:
+www-data:x:33:
+nobody:x:65534:
+";
+
+fn with_lines(base: &str, lines: &[&str]) -> Vec<u8> {
+    let mut file = base.to_string();
+    for line in lines {
+        file.push_str(line);
+        file.push('\n');
+    }
+    file.into_bytes()
 }
 
-/// A line of /etc/group.
-#[derive(Debug, Clone, Copy)]
-pub struct Group {
-    pub name: &'static str,
-    pub gid: u32,
-    pub members: &'static [&'static str],
-}
-
-/// The accounts of every image; `www-data` because a critest image runs as it.
-pub const BASE_USERS: &[User] = &[
-    User {
-        name: "root",
-        uid: 0,
-        gid: 0,
-        home: "/root",
-        shell: "/bin/sh",
-    },
-    User {
-        name: "www-data",
-        uid: 33,
-        gid: 33,
-        home: "/var/www",
-        shell: "/bin/false",
-    },
-    User {
-        name: "nobody",
-        uid: 65534,
-        gid: 65534,
-        home: "/nonexistent",
-        shell: "/bin/false",
-    },
-];
-
-pub const BASE_GROUPS: &[Group] = &[
-    Group {
-        name: "root",
-        gid: 0,
-        members: &[],
-    },
-    Group {
-        name: "www-data",
-        gid: 33,
-        members: &[],
-    },
-    Group {
-        name: "nobody",
-        gid: 65534,
-        members: &[],
-    },
-];
-
-/// /etc/passwd with the base accounts followed by `extra`.
-pub fn etc_passwd(extra: &[User]) -> String {
-    BASE_USERS
-        .iter()
-        .chain(extra)
-        .map(|u| {
-            format!(
-                "{}:x:{}:{}:{}:{}:{}\n",
-                u.name, u.uid, u.gid, u.name, u.home, u.shell
-            )
-        })
-        .collect()
-}
-
-/// /etc/group with the base groups followed by `extra`.
-pub fn etc_group(extra: &[Group]) -> String {
-    BASE_GROUPS
-        .iter()
-        .chain(extra)
-        .map(|g| format!("{}:x:{}:{}\n", g.name, g.gid, g.members.join(",")))
-        .collect()
-}
-
-/// Writes /etc/passwd and /etc/group with the base accounts plus these.
-pub fn add_accounts(layer: &mut LayerBuilder, users: &[User], groups: &[Group]) {
+/// Writes /etc/passwd and /etc/group: the base accounts, then these lines.
+pub fn add_accounts(layer: &mut LayerBuilder, passwd: &[&str], group: &[&str]) {
     layer
-        .file("/etc/passwd", 0o644, etc_passwd(users).into_bytes())
-        .file("/etc/group", 0o644, etc_group(groups).into_bytes());
+        .file("/etc/passwd", 0o644, with_lines(BASE_PASSWD, passwd))
+        .file("/etc/group", 0o644, with_lines(BASE_GROUP, group));
 }
 
 fn run(program: &str, args: &[&str]) -> Result<String, BuildError> {
@@ -231,21 +168,21 @@ mod tests {
 
     #[test]
     fn accounts_list_base_then_extra() {
-        let user = User {
-            name: "crius",
-            uid: 1000,
-            gid: 1000,
-            home: "/home/crius",
-            shell: "/bin/sh",
+        let mut layer = LayerBuilder::new();
+        add_accounts(
+            &mut layer,
+            &["crius:x:1000:1000::/home/crius:/bin/sh"],
+            &["crius:x:1000:"],
+        );
+        let entries = crate::layer::tar_entries(&layer.tar().unwrap());
+        let file = |path: &str| {
+            let (.., content) = entries.iter().find(|e| e.0 == path).unwrap();
+            String::from_utf8(content.clone()).unwrap()
         };
-        let passwd = etc_passwd(&[user]);
-        assert!(passwd.starts_with("root:x:0:0:root:/root:/bin/sh\n"));
-        assert!(passwd.ends_with("crius:x:1000:1000:crius:/home/crius:/bin/sh\n"));
-        let group = Group {
-            name: "extra",
-            gid: 50000,
-            members: &["a", "b"],
-        };
-        assert!(etc_group(&[group]).ends_with("nobody:x:65534:\nextra:x:50000:a,b\n"));
+        assert_eq!(
+            file("etc/passwd"),
+            format!("{BASE_PASSWD}crius:x:1000:1000::/home/crius:/bin/sh\n")
+        );
+        assert_eq!(file("etc/group"), format!("{BASE_GROUP}crius:x:1000:\n"));
     }
 }

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::busybox::{add_accounts, Group, User, DEFAULT_PATH};
+use crate::busybox::{add_accounts, DEFAULT_PATH};
 use crate::layer::{Layer, LayerBuilder};
 use crate::oci::{Image, RunConfig};
 use crate::BuildError;
@@ -180,21 +180,10 @@ pub fn definitions(busybox: &Arc<[u8]>) -> Vec<Definition> {
             tags: &["latest"],
             run: shell_as("1000:1000"),
             layers: one_layer(|l| {
-                let crius = User {
-                    name: "crius",
-                    uid: 1000,
-                    gid: 1000,
-                    home: "/home/crius",
-                    shell: "/bin/sh",
-                };
                 add_accounts(
                     l,
-                    &[crius],
-                    &[Group {
-                        name: "crius",
-                        gid: 1000,
-                        members: &[],
-                    }],
+                    &["crius:x:1000:1000:crius:/home/crius:/bin/sh"],
+                    &["crius:x:1000:"],
                 );
                 l.dir("/home/crius", 0o755);
             }),
@@ -330,26 +319,14 @@ fn critest_definitions(busybox: &Arc<[u8]>) -> Vec<Definition> {
             tags: &["latest"],
             run: shell_as("1000"),
             layers: one_layer(|l| {
-                let user = User {
-                    name: "default-user",
-                    uid: 1000,
-                    gid: 1000,
-                    home: "/home/default-user",
-                    shell: "/bin/sh",
-                };
-                let groups = [
-                    Group {
-                        name: "default-user",
-                        gid: 1000,
-                        members: &[],
-                    },
-                    Group {
-                        name: "group-defined-in-image",
-                        gid: 50000,
-                        members: &["default-user"],
-                    },
-                ];
-                add_accounts(l, &[user], &groups);
+                add_accounts(
+                    l,
+                    &["default-user:x:1000:1000:default-user:/home/default-user:/bin/sh"],
+                    &[
+                        "default-user:x:1000:",
+                        "group-defined-in-image:x:50000:default-user",
+                    ],
+                );
                 l.dir("/home/default-user", 0o755);
             }),
         },
