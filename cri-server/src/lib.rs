@@ -9,6 +9,7 @@ pub mod namespaces;
 pub mod network;
 pub mod runtime_service;
 pub mod server;
+pub mod spec;
 pub mod state;
 
 use std::sync::RwLock;

@@ -1,0 +1,236 @@
+//! CRI container config + image config → OCI runtime spec (`config.json`).
+//!
+//! Pure rules, taken from containerd's CRI plugin and CRI-O: the only I/O is
+//! reading the image's /etc/passwd and /etc/group (user resolution) and
+//! checking that the request's host paths exist. What the host can enforce is
+//! measured once, by [`HostCapabilities::detect`], and passed in.
+
+mod error;
+mod host;
+mod mounts;
+mod namespaces;
+mod process;
+mod resources;
+mod security;
+#[cfg(test)]
+mod tests;
+mod user;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
+use oci_spec::runtime::{
+    LinuxBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+use serde::{Deserialize, Serialize};
+
+pub use error::SpecError;
+pub use host::HostCapabilities;
+pub use process::exec_process;
+
+/// The parts of an image's config that shape its containers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfigView {
+    /// `user`, `uid`, `user:group` or `uid:gid`; empty for root.
+    pub user: String,
+    /// `KEY=value` entries.
+    pub env: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub working_dir: String,
+    /// e.g. `SIGTERM`; empty when the image names none.
+    pub stop_signal: String,
+}
+
+/// The pod's pinned namespaces. For network, IPC and UTS, `None` means the pod
+/// uses the host's. `pid` is the pod's shared PID namespace, when it has one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxNamespaces {
+    pub network: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+    pub pid: Option<PathBuf>,
+}
+
+pub struct ContainerSpecInput<'a> {
+    pub container_id: &'a str,
+    pub sandbox_id: &'a str,
+    /// The image as the request named it, for the `io.kubernetes.cri.image-name` annotation.
+    pub image_name: &'a str,
+    pub config: &'a ContainerConfig,
+    pub sandbox: &'a PodSandboxConfig,
+    pub image: &'a ImageConfigView,
+    /// The mounted rootfs (absolute).
+    pub rootfs: &'a Path,
+    pub namespaces: &'a SandboxNamespaces,
+    /// The PID namespace of the container named by `namespace_options.target_id`,
+    /// when the request asks for mode TARGET.
+    pub target_pid_namespace: Option<&'a Path>,
+    /// e.g. `/crius/pod-<podid>/<ctrid>` (cgroupfs driver).
+    pub cgroups_path: String,
+    /// The pod's hostname: HOSTNAME in the environment, and the UTS hostname
+    /// when the pod has its own UTS namespace. For a pod in the host's UTS
+    /// namespace, pass the node's hostname.
+    pub hostname: &'a str,
+    /// Files the pod provides, bind-mounted unless the request mounts over them.
+    pub resolv_conf: Option<&'a Path>,
+    pub hosts_file: Option<&'a Path>,
+    pub hostname_file: Option<&'a Path>,
+    /// The pod's /dev/shm; ignored when the pod uses the host's IPC namespace
+    /// (the host's /dev/shm is bound then). `None`: a private tmpfs.
+    pub shm_path: Option<&'a Path>,
+    pub host: &'a HostCapabilities,
+}
+
+const ANNOTATION_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+const ANNOTATION_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+const ANNOTATION_SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
+const ANNOTATION_SANDBOX_UID: &str = "io.kubernetes.cri.sandbox-uid";
+const ANNOTATION_SANDBOX_NAME: &str = "io.kubernetes.cri.sandbox-name";
+const ANNOTATION_CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
+const ANNOTATION_IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
+
+pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
+    let config = input.config;
+    let sc = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref());
+    let resources_req = config.linux.as_ref().and_then(|l| l.resources.as_ref());
+    let privileged = sc.is_some_and(|sc| sc.privileged);
+    let sandbox_privileged = input
+        .sandbox
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .is_some_and(|sc| sc.privileged);
+    if privileged && !sandbox_privileged {
+        return Err(SpecError::invalid(
+            "config.linux.security_context.privileged",
+            "a privileged container needs a privileged pod",
+        ));
+    }
+    let readonly_rootfs = sc.is_some_and(|sc| sc.readonly_rootfs);
+
+    let user = user::resolve(input.rootfs, sc, &input.image.user)?;
+    let process = ProcessBuilder::default()
+        .terminal(config.tty)
+        .args(process::args(config, input.image)?)
+        .env(process::env(
+            config,
+            input.image,
+            input.hostname,
+            &user.home,
+        )?)
+        .cwd(process::cwd(config, input.image)?)
+        .user(
+            UserBuilder::default()
+                .uid(user.uid)
+                .gid(user.gid)
+                .additional_gids(user.additional_gids)
+                .build()?,
+        )
+        .capabilities(security::capabilities(sc, privileged, input.host.last_cap)?)
+        .no_new_privileges(sc.is_some_and(|sc| sc.no_new_privs));
+    let mut process = match resources::oom_score_adj(resources_req, input.host)? {
+        Some(adj) => process.oom_score_adj(adj),
+        None => process,
+    }
+    .build()?;
+    // No rlimits: the process inherits the runtime's, as with containerd
+    // (oci-spec's default would cap open files at 1024).
+    process.set_rlimits(None);
+
+    let mounts = mounts::mounts(
+        config,
+        &mounts::PodFiles {
+            hostname: input.hostname_file,
+            hosts: input.hosts_file,
+            resolv_conf: input.resolv_conf,
+            shm: input.shm_path,
+        },
+        input.namespaces.ipc.is_none(),
+        privileged,
+        readonly_rootfs,
+    )?;
+
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces::namespaces(
+            sc,
+            input.namespaces,
+            input.target_pid_namespace,
+            input.host,
+            privileged,
+        )?)
+        .cgroups_path(PathBuf::from(&input.cgroups_path))
+        .resources(resources::resources(resources_req, input.host, privileged)?)
+        .masked_paths(security::masked_paths(sc, privileged))
+        .readonly_paths(security::readonly_paths(sc, privileged));
+    if let Some(p) = mounts.rootfs_propagation {
+        linux = linux.rootfs_propagation(p);
+    }
+    let sysctls = input
+        .sandbox
+        .linux
+        .as_ref()
+        .map(|l| &l.sysctls)
+        .filter(|s| !s.is_empty());
+    if let Some(sysctls) = sysctls {
+        linux = linux.sysctl(
+            sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        );
+    }
+
+    let mut spec = SpecBuilder::default()
+        .version(oci_spec::runtime::VERSION)
+        .root(
+            RootBuilder::default()
+                .path(input.rootfs)
+                .readonly(readonly_rootfs)
+                .build()?,
+        )
+        .process(process)
+        .mounts(mounts.mounts)
+        .linux(linux.build()?)
+        .annotations(annotations(input))
+        .build()?;
+    // Only a UTS namespace of the pod's own carries the pod's hostname (the
+    // builder's default would be "youki").
+    let own_uts = input.namespaces.uts.is_some() && !input.hostname.is_empty();
+    spec.set_hostname(own_uts.then(|| input.hostname.to_string()));
+    Ok(spec)
+}
+
+/// The request's annotations, then the ones containerd sets for a container
+/// (which win).
+fn annotations(input: &ContainerSpecInput) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = input
+        .config
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let pod = input.sandbox.metadata.clone().unwrap_or_default();
+    let container_name = input
+        .config
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    for (k, v) in [
+        (ANNOTATION_CONTAINER_TYPE, "container".to_string()),
+        (ANNOTATION_SANDBOX_ID, input.sandbox_id.to_string()),
+        (ANNOTATION_SANDBOX_NAMESPACE, pod.namespace),
+        (ANNOTATION_SANDBOX_UID, pod.uid),
+        (ANNOTATION_SANDBOX_NAME, pod.name),
+        (ANNOTATION_CONTAINER_NAME, container_name),
+        (ANNOTATION_IMAGE_NAME, input.image_name.to_string()),
+    ] {
+        out.insert(k.to_string(), v);
+    }
+    out
+}

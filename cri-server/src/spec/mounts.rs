@@ -1,0 +1,536 @@
+//! The container's mounts: the standard /proc, /dev, /sys set, then the
+//! request's binds and the pod's files (/etc/hostname, /etc/hosts,
+//! /etc/resolv.conf, /dev/shm), ordered so that no mount hides a deeper one.
+
+use std::path::{Component, Path, PathBuf};
+
+use k8s_cri::v1::{ContainerConfig, MountPropagation};
+use oci_spec::runtime::{Mount, MountBuilder};
+
+use super::SpecError;
+
+const FIELD_MOUNTS: &str = "config.mounts";
+
+/// Files the pod provides to each of its containers, bind-mounted.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct PodFiles<'a> {
+    pub hostname: Option<&'a Path>,
+    pub hosts: Option<&'a Path>,
+    pub resolv_conf: Option<&'a Path>,
+    pub shm: Option<&'a Path>,
+}
+
+#[derive(Debug)]
+pub(super) struct Mounts {
+    pub mounts: Vec<Mount>,
+    /// Set when a bind asks for propagation the rootfs must allow.
+    pub rootfs_propagation: Option<String>,
+}
+
+/// One bind mount, from the request or from the pod.
+struct Bind {
+    destination: String,
+    source: PathBuf,
+    readonly: bool,
+    propagation: MountPropagation,
+}
+
+pub(super) fn mounts(
+    config: &ContainerConfig,
+    pod: &PodFiles,
+    host_ipc: bool,
+    privileged: bool,
+    readonly_rootfs: bool,
+) -> Result<Mounts, SpecError> {
+    let mut binds = requested_binds(config)?;
+
+    // The pod's files, unless the request mounts something there itself.
+    let shm = if host_ipc {
+        Some(Path::new("/dev/shm"))
+    } else {
+        pod.shm
+    };
+    let pod_binds = [
+        ("/etc/hostname", pod.hostname, readonly_rootfs),
+        ("/etc/hosts", pod.hosts, readonly_rootfs),
+        ("/etc/resolv.conf", pod.resolv_conf, readonly_rootfs),
+        ("/dev/shm", shm, false),
+    ];
+    for (destination, source, readonly) in pod_binds {
+        let Some(source) = source else { continue };
+        if binds.iter().any(|b| b.destination == destination) {
+            continue;
+        }
+        binds.push(Bind {
+            destination: destination.to_string(),
+            source: source.to_path_buf(),
+            readonly,
+            propagation: MountPropagation::PropagationPrivate,
+        });
+    }
+    // Shallow before deep, so that /a/b is mounted onto /a and not hidden by it.
+    binds.sort_by_key(|b| Path::new(&b.destination).components().count());
+
+    let over_dev = binds.iter().any(|b| b.destination == "/dev");
+    let mut out: Vec<Mount> = default_mounts(privileged)?
+        .into_iter()
+        .filter(|m| {
+            let dest = m.destination().to_string_lossy();
+            let overridden = binds.iter().any(|b| b.destination == dest);
+            let under_bound_dev = over_dev && dest.starts_with("/dev/");
+            !overridden && !under_bound_dev
+        })
+        .collect();
+
+    let mut rootfs_propagation = None;
+    for b in binds {
+        let propagation = match b.propagation {
+            MountPropagation::PropagationPrivate => "rprivate",
+            MountPropagation::PropagationHostToContainer => {
+                if rootfs_propagation.is_none() {
+                    rootfs_propagation = Some("rslave");
+                }
+                "rslave"
+            }
+            MountPropagation::PropagationBidirectional => {
+                rootfs_propagation = Some("rshared");
+                "rshared"
+            }
+        };
+        let access = if b.readonly { "ro" } else { "rw" };
+        out.push(
+            MountBuilder::default()
+                .destination(b.destination)
+                .typ("bind")
+                .source(b.source)
+                .options(strings(&["rbind", propagation, access]))
+                .build()?,
+        );
+    }
+    Ok(Mounts {
+        mounts: out,
+        rootfs_propagation: rootfs_propagation.map(str::to_string),
+    })
+}
+
+fn requested_binds(config: &ContainerConfig) -> Result<Vec<Bind>, SpecError> {
+    let mut binds: Vec<Bind> = Vec::with_capacity(config.mounts.len());
+    for (i, m) in config.mounts.iter().enumerate() {
+        let invalid = |what: &str| SpecError::invalid(FIELD_MOUNTS, format!("mounts[{i}].{what}"));
+        if m.image.is_some() {
+            return Err(invalid("image: image volumes are not supported"));
+        }
+        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+            return Err(invalid("uidMappings: id-mapped mounts are not supported"));
+        }
+        if m.recursive_read_only {
+            return Err(invalid(
+                "recursive_read_only: not supported by this runtime",
+            ));
+        }
+        if !m.container_path.starts_with('/') {
+            return Err(invalid(&format!(
+                "container_path {:?} is not an absolute path",
+                m.container_path
+            )));
+        }
+        if m.host_path.is_empty() {
+            return Err(invalid("host_path is empty"));
+        }
+        // Symlinks resolved on the host, as containerd does, so the runtime
+        // binds what the request named at the time of the request.
+        let source = match std::fs::canonicalize(&m.host_path) {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(invalid(&format!(
+                    "host_path {:?} does not exist",
+                    m.host_path
+                )))
+            }
+            Err(source) => {
+                return Err(SpecError::Io {
+                    path: m.host_path.clone().into(),
+                    source,
+                })
+            }
+        };
+        let propagation = MountPropagation::try_from(m.propagation)
+            .map_err(|_| invalid(&format!("propagation: unknown value {}", m.propagation)))?;
+        let destination = clean(&m.container_path);
+        // A later mount of the same path wins, as with repeated -v in Docker.
+        binds.retain(|b| b.destination != destination);
+        binds.push(Bind {
+            destination,
+            source,
+            readonly: m.readonly,
+            propagation,
+        });
+    }
+    Ok(binds)
+}
+
+/// containerd's default set (without /run), /sys and the cgroup tree read-only
+/// unless privileged.
+fn default_mounts(privileged: bool) -> Result<Vec<Mount>, SpecError> {
+    let sys_access = if privileged { "rw" } else { "ro" };
+    [
+        (
+            "/proc",
+            "proc",
+            "proc",
+            strings(&["nosuid", "noexec", "nodev"]),
+        ),
+        (
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            strings(&["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        ),
+        (
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            strings(&[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ]),
+        ),
+        (
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            strings(&["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+        ),
+        (
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            strings(&["nosuid", "noexec", "nodev"]),
+        ),
+        (
+            "/sys",
+            "sysfs",
+            "sysfs",
+            strings(&["nosuid", "noexec", "nodev", sys_access]),
+        ),
+        (
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            strings(&["nosuid", "noexec", "nodev", "relatime", sys_access]),
+        ),
+    ]
+    .into_iter()
+    .map(|(destination, typ, source, options)| {
+        Ok(MountBuilder::default()
+            .destination(destination)
+            .typ(typ)
+            .source(source)
+            .options(options)
+            .build()?)
+    })
+    .collect()
+}
+
+/// Lexical clean-up of an absolute path: no `.`, `..`, repeated or trailing `/`.
+fn clean(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_str().unwrap_or_default()),
+            Component::ParentDir => {
+                parts.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::Mount as CriMount;
+
+    fn summary(m: &Mounts) -> Vec<(String, String, String, Vec<String>)> {
+        m.mounts
+            .iter()
+            .map(|m| {
+                (
+                    m.destination().display().to_string(),
+                    m.typ().clone().unwrap(),
+                    m.source().as_ref().unwrap().display().to_string(),
+                    m.options().clone().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn destinations(m: &Mounts) -> Vec<String> {
+        summary(m).into_iter().map(|s| s.0).collect()
+    }
+
+    fn find(m: &Mounts, dest: &str) -> (String, String, String, Vec<String>) {
+        summary(m)
+            .into_iter()
+            .find(|s| s.0 == dest)
+            .unwrap_or_else(|| panic!("no mount at {dest}"))
+    }
+
+    fn cri_mount(container: &str, host: &Path) -> CriMount {
+        CriMount {
+            container_path: container.into(),
+            host_path: host.display().to_string(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_without_anything_else() {
+        let m = mounts(
+            &ContainerConfig::default(),
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            destinations(&m),
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/dev/mqueue",
+                "/sys",
+                "/sys/fs/cgroup"
+            ]
+        );
+        assert_eq!(find(&m, "/dev/shm").1, "tmpfs");
+        assert!(find(&m, "/sys").3.contains(&"ro".to_string()));
+        assert_eq!(find(&m, "/sys/fs/cgroup").1, "cgroup");
+        assert!(find(&m, "/sys/fs/cgroup").3.contains(&"ro".to_string()));
+        assert!(find(&m, "/dev/pts")
+            .3
+            .contains(&"ptmxmode=0666".to_string()));
+        assert_eq!(m.rootfs_propagation, None);
+    }
+
+    #[test]
+    fn privileged_sys_is_writable() {
+        let m = mounts(
+            &ContainerConfig::default(),
+            &PodFiles::default(),
+            false,
+            true,
+            false,
+        )
+        .unwrap();
+        assert!(find(&m, "/sys").3.contains(&"rw".to_string()));
+        assert!(!find(&m, "/sys").3.contains(&"ro".to_string()));
+        assert!(find(&m, "/sys/fs/cgroup").3.contains(&"rw".to_string()));
+    }
+
+    #[test]
+    fn binds_with_access_and_propagation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ro = cri_mount("/data/ro/", dir.path());
+        ro.readonly = true;
+        let mut slave = cri_mount("/slave", dir.path());
+        slave.propagation = MountPropagation::PropagationHostToContainer as i32;
+        let cfg = ContainerConfig {
+            mounts: vec![ro, slave],
+            ..Default::default()
+        };
+        let m = mounts(&cfg, &PodFiles::default(), false, false, false).unwrap();
+        let real = std::fs::canonicalize(dir.path())
+            .unwrap()
+            .display()
+            .to_string();
+        assert_eq!(
+            find(&m, "/data/ro"),
+            (
+                "/data/ro".into(),
+                "bind".into(),
+                real.clone(),
+                strings(&["rbind", "rprivate", "ro"])
+            )
+        );
+        assert_eq!(find(&m, "/slave").3, strings(&["rbind", "rslave", "rw"]));
+        assert_eq!(m.rootfs_propagation.as_deref(), Some("rslave"));
+
+        let mut shared = cri_mount("/shared", dir.path());
+        shared.propagation = MountPropagation::PropagationBidirectional as i32;
+        let mut slave = cri_mount("/slave", dir.path());
+        slave.propagation = MountPropagation::PropagationHostToContainer as i32;
+        let cfg = ContainerConfig {
+            mounts: vec![shared, slave],
+            ..Default::default()
+        };
+        let m = mounts(&cfg, &PodFiles::default(), false, false, false).unwrap();
+        assert_eq!(find(&m, "/shared").3, strings(&["rbind", "rshared", "rw"]));
+        assert_eq!(m.rootfs_propagation.as_deref(), Some("rshared"));
+    }
+
+    #[test]
+    fn binds_resolve_symlinks_and_sort_shallow_first() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
+        let cfg = ContainerConfig {
+            mounts: vec![
+                cri_mount("/a/b/c", &dir.path().join("link")),
+                cri_mount("/a", dir.path()),
+            ],
+            ..Default::default()
+        };
+        let m = mounts(&cfg, &PodFiles::default(), false, false, false).unwrap();
+        let d = destinations(&m);
+        assert_eq!(&d[d.len() - 2..], ["/a", "/a/b/c"]);
+        assert_eq!(
+            find(&m, "/a/b/c").2,
+            std::fs::canonicalize(dir.path().join("real"))
+                .unwrap()
+                .display()
+                .to_string()
+        );
+    }
+
+    #[test]
+    fn missing_host_path_names_the_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ContainerConfig {
+            mounts: vec![
+                cri_mount("/ok", dir.path()),
+                cri_mount("/x", &dir.path().join("gone")),
+            ],
+            ..Default::default()
+        };
+        let err = mounts(&cfg, &PodFiles::default(), false, false, false).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SpecError::InvalidArgument {
+                    field: FIELD_MOUNTS,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("mounts[1].host_path") && msg.contains("gone"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unsupported_mount_features_are_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rro = cri_mount("/r", dir.path());
+        rro.readonly = true;
+        rro.recursive_read_only = true;
+        let relative = cri_mount("rel", dir.path());
+        for m in [rro, relative] {
+            let cfg = ContainerConfig {
+                mounts: vec![m],
+                ..Default::default()
+            };
+            assert!(matches!(
+                mounts(&cfg, &PodFiles::default(), false, false, false),
+                Err(SpecError::InvalidArgument { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn pod_files_unless_overridden() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod = PodFiles {
+            hostname: Some(Path::new("/run/crius/p/hostname")),
+            hosts: Some(Path::new("/run/crius/p/hosts")),
+            resolv_conf: Some(Path::new("/run/crius/p/resolv.conf")),
+            shm: Some(Path::new("/run/crius/p/shm")),
+        };
+        let cfg = ContainerConfig {
+            mounts: vec![cri_mount("/etc/hosts", dir.path())],
+            ..Default::default()
+        };
+        let m = mounts(&cfg, &pod, false, false, true).unwrap();
+        assert_eq!(
+            find(&m, "/etc/hostname"),
+            (
+                "/etc/hostname".into(),
+                "bind".into(),
+                "/run/crius/p/hostname".into(),
+                strings(&["rbind", "rprivate", "ro"])
+            )
+        );
+        assert_eq!(find(&m, "/etc/resolv.conf").2, "/run/crius/p/resolv.conf");
+        assert_eq!(
+            find(&m, "/etc/hosts").2,
+            std::fs::canonicalize(dir.path())
+                .unwrap()
+                .display()
+                .to_string()
+        );
+        assert_eq!(
+            destinations(&m)
+                .iter()
+                .filter(|d| *d == "/etc/hosts")
+                .count(),
+            1
+        );
+        // The pod's /dev/shm replaces the default tmpfs, writable even with a read-only rootfs.
+        assert_eq!(
+            find(&m, "/dev/shm"),
+            (
+                "/dev/shm".into(),
+                "bind".into(),
+                "/run/crius/p/shm".into(),
+                strings(&["rbind", "rprivate", "rw"])
+            )
+        );
+        assert_eq!(
+            destinations(&m).iter().filter(|d| *d == "/dev/shm").count(),
+            1
+        );
+
+        let m = mounts(&ContainerConfig::default(), &pod, true, false, false).unwrap();
+        assert_eq!(
+            find(&m, "/dev/shm").2,
+            "/dev/shm",
+            "host IPC shares the host's /dev/shm"
+        );
+    }
+
+    #[test]
+    fn a_dev_bind_replaces_all_default_dev_mounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ContainerConfig {
+            mounts: vec![cri_mount("/dev", dir.path())],
+            ..Default::default()
+        };
+        let m = mounts(&cfg, &PodFiles::default(), false, false, false).unwrap();
+        assert_eq!(
+            destinations(&m),
+            ["/proc", "/sys", "/sys/fs/cgroup", "/dev"]
+        );
+    }
+
+    #[test]
+    fn clean_paths() {
+        assert_eq!(clean("/a/./b//c/"), "/a/b/c");
+        assert_eq!(clean("/a/../b"), "/b");
+        assert_eq!(clean("/"), "/");
+    }
+}

@@ -1,0 +1,283 @@
+//! linux.resources (cgroup limits), the devices cgroup rule and the OOM score.
+
+use std::collections::HashMap;
+
+use k8s_cri::v1::LinuxContainerResources;
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder,
+    LinuxResources, LinuxResourcesBuilder,
+};
+
+use super::{HostCapabilities, SpecError};
+
+/// The cgroup limits of a container. Devices: deny all (the runtime then
+/// allows its default /dev nodes), or allow all when privileged.
+pub(super) fn resources(
+    r: Option<&LinuxContainerResources>,
+    host: &HostCapabilities,
+    privileged: bool,
+) -> Result<LinuxResources, SpecError> {
+    let mut out =
+        LinuxResourcesBuilder::default().devices(vec![LinuxDeviceCgroupBuilder::default()
+            .allow(privileged)
+            .access("rwm")
+            .build()?]);
+    let Some(r) = r else {
+        return Ok(out.build()?);
+    };
+
+    let mut cpu = LinuxCpuBuilder::default();
+    let mut cpu_set = false;
+    if r.cpu_period != 0 {
+        cpu = cpu.period(non_negative(
+            r.cpu_period,
+            "config.linux.resources.cpu_period",
+        )?);
+        cpu_set = true;
+    }
+    if r.cpu_quota != 0 {
+        cpu = cpu.quota(r.cpu_quota);
+        cpu_set = true;
+    }
+    if r.cpu_shares != 0 {
+        cpu = cpu.shares(non_negative(
+            r.cpu_shares,
+            "config.linux.resources.cpu_shares",
+        )?);
+        cpu_set = true;
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu = cpu.cpus(r.cpuset_cpus.clone());
+        cpu_set = true;
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu = cpu.mems(r.cpuset_mems.clone());
+        cpu_set = true;
+    }
+    if cpu_set {
+        out = out.cpu(cpu.build()?);
+    }
+
+    // Without a swap limit, swap is held to the memory limit so that the
+    // container cannot swap (containerd's rule), where the host can say so.
+    let mut memory = LinuxMemoryBuilder::default();
+    let mut memory_set = false;
+    if r.memory_limit_in_bytes != 0 {
+        memory = memory.limit(r.memory_limit_in_bytes);
+        memory_set = true;
+        if r.memory_swap_limit_in_bytes == 0 && host.memory_swap {
+            memory = memory.swap(r.memory_limit_in_bytes);
+        }
+    }
+    if r.memory_swap_limit_in_bytes != 0 && host.memory_swap {
+        memory = memory.swap(r.memory_swap_limit_in_bytes);
+        memory_set = true;
+    }
+    if memory_set {
+        out = out.memory(memory.build()?);
+    }
+
+    if host.hugetlb && !r.hugepage_limits.is_empty() {
+        let limits = r
+            .hugepage_limits
+            .iter()
+            .map(|h| {
+                let limit = i64::try_from(h.limit).map_err(|_| {
+                    SpecError::invalid(
+                        "config.linux.resources.hugepage_limits",
+                        format!("limit {} for {} is out of range", h.limit, h.page_size),
+                    )
+                })?;
+                Ok(LinuxHugepageLimitBuilder::default()
+                    .page_size(h.page_size.clone())
+                    .limit(limit)
+                    .build()?)
+            })
+            .collect::<Result<Vec<_>, SpecError>>()?;
+        out = out.hugepage_limits(limits);
+    }
+
+    if !r.unified.is_empty() {
+        if !host.cgroup_v2 {
+            return Err(SpecError::invalid(
+                "config.linux.resources.unified",
+                "cgroup v2 settings given, but this host's cgroups are v1",
+            ));
+        }
+        out = out.unified(
+            r.unified
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        );
+    }
+    Ok(out.build()?)
+}
+
+/// The requested score, never below the daemon's own (see
+/// [`HostCapabilities::min_oom_score_adj`]). `None` when the request sets no
+/// resources (the process then inherits the runtime's).
+pub(super) fn oom_score_adj(
+    r: Option<&LinuxContainerResources>,
+    host: &HostCapabilities,
+) -> Result<Option<i32>, SpecError> {
+    let Some(r) = r else { return Ok(None) };
+    if !(-1000..=1000).contains(&r.oom_score_adj) {
+        return Err(SpecError::invalid(
+            "config.linux.resources.oom_score_adj",
+            format!("{} is outside -1000..=1000", r.oom_score_adj),
+        ));
+    }
+    Ok(Some((r.oom_score_adj as i32).max(host.min_oom_score_adj)))
+}
+
+fn non_negative(v: i64, field: &'static str) -> Result<u64, SpecError> {
+    u64::try_from(v).map_err(|_| SpecError::invalid(field, format!("{v} is negative")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::HugepageLimit;
+
+    fn host() -> HostCapabilities {
+        HostCapabilities {
+            cgroup_v2: false,
+            hugetlb: false,
+            memory_swap: true,
+            min_oom_score_adj: 0,
+            last_cap: 40,
+        }
+    }
+
+    fn hugepages() -> LinuxContainerResources {
+        LinuxContainerResources {
+            hugepage_limits: vec![HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 0,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn none_is_only_the_device_rule() {
+        let r = resources(None, &host(), false).unwrap();
+        let devices = r.devices().as_ref().unwrap();
+        assert_eq!(devices.len(), 1);
+        assert!(!devices[0].allow());
+        assert_eq!(devices[0].access().as_deref(), Some("rwm"));
+        assert!(r.cpu().is_none() && r.memory().is_none());
+        assert!(resources(None, &host(), true)
+            .unwrap()
+            .devices()
+            .as_ref()
+            .unwrap()[0]
+            .allow());
+    }
+
+    #[test]
+    fn cpu_and_memory() {
+        let req = LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            cpu_shares: 512,
+            cpuset_cpus: "0".into(),
+            cpuset_mems: "0".into(),
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        };
+        let r = resources(Some(&req), &host(), false).unwrap();
+        let cpu = r.cpu().as_ref().unwrap();
+        assert_eq!(cpu.period(), Some(100_000));
+        assert_eq!(cpu.quota(), Some(50_000));
+        assert_eq!(cpu.shares(), Some(512));
+        assert_eq!(cpu.cpus().as_deref(), Some("0"));
+        assert_eq!(cpu.mems().as_deref(), Some("0"));
+        let mem = r.memory().as_ref().unwrap();
+        assert_eq!(mem.limit(), Some(64 << 20));
+        assert_eq!(mem.swap(), Some(64 << 20), "swap pinned to the limit");
+
+        let no_swap = HostCapabilities {
+            memory_swap: false,
+            ..host()
+        };
+        let r = resources(Some(&req), &no_swap, false).unwrap();
+        assert_eq!(r.memory().as_ref().unwrap().swap(), None);
+        let req = LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            memory_swap_limit_in_bytes: 128 << 20,
+            ..Default::default()
+        };
+        let r = resources(Some(&req), &host(), false).unwrap();
+        assert_eq!(r.memory().as_ref().unwrap().swap(), Some(128 << 20));
+    }
+
+    #[test]
+    fn negative_period_or_shares_are_invalid() {
+        let req = LinuxContainerResources {
+            cpu_shares: -2,
+            ..Default::default()
+        };
+        let err = resources(Some(&req), &host(), false).unwrap_err();
+        assert!(matches!(
+            err,
+            SpecError::InvalidArgument {
+                field: "config.linux.resources.cpu_shares",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn hugepages_only_where_enforceable() {
+        let r = resources(Some(&hugepages()), &host(), false).unwrap();
+        assert!(r.hugepage_limits().is_none());
+        let with = HostCapabilities {
+            hugetlb: true,
+            ..host()
+        };
+        let r = resources(Some(&hugepages()), &with, false).unwrap();
+        let limits = r.hugepage_limits().as_ref().unwrap();
+        assert_eq!(limits[0].page_size(), "2MB");
+        assert_eq!(limits[0].limit(), 0);
+    }
+
+    #[test]
+    fn unified_needs_cgroup_v2() {
+        let req = LinuxContainerResources {
+            unified: [("memory.high".to_string(), "1M".to_string())].into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            resources(Some(&req), &host(), false),
+            Err(SpecError::InvalidArgument {
+                field: "config.linux.resources.unified",
+                ..
+            })
+        ));
+        let v2 = HostCapabilities {
+            cgroup_v2: true,
+            ..host()
+        };
+        let r = resources(Some(&req), &v2, false).unwrap();
+        assert_eq!(r.unified().as_ref().unwrap()["memory.high"], "1M");
+    }
+
+    #[test]
+    fn oom_score_is_clamped_to_the_daemons() {
+        let req = |adj| LinuxContainerResources {
+            oom_score_adj: adj,
+            ..Default::default()
+        };
+        assert_eq!(oom_score_adj(None, &host()).unwrap(), None);
+        assert_eq!(oom_score_adj(Some(&req(500)), &host()).unwrap(), Some(500));
+        assert_eq!(oom_score_adj(Some(&req(-998)), &host()).unwrap(), Some(0));
+        let low = HostCapabilities {
+            min_oom_score_adj: -999,
+            ..host()
+        };
+        assert_eq!(oom_score_adj(Some(&req(-998)), &low).unwrap(), Some(-998));
+        assert!(oom_score_adj(Some(&req(1001)), &host()).is_err());
+    }
+}
