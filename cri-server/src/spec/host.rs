@@ -21,8 +21,10 @@ pub struct HostCapabilities {
     /// The daemon's own oom_score_adj: no container gets a lower one, as the
     /// kernel may refuse it (containerd's `restrict_oom_score_adj`).
     pub min_oom_score_adj: i32,
-    /// The highest capability number the kernel knows (`cap_last_cap`).
-    pub last_cap: u32,
+    /// The daemon's own effective capabilities (bit n = capability n): what
+    /// "all capabilities" means, since a runtime cannot grant more (here,
+    /// CAP_SYS_RESOURCE is missing from the host's bounding set).
+    pub own_capabilities: u64,
 }
 
 impl HostCapabilities {
@@ -46,7 +48,7 @@ impl HostCapabilities {
             hugetlb,
             memory_swap,
             min_oom_score_adj: parse_proc_number("/proc/self/oom_score_adj")?,
-            last_cap: parse_proc_number("/proc/sys/kernel/cap_last_cap")?,
+            own_capabilities: effective_capabilities(&read_proc("/proc/self/status")?)?,
         })
     }
 }
@@ -75,6 +77,18 @@ fn unified_cgroup(proc_self_cgroup: &str) -> String {
         .find_map(|l| l.strip_prefix("0::"))
         .unwrap_or("/")
         .to_string()
+}
+
+/// The `CapEff` mask of a /proc/<pid>/status text.
+fn effective_capabilities(status: &str) -> Result<u64, SpecError> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .ok_or_else(|| SpecError::Io {
+            path: "/proc/self/status".into(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no CapEff line"),
+        })
 }
 
 fn read_proc(path: &str) -> Result<String, SpecError> {
@@ -136,6 +150,13 @@ mod tests {
     }
 
     #[test]
+    fn effective_capabilities_from_status() {
+        let status = "Name:\tx\nCapPrm:\t000001fffeffffff\nCapEff:\t000001fffeffffff\n";
+        assert_eq!(effective_capabilities(status).unwrap(), 0x1fffeffffff);
+        assert!(effective_capabilities("Name:\tx\n").is_err());
+    }
+
+    #[test]
     fn own_unified_cgroup() {
         assert_eq!(
             unified_cgroup("12:pids:/x\n0::/system.slice/a.service\n"),
@@ -147,7 +168,10 @@ mod tests {
     #[test]
     fn detect_reads_this_host() {
         let host = HostCapabilities::detect().unwrap();
-        assert!(host.last_cap >= 36, "{host:?}");
+        // Every process that can run this test as root has CAP_SYS_ADMIN (21).
+        if nix::unistd::geteuid().is_root() {
+            assert_ne!(host.own_capabilities & (1 << 21), 0, "{host:?}");
+        }
         assert!((-1000..=1000).contains(&host.min_oom_score_adj), "{host:?}");
     }
 }

@@ -11,6 +11,8 @@ mod mounts;
 mod namespaces;
 mod process;
 mod resources;
+#[cfg(test)]
+mod runc_tests;
 mod security;
 #[cfg(test)]
 mod tests;
@@ -131,7 +133,11 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
                 .additional_gids(user.additional_gids)
                 .build()?,
         )
-        .capabilities(security::capabilities(sc, privileged, input.host.last_cap)?)
+        .capabilities(security::capabilities(
+            sc,
+            privileged,
+            input.host.own_capabilities,
+        )?)
         .no_new_privileges(sc.is_some_and(|sc| sc.no_new_privs));
     let mut process = match resources::oom_score_adj(resources_req, input.host)? {
         Some(adj) => process.oom_score_adj(adj),

@@ -146,7 +146,7 @@ mod tests {
             hugetlb: false,
             memory_swap: true,
             min_oom_score_adj: 0,
-            last_cap: 40,
+            own_capabilities: (1 << 41) - 1,
         }
     }
 

@@ -29,8 +29,8 @@ const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::AuditWrite,
 ];
 
-/// Every capability oci-spec knows, with its kernel number, so that "all" means
-/// all that the running kernel has (`/proc/sys/kernel/cap_last_cap`).
+/// Every capability oci-spec knows, with its kernel number, so that "all" can
+/// mean all that the daemon itself has.
 const NUMBERED_CAPABILITIES: [(u32, Capability); 41] = [
     (0, Capability::Chown),
     (1, Capability::DacOverride),
@@ -101,15 +101,16 @@ pub(super) const DEFAULT_READONLY_PATHS: [&str; 5] = [
 /// The bounding, effective and permitted sets (never inheritable or ambient,
 /// as containerd: what non-root plus capabilities means is undefined in
 /// Kubernetes). Defaults, then "ALL" in add or drop, then the single names
-/// added, then those dropped; privileged gets every capability of the kernel.
+/// added, then those dropped. "ALL" and privileged mean every capability the
+/// daemon has (as containerd's "all current capabilities").
 pub(super) fn capabilities(
     sc: Option<&LinuxContainerSecurityContext>,
     privileged: bool,
-    last_cap: u32,
+    own_capabilities: u64,
 ) -> Result<LinuxCapabilities, SpecError> {
     let all: Capabilities = NUMBERED_CAPABILITIES
         .iter()
-        .filter(|(n, _)| *n <= last_cap)
+        .filter(|(n, _)| own_capabilities & (1 << n) != 0)
         .map(|(_, c)| *c)
         .collect();
     let mut set: Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
@@ -189,6 +190,8 @@ mod tests {
     use super::*;
     use k8s_cri::v1::Capability as CriCapability;
 
+    const ALL: u64 = (1 << 41) - 1;
+
     fn sc(add: &[&str], drop: &[&str]) -> LinuxContainerSecurityContext {
         LinuxContainerSecurityContext {
             capabilities: Some(CriCapability {
@@ -210,7 +213,7 @@ mod tests {
 
     #[test]
     fn default_set() {
-        let caps = capabilities(None, false, 40).unwrap();
+        let caps = capabilities(None, false, ALL).unwrap();
         let set = effective(&caps);
         assert_eq!(set.len(), 14);
         assert!(set.contains(&Capability::NetRaw));
@@ -235,20 +238,22 @@ mod tests {
 
     #[test]
     fn all_then_singles() {
-        let set = effective(&capabilities(Some(&sc(&["ALL"], &["CHOWN"])), false, 40).unwrap());
+        let set = effective(&capabilities(Some(&sc(&["ALL"], &["CHOWN"])), false, ALL).unwrap());
         assert_eq!(set.len(), 40);
         assert!(!set.contains(&Capability::Chown));
-        let set = effective(&capabilities(Some(&sc(&["NET_ADMIN"], &["all"])), false, 40).unwrap());
+        let set =
+            effective(&capabilities(Some(&sc(&["NET_ADMIN"], &["all"])), false, ALL).unwrap());
         assert_eq!(set, [Capability::NetAdmin].into_iter().collect());
-        // "all" means what the kernel has.
-        let set = effective(&capabilities(Some(&sc(&["ALL"], &[])), false, 37).unwrap());
-        assert_eq!(set.len(), 38);
-        assert!(!set.contains(&Capability::Bpf));
+        // "all" means what the daemon has: here no CAP_SYS_RESOURCE (24).
+        let set =
+            effective(&capabilities(Some(&sc(&["ALL"], &[])), false, ALL & !(1 << 24)).unwrap());
+        assert_eq!(set.len(), 40);
+        assert!(!set.contains(&Capability::SysResource));
     }
 
     #[test]
     fn unknown_capability_names_the_field() {
-        let err = capabilities(Some(&sc(&["FLY"], &[])), false, 40).unwrap_err();
+        let err = capabilities(Some(&sc(&["FLY"], &[])), false, ALL).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -259,7 +264,7 @@ mod tests {
             ),
             "{err}"
         );
-        let err = capabilities(Some(&sc(&[], &["SWIM"])), false, 40).unwrap_err();
+        let err = capabilities(Some(&sc(&[], &["SWIM"])), false, ALL).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -274,7 +279,7 @@ mod tests {
 
     #[test]
     fn privileged_has_everything() {
-        let set = effective(&capabilities(Some(&sc(&[], &["ALL"])), true, 40).unwrap());
+        let set = effective(&capabilities(Some(&sc(&[], &["ALL"])), true, ALL).unwrap());
         assert_eq!(set.len(), 41);
     }
 
