@@ -2,8 +2,11 @@
 //! and state dirs), connects CRI clients, and tears everything down on drop,
 //! even when the test failed.
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
@@ -58,6 +61,36 @@ pub struct DaemonOptions {
     pub config_toml: String,
     /// Socket path instead of one in the daemon's temp dir.
     pub socket: Option<PathBuf>,
+    /// Install a bridge network of the daemon's own in its CNI conf dir.
+    pub network: bool,
+}
+
+/// A bridge network private to one daemon: its own bridge, subnet and IPAM
+/// data dir, so that daemons of parallel tests never share addresses.
+pub struct TestNetwork {
+    pub bridge: String,
+    pub subnet: String,
+}
+
+static NETWORKS: AtomicU32 = AtomicU32::new(0);
+
+impl TestNetwork {
+    fn new() -> TestNetwork {
+        let n = (std::process::id() * 16 + NETWORKS.fetch_add(1, Ordering::SeqCst)) % 250;
+        TestNetwork {
+            bridge: format!("crt{}", std::process::id() % 100_000 * 100 + n % 100),
+            subnet: format!("10.199.{n}.0/24"),
+        }
+    }
+
+    fn conflist(&self, ipam_dir: &Path) -> String {
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"{b}","plugins":[{{"type":"bridge","bridge":"{b}","isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","dataDir":"{d}","ranges":[[{{"subnet":"{s}"}}]],"routes":[{{"dst":"0.0.0.0/0"}}]}}}},{{"type":"portmap","capabilities":{{"portMappings":true}}}}]}}"#,
+            b = self.bridge,
+            s = self.subnet,
+            d = ipam_dir.display()
+        )
+    }
 }
 
 pub struct Daemon {
@@ -68,6 +101,9 @@ pub struct Daemon {
     pub state: PathBuf,
     pub cni_conf_dir: PathBuf,
     pub log: PathBuf,
+    /// The cgroup under which this daemon's pods live (relative to each hierarchy).
+    pub cgroup_parent: String,
+    pub network: Option<TestNetwork>,
 }
 
 impl Daemon {
@@ -86,9 +122,18 @@ impl Daemon {
         let state = dir.path().join("state");
         let cni_conf_dir = dir.path().join("net.d");
         std::fs::create_dir_all(&cni_conf_dir).unwrap();
+        let network = opts.network.then(TestNetwork::new);
+        if let Some(net) = &network {
+            let conf = net.conflist(&dir.path().join("ipam"));
+            std::fs::write(cni_conf_dir.join("10-test.conflist"), conf).unwrap();
+        }
+        let cgroup_parent = format!(
+            "crius-test-{}",
+            dir.path().file_name().unwrap().to_string_lossy()
+        );
         let config_path = dir.path().join("crius.toml");
         let config = format!(
-            "{}\n[cni]\nconf_dir = \"{}\"\n",
+            "cgroup_parent = \"{cgroup_parent}\"\n{}\n[cni]\nconf_dir = \"{}\"\n",
             opts.config_toml,
             cni_conf_dir.display()
         );
@@ -117,6 +162,8 @@ impl Daemon {
             state,
             cni_conf_dir,
             log,
+            cgroup_parent,
+            network,
         };
         daemon.wait_for_socket();
         daemon
@@ -178,6 +225,79 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// What this daemon's objects left on the host: mounts under its dirs,
+    /// shim processes, cgroups under its parent, veths on its bridge and
+    /// pinned namespaces. Empty when everything was cleaned up.
+    pub fn leaks(&self) -> Vec<String> {
+        let mut leaks: Vec<String> = mounts_under(self.dir.path())
+            .into_iter()
+            .map(|m| format!("mount {}", m.display()))
+            .collect();
+        leaks.extend(self.shim_pids().iter().map(|p| format!("shim process {p}")));
+        leaks.extend(
+            cgroup_dirs(&self.cgroup_parent)
+                .into_iter()
+                .filter(|d| {
+                    d.read_dir()
+                        .map(|mut r| r.any(|e| e.map(|e| e.path().is_dir()).unwrap_or(false)))
+                        .unwrap_or(false)
+                })
+                .map(|d| format!("cgroup {}", d.display())),
+        );
+        if let Some(net) = &self.network {
+            let brif = Path::new("/sys/class/net").join(&net.bridge).join("brif");
+            if let Ok(ports) = std::fs::read_dir(brif) {
+                leaks.extend(ports.flatten().map(|p| format!("veth {:?}", p.file_name())));
+            }
+        }
+        let pods = self.state.join("pods");
+        if let Ok(entries) = std::fs::read_dir(&pods) {
+            leaks.extend(
+                entries
+                    .flatten()
+                    .map(|e| format!("pod dir {}", e.path().display())),
+            );
+        }
+        leaks
+    }
+
+    /// The shims serving containers of this daemon (their sockets are under its state dir).
+    pub fn shim_pids(&self) -> Vec<i32> {
+        let needle = self.state.display().to_string();
+        processes()
+            .into_iter()
+            .filter(|(_, cmdline)| cmdline.contains("crius-shim") && cmdline.contains(&needle))
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// Kills what a failed test left: shims, container processes, mounts,
+    /// cgroups and the bridge.
+    fn clean_up(&self) {
+        use nix::sys::signal::{kill, Signal};
+        for pid in self.shim_pids() {
+            let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        for dir in cgroup_dirs(&self.cgroup_parent) {
+            kill_cgroup_tree(&dir);
+        }
+        let mut mounts = mounts_under(self.dir.path());
+        mounts.reverse();
+        for m in mounts {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        for dir in cgroup_dirs(&self.cgroup_parent) {
+            remove_cgroup_tree(&dir);
+        }
+        if let Some(net) = &self.network {
+            let _ = Command::new("ip")
+                .args(["link", "del", &net.bridge])
+                .output();
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.child.is_some() {
@@ -186,6 +306,74 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             eprintln!("--- criusd log ---\n{}", self.log_text());
         }
+        self.clean_up();
+    }
+}
+
+/// Mount points under `dir`, in mount order.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+/// Every process as (pid, cmdline with spaces).
+pub fn processes() -> Vec<(i32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            Some((pid, cmdline.trim_end().to_string()))
+        })
+        .collect()
+}
+
+/// The dirs of `cgroup` in every v1 hierarchy (and a v2 root).
+pub fn cgroup_dirs(cgroup: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut dirs = vec![root.join(cgroup)];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        dirs.extend(entries.flatten().map(|e| e.path().join(cgroup)));
+    }
+    dirs.retain(|d| d.is_dir());
+    dirs
+}
+
+fn kill_cgroup_tree(dir: &Path) {
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten().filter(|e| e.path().is_dir()) {
+            kill_cgroup_tree(&e.path());
+        }
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten().filter(|e| e.path().is_dir()) {
+            remove_cgroup_tree(&e.path());
+        }
+    }
+    for _ in 0..50 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
