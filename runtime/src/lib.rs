@@ -1,1 +1,35 @@
-//! OCI bundle → running process, on youki's libcontainer.
+//! OCI bundle → running process, in-process on youki's `libcontainer`.
+//!
+//! [`Runtime`] creates, starts, signals, execs into and deletes containers. It knows nothing
+//! of CRI or gRPC; its caller is the per-container shim, which must know these facts:
+//!
+//! - **Parentage.** A container's init and every exec'd process are children of the calling
+//!   process (libcontainer clones them with `CLONE_PARENT` from an intermediate child), so the
+//!   caller reaps them with `waitpid`. Each leads its own session and process group.
+//! - **Reaping.** `create` and `exec` fork an intermediate child and reap it by pid. Do not
+//!   reap with `waitpid(-1)` while they run, and keep the status of any pid reaped before it
+//!   is known (a short-lived exec can exit before `exec` returns). When they fail, their
+//!   children are left for the caller to reap. Reap everything: a zombie exec'd process in the
+//!   container's pid namespace keeps the container's init from finishing its exit.
+//! - **One call at a time.** libcontainer `chdir`s the process while it binds/connects its
+//!   start sockets; the caller must be single-threaded or serialize calls.
+//! - **Side effects on the caller.** libcontainer marks the caller non-dumpable (prctl) during
+//!   `create`/`exec` and leaves it so. It also writes the container's `oomScoreAdj` into the
+//!   caller; this crate puts the caller's own score back.
+//! - **Cgroups.** libcgroups picks v1 on a hybrid host (v1 controllers plus a cgroup2 mount at
+//!   /sys/fs/cgroup/unified); a spec asking for a controller the host lacks fails `create`
+//!   (e.g. hugepage limits when hugetlb lives only in the cgroup2 mount).
+
+mod error;
+mod oom_score;
+mod runtime;
+mod state;
+mod stdio;
+
+pub use error::{RuntimeError, Step};
+pub use nix::sys::signal::Signal;
+pub use nix::unistd::Pid;
+pub use oci_spec;
+pub use runtime::Runtime;
+pub use state::{ContainerState, ContainerStatus};
+pub use stdio::Stdio;

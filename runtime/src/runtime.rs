@@ -1,0 +1,225 @@
+//! The lifecycle verbs, each a thin call into libcontainer with our error and stdio rules.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::{Container, ContainerStatus as LibStatus};
+use libcontainer::error::LibcontainerError;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::Process;
+
+use crate::error::{RuntimeError, Step};
+use crate::oom_score::OomScoreAdj;
+use crate::state::ContainerState;
+use crate::stdio::{ContainerStdio, Stdio};
+
+/// Creates, starts, signals, execs into and deletes containers; all state lives under one
+/// directory, one subdirectory per container (libcontainer's layout).
+///
+/// Calls block and must not run concurrently in one process: libcontainer briefly `chdir`s the
+/// whole process while it binds and connects its start sockets. See the crate docs for which
+/// children a call leaves to the caller.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    state_root: PathBuf,
+}
+
+impl Runtime {
+    /// A runtime keeping its state under `state_root` (created on first `create`). Keep it short:
+    /// `<state_root>/<id>/notify.sock` is a unix socket path.
+    pub fn new(state_root: impl Into<PathBuf>) -> Runtime {
+        Runtime {
+            state_root: state_root.into(),
+        }
+    }
+
+    pub fn state_root(&self) -> &Path {
+        &self.state_root
+    }
+
+    /// Creates the container from `bundle` (config.json + rootfs): every namespace, mount and
+    /// cgroup set up, init blocked just before exec until [`Runtime::start`]. Returns init's pid.
+    ///
+    /// Init is a CHILD of the calling process (libcontainer's intermediate process clones it
+    /// with `CLONE_PARENT`), so a subreaper caller can `waitpid` it. It runs in its own session
+    /// (setsid). The stdio fds become init's 0/1/2 (None → /dev/null); this process's copies
+    /// are closed before returning.
+    ///
+    /// Reaping: during this call libcontainer forks an intermediate child and reaps it with
+    /// `waitpid(<its pid>)`. A caller must not reap with `waitpid(-1)` while `create` runs: it
+    /// would take that intermediate (libcontainer tolerates it, but the caller sees a pid it
+    /// does not know), and if init dies early the caller gets init's status before it knows
+    /// init's pid. If `create` fails after forking, libcontainer returns without reaping: the
+    /// intermediate and init exit and are left for the caller to reap. Keep the statuses of
+    /// unknown pids until `create` returns.
+    pub fn create(&self, id: &str, bundle: &Path, stdio: Stdio) -> Result<Pid, RuntimeError> {
+        let step = Step::Create;
+        fs::create_dir_all(&self.state_root)
+            .map_err(|e| RuntimeError::io(id, step, "create the state root", e))?;
+        let stdio = stdio
+            .into_container_stdio()
+            .map_err(|e| RuntimeError::io(id, step, "prepare stdio", e))?;
+
+        let container = with_own_oom_score(id, step, || {
+            self.builder(id, stdio)?
+                .as_init(bundle)
+                .with_systemd(false)
+                .with_detach(true)
+                .build()
+        })?;
+        container.pid().ok_or_else(|| {
+            RuntimeError::libcontainer(
+                id,
+                step,
+                LibcontainerError::Other("no init pid after create".into()),
+            )
+        })
+    }
+
+    /// Releases init to exec the container's process.
+    pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let step = Step::Start;
+        let mut container = self.load(id, step)?.ok_or_else(|| not_found(id, step))?;
+        container
+            .start()
+            .map_err(|e| RuntimeError::libcontainer(id, step, e))
+    }
+
+    /// Sends `signal` to init; with `all`, to every process in the container's cgroup.
+    /// A stopped container is not an error.
+    pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<(), RuntimeError> {
+        let step = Step::Kill;
+        let mut container = self.load(id, step)?.ok_or_else(|| not_found(id, step))?;
+        if !all && container.status() == LibStatus::Stopped {
+            return Ok(());
+        }
+        container
+            .kill(signal, all)
+            .map_err(|e| RuntimeError::libcontainer(id, step, e))
+    }
+
+    /// Removes the container's cgroup and runtime state. Idempotent: an unknown id is Ok.
+    /// A created (never started) container is killed first; a running or paused one only
+    /// with `force` (SIGKILL to every process of its cgroup), else it is an error.
+    pub fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        let step = Step::Delete;
+        let Some(mut container) = self.load(id, step)? else {
+            return Ok(());
+        };
+        container
+            .delete(force)
+            .map_err(|e| RuntimeError::libcontainer(id, step, e))
+    }
+
+    /// Starts `process` inside the running container: its namespaces and cgroup; the
+    /// capabilities, user, env, cwd and rlimits of `process`. Returns once the process has
+    /// exec'd (an exec failure, e.g. a missing binary, is an error).
+    ///
+    /// The process is a CHILD of the caller and leads its own session and process group
+    /// (pgid == pid), so `kill(-pid, SIGKILL)` ends it and everything it started.
+    ///
+    /// Reaping: as for [`Runtime::create`], libcontainer forks and reaps an intermediate child
+    /// during this call; do not `waitpid(-1)` meanwhile. The exec'd process may already have
+    /// exited (and be reaped by a concurrent reaper) before this returns its pid. If the call
+    /// fails after forking (e.g. the binary is missing), the intermediate and the exec's process
+    /// exit and are left for the caller to reap; the latter sits in the container's pid
+    /// namespace, and the container's init cannot finish exiting until it is reaped.
+    ///
+    /// Not inherited from the container (libcontainer 0.7 builds the exec's spec from the
+    /// process plus the container's namespaces and cgroup only): seccomp, apparmor and the
+    /// container's `noNewPrivileges`; set them on `process` where it has the field.
+    pub fn exec(&self, id: &str, process: &Process, stdio: Stdio) -> Result<Pid, RuntimeError> {
+        let step = Step::Exec;
+        let dir = self.container_dir(id, step)?;
+        if !dir.exists() {
+            return Err(not_found(id, step));
+        }
+        // libcontainer takes the exec's process spec as a file; it lives as long as this call.
+        let mut process_json = tempfile::Builder::new()
+            .prefix("exec-")
+            .suffix(".json")
+            .tempfile_in(&dir)
+            .map_err(|e| RuntimeError::io(id, step, "create process.json", e))?;
+        serde_json::to_writer(&mut process_json, process)
+            .map_err(std::io::Error::from)
+            .and_then(|()| process_json.flush())
+            .map_err(|e| RuntimeError::io(id, step, "write process.json", e))?;
+        let stdio = stdio
+            .into_container_stdio()
+            .map_err(|e| RuntimeError::io(id, step, "prepare stdio", e))?;
+
+        with_own_oom_score(id, step, || {
+            self.builder(id, stdio)?
+                .as_tenant()
+                .with_detach(true)
+                .with_process(Some(process_json.path()))
+                .build()
+        })
+    }
+
+    /// The container's status and init pid, refreshed from /proc.
+    pub fn state(&self, id: &str) -> Result<ContainerState, RuntimeError> {
+        let step = Step::State;
+        let container = self.load(id, step)?.ok_or_else(|| not_found(id, step))?;
+        Ok(ContainerState::from(&container))
+    }
+
+    fn builder(
+        &self,
+        id: &str,
+        stdio: ContainerStdio,
+    ) -> Result<ContainerBuilder, LibcontainerError> {
+        Ok(ContainerBuilder::new(id.to_owned(), SyscallType::default())
+            .validate_id()?
+            .with_root_path(&self.state_root)?
+            .with_stdin(stdio.stdin)
+            .with_stdout(stdio.stdout)
+            .with_stderr(stdio.stderr))
+    }
+
+    /// The container's state directory; the id is checked so it cannot name another path.
+    fn container_dir(&self, id: &str, step: Step) -> Result<PathBuf, RuntimeError> {
+        ContainerBuilder::new(id.to_owned(), SyscallType::default())
+            .validate_id()
+            .map_err(|e| RuntimeError::libcontainer(id, step, e))?;
+        Ok(self.state_root.join(id))
+    }
+
+    /// The container with its status refreshed from /proc; None when it does not exist.
+    fn load(&self, id: &str, step: Step) -> Result<Option<Container>, RuntimeError> {
+        let dir = self.container_dir(id, step)?;
+        if !dir.exists() {
+            return Ok(None);
+        }
+        Container::load(dir)
+            .map(Some)
+            .map_err(|e| RuntimeError::libcontainer(id, step, e))
+    }
+}
+
+fn not_found(id: &str, step: Step) -> RuntimeError {
+    RuntimeError::NotFound {
+        id: id.to_owned(),
+        step,
+    }
+}
+
+/// Runs a libcontainer call that may rewrite this process's OOM score, and puts it back.
+fn with_own_oom_score<T>(
+    id: &str,
+    step: Step,
+    call: impl FnOnce() -> Result<T, LibcontainerError>,
+) -> Result<T, RuntimeError> {
+    let saved =
+        OomScoreAdj::save().map_err(|e| RuntimeError::io(id, step, "read our oom_score_adj", e))?;
+    let result = call();
+    // The container exists by now; a failed restore must not make the call look failed.
+    if let Err(err) = saved.restore() {
+        tracing::warn!(id, %step, %err, "failed to restore the caller's oom_score_adj");
+    }
+    result.map_err(|e| RuntimeError::libcontainer(id, step, e))
+}

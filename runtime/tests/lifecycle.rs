@@ -1,0 +1,261 @@
+//! create → start → wait → delete of a real busybox container (root only).
+
+mod common;
+
+use std::fs;
+
+use common::*;
+use crius_runtime::oci_spec::runtime::{LinuxNamespaceType, Spec};
+use crius_runtime::{ContainerStatus, Runtime, Signal, Stdio};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::getpid;
+
+#[test]
+fn create_start_wait_delete() {
+    require_root!();
+    let _serial = serial();
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(state.path());
+    let id = unique_id("lifecycle");
+    let bundle = Bundle::isolated(&id, &["echo", "hello"]);
+    let _cleanup = DeleteOnDrop {
+        runtime: &runtime,
+        id: id.clone(),
+    };
+    let (stdout, stdout_writer) = pipe();
+
+    let pid = runtime
+        .create(
+            &id,
+            bundle.path(),
+            Stdio {
+                stdout: Some(stdout_writer),
+                ..Stdio::null()
+            },
+        )
+        .unwrap();
+
+    // Init is our child, in its own session, still youki's code (not exec'd yet).
+    assert_eq!(parent_of(pid), getpid());
+    assert_eq!(process_group_of(pid), pid);
+    assert_eq!(comm_of(pid), "youki:[2:INIT]");
+    assert_ne!(namespace_of(pid, "pid"), namespace_of(getpid(), "pid"));
+    let state_now = runtime.state(&id).unwrap();
+    assert_eq!(state_now.status, ContainerStatus::Created);
+    assert_eq!(state_now.pid, Some(pid));
+    for controller in CGROUP_CONTROLLERS {
+        let procs = fs::read_to_string(cgroup_dir(controller, &id).join("cgroup.procs")).unwrap();
+        assert_eq!(procs.trim(), pid.to_string(), "{controller} cgroup.procs");
+    }
+
+    runtime.start(&id).unwrap();
+    assert_eq!(read_to_end(stdout), "hello\n");
+    assert_eq!(wait(pid), WaitStatus::Exited(pid, 0));
+
+    assert_eq!(runtime.state(&id).unwrap().status, ContainerStatus::Stopped);
+    runtime.kill(&id, Signal::SIGTERM, false).unwrap();
+
+    runtime.delete(&id, false).unwrap();
+    for controller in CGROUP_CONTROLLERS {
+        assert!(
+            !cgroup_dir(controller, &id).exists(),
+            "{controller} cgroup left behind"
+        );
+    }
+    assert!(runtime.state(&id).unwrap_err().is_not_found());
+    assert!(!state.path().join(&id).exists());
+    runtime.delete(&id, false).unwrap();
+}
+
+#[test]
+fn exit_code_and_stdin_reach_the_caller() {
+    require_root!();
+    let _serial = serial();
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(state.path());
+    let id = unique_id("exitcode");
+    let bundle = Bundle::isolated(&id, &["sh", "-c", "read line; echo got $line; exit 7"]);
+    let _cleanup = DeleteOnDrop {
+        runtime: &runtime,
+        id: id.clone(),
+    };
+    let (stdin_reader, stdin) = pipe();
+    let (stdout, stdout_writer) = pipe();
+
+    let pid = runtime
+        .create(
+            &id,
+            bundle.path(),
+            Stdio {
+                stdin: Some(stdin_reader.into()),
+                stdout: Some(stdout_writer),
+                stderr: None,
+            },
+        )
+        .unwrap();
+    runtime.start(&id).unwrap();
+    nix::unistd::write(&stdin, b"ping\n").unwrap();
+    drop(stdin);
+
+    assert_eq!(read_to_end(stdout), "got ping\n");
+    assert_eq!(wait(pid), WaitStatus::Exited(pid, 7));
+    runtime.delete(&id, false).unwrap();
+}
+
+#[test]
+fn sigterm_ends_a_sleep_init_outside_a_pid_namespace() {
+    require_root!();
+    let _serial = serial();
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(state.path());
+    let id = unique_id("sigterm");
+    // The kernel drops signals without a handler sent to a pid namespace's init, even from
+    // the host, except SIGKILL: so this container shares the host pid namespace.
+    use LinuxNamespaceType::*;
+    let bundle = Bundle::new(&id, &["sleep", "100"], &[Ipc, Uts, Mount, Network]);
+    let _cleanup = DeleteOnDrop {
+        runtime: &runtime,
+        id: id.clone(),
+    };
+
+    let pid = runtime.create(&id, bundle.path(), Stdio::null()).unwrap();
+    runtime.start(&id).unwrap();
+    assert_eq!(runtime.state(&id).unwrap().status, ContainerStatus::Running);
+    runtime.kill(&id, Signal::SIGTERM, false).unwrap();
+    assert_eq!(wait(pid), WaitStatus::Signaled(pid, Signal::SIGTERM, false));
+    assert_eq!(runtime.state(&id).unwrap().status, ContainerStatus::Stopped);
+    runtime.delete(&id, false).unwrap();
+}
+
+#[test]
+fn sigkill_to_all_ends_a_pid_namespace_init() {
+    require_root!();
+    let _serial = serial();
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(state.path());
+    let id = unique_id("sigkill");
+    let bundle = Bundle::isolated(&id, &["sleep", "100"]);
+    let _cleanup = DeleteOnDrop {
+        runtime: &runtime,
+        id: id.clone(),
+    };
+
+    let pid = runtime.create(&id, bundle.path(), Stdio::null()).unwrap();
+    runtime.start(&id).unwrap();
+    runtime.kill(&id, Signal::SIGKILL, true).unwrap();
+    assert_eq!(wait(pid), WaitStatus::Signaled(pid, Signal::SIGKILL, false));
+    // Signalling a stopped container is fine, with or without `all`.
+    runtime.kill(&id, Signal::SIGKILL, false).unwrap();
+    runtime.kill(&id, Signal::SIGKILL, true).unwrap();
+    runtime.delete(&id, false).unwrap();
+    assert!(!cgroup_dir("memory", &id).exists());
+}
+
+#[test]
+fn delete_refuses_a_running_container_unless_forced() {
+    require_root!();
+    let _serial = serial();
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(state.path());
+    let id = unique_id("forcedelete");
+    let bundle = Bundle::isolated(&id, &["sleep", "100"]);
+    let _cleanup = DeleteOnDrop {
+        runtime: &runtime,
+        id: id.clone(),
+    };
+
+    let pid = runtime.create(&id, bundle.path(), Stdio::null()).unwrap();
+    runtime.start(&id).unwrap();
+    let err = runtime.delete(&id, false).unwrap_err();
+    assert!(
+        err.to_string().contains("running"),
+        "unexpected error: {err}"
+    );
+
+    runtime.delete(&id, true).unwrap();
+    assert_eq!(wait(pid), WaitStatus::Signaled(pid, Signal::SIGKILL, false));
+    for controller in CGROUP_CONTROLLERS {
+        assert!(!cgroup_dir(controller, &id).exists());
+    }
+    assert!(runtime.state(&id).unwrap_err().is_not_found());
+}
+
+#[test]
+fn delete_of_a_created_container_kills_its_init() {
+    require_root!();
+    let _serial = serial();
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(state.path());
+    let id = unique_id("createddelete");
+    let bundle = Bundle::isolated(&id, &["true"]);
+
+    let pid = runtime.create(&id, bundle.path(), Stdio::null()).unwrap();
+    runtime.delete(&id, false).unwrap();
+    assert_eq!(wait(pid), WaitStatus::Signaled(pid, Signal::SIGKILL, false));
+    assert!(!cgroup_dir("memory", &id).exists());
+}
+
+#[test]
+fn unknown_and_duplicate_ids() {
+    require_root!();
+    let _serial = serial();
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(state.path());
+    assert!(runtime.start("nope").unwrap_err().is_not_found());
+    assert!(runtime
+        .kill("nope", Signal::SIGTERM, false)
+        .unwrap_err()
+        .is_not_found());
+    runtime.delete("nope", true).unwrap();
+    assert!(runtime.state("../etc").is_err());
+
+    let id = unique_id("duplicate");
+    let bundle = Bundle::isolated(&id, &["true"]);
+    let _cleanup = DeleteOnDrop {
+        runtime: &runtime,
+        id: id.clone(),
+    };
+    let pid = runtime.create(&id, bundle.path(), Stdio::null()).unwrap();
+    let err = runtime
+        .create(&id, bundle.path(), Stdio::null())
+        .unwrap_err();
+    assert!(
+        matches!(err, crius_runtime::RuntimeError::AlreadyExists { .. }),
+        "{err}"
+    );
+    runtime.delete(&id, true).unwrap();
+    wait(pid);
+}
+
+#[test]
+fn the_containers_oom_score_does_not_stick_to_the_caller() {
+    require_root!();
+    let _serial = serial();
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(state.path());
+    let id = unique_id("oomscore");
+    let bundle = Bundle::isolated(&id, &["true"]);
+    let config = bundle.path().join("config.json");
+    let mut spec = Spec::load(&config).unwrap();
+    spec.process_mut()
+        .as_mut()
+        .unwrap()
+        .set_oom_score_adj(Some(999));
+    spec.save(&config).unwrap();
+    let _cleanup = DeleteOnDrop {
+        runtime: &runtime,
+        id: id.clone(),
+    };
+    let ours = fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+
+    let pid = runtime.create(&id, bundle.path(), Stdio::null()).unwrap();
+
+    assert_eq!(
+        fs::read_to_string("/proc/self/oom_score_adj").unwrap(),
+        ours
+    );
+    let init_score = fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+    assert_eq!(init_score.trim(), "999");
+    runtime.delete(&id, false).unwrap();
+    wait(pid);
+}
