@@ -22,6 +22,8 @@ use state::Store;
 pub struct Crius {
     pub config: Config,
     pub store: Store,
+    /// Pulled images: content, unpacked layers and the index.
+    pub images: image::ImageStore,
     pod_cidr: RwLock<String>,
 }
 
@@ -33,7 +35,11 @@ impl Crius {
             .with_context(|| format!("opening state store {}", meta.display()))?;
         std::fs::create_dir_all(&config.state)
             .with_context(|| format!("creating state dir {}", config.state.display()))?;
+        let images = image::ImageStore::open(&config, store.clone()).with_context(|| {
+            format!("opening the image store under {}", config.root.display())
+        })?;
         Ok(Crius {
+            images,
             config,
             store,
             pod_cidr: RwLock::new(String::new()),

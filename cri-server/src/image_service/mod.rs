@@ -1,15 +1,18 @@
-//! The CRI ImageService.
+//! The CRI ImageService: thin handlers over `crate::image::ImageStore`.
 
 mod fs_usage;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use base64::Engine;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
 use crate::error::CriError;
-use crate::instrument::{rpc, unimplemented};
+use crate::image::{ImageError, ImageRecord, RegistryAuth};
+use crate::instrument::rpc;
 use crate::Crius;
 
 pub struct ImageHandler {
@@ -20,50 +23,185 @@ impl ImageHandler {
     pub fn new(crius: Arc<Crius>) -> ImageHandler {
         ImageHandler { crius }
     }
-
-    /// Where images live: blobs and unpacked layers.
-    fn images_dir(&self) -> std::path::PathBuf {
-        self.crius.config.root.join("images")
-    }
 }
 
 type Reply<T> = Result<Response<T>, Status>;
+
+/// `image.image` of a request: required.
+fn image_name(spec: Option<cri::ImageSpec>) -> Result<String, CriError> {
+    match spec.map(|s| s.image) {
+        Some(image) if !image.is_empty() => Ok(image),
+        _ => Err(CriError::invalid("image.image", "must name an image")),
+    }
+}
+
+fn cri_error(e: ImageError) -> CriError {
+    match e {
+        ImageError::InvalidReference(e) => CriError::invalid("image.image", e.to_string()),
+        ImageError::NotFound { .. } => CriError::NotFound(e.to_string()),
+        other => CriError::Internal(anyhow::Error::new(other)),
+    }
+}
+
+/// The credentials of a pull: a registry token, a user and password, or
+/// docker's base64 `user:password`; anonymous when none is given.
+fn registry_auth(auth: Option<cri::AuthConfig>) -> Result<RegistryAuth, CriError> {
+    let Some(auth) = auth else {
+        return Ok(RegistryAuth::Anonymous);
+    };
+    if !auth.registry_token.is_empty() {
+        return Ok(RegistryAuth::Bearer(auth.registry_token));
+    }
+    if !auth.username.is_empty() {
+        return Ok(RegistryAuth::Basic(auth.username, auth.password));
+    }
+    if !auth.auth.is_empty() {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth.auth.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok());
+        let Some((user, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+            return Err(CriError::invalid(
+                "auth.auth",
+                "must be base64 of \"username:password\"",
+            ));
+        };
+        return Ok(RegistryAuth::Basic(user.to_string(), password.to_string()));
+    }
+    Ok(RegistryAuth::Anonymous)
+}
+
+fn cri_image(record: &ImageRecord) -> cri::Image {
+    let (uid, username) = record.config.uid_or_username();
+    cri::Image {
+        id: record.id.clone(),
+        repo_tags: record.repo_tags.clone(),
+        repo_digests: record.repo_digests.clone(),
+        size: record.size,
+        uid: uid.map(|value| cri::Int64Value { value }),
+        username,
+        spec: Some(cri::ImageSpec {
+            image: record.id.clone(),
+            ..Default::default()
+        }),
+        pinned: false,
+    }
+}
 
 #[tonic::async_trait]
 impl ImageService for ImageHandler {
     async fn list_images(
         &self,
-        _request: Request<cri::ListImagesRequest>,
+        request: Request<cri::ListImagesRequest>,
     ) -> Reply<cri::ListImagesResponse> {
-        unimplemented("ListImages")
+        let filter = request
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|s| s.image)
+            .filter(|i| !i.is_empty());
+        rpc("ListImages", filter.as_deref().unwrap_or(""), async {
+            let images = &self.crius.images;
+            let records = match &filter {
+                Some(image) => images.resolve(image).into_iter().collect(),
+                None => images.list(),
+            };
+            Ok(cri::ListImagesResponse {
+                images: records.iter().map(cri_image).collect(),
+            })
+        })
+        .await
     }
 
     async fn image_status(
         &self,
-        _request: Request<cri::ImageStatusRequest>,
+        request: Request<cri::ImageStatusRequest>,
     ) -> Reply<cri::ImageStatusResponse> {
-        unimplemented("ImageStatus")
+        let request = request.into_inner();
+        let verbose = request.verbose;
+        let image = request
+            .image
+            .as_ref()
+            .map(|s| s.image.clone())
+            .unwrap_or_default();
+        rpc("ImageStatus", &image, async {
+            let image = image_name(request.image)?;
+            // An unknown image is no error: kubelet asks before it pulls.
+            let Some(record) = self.crius.images.resolve(&image) else {
+                return Ok(cri::ImageStatusResponse::default());
+            };
+            let mut info = HashMap::new();
+            if verbose {
+                let detail = serde_json::json!({
+                    "id": record.id,
+                    "chainIDs": record.chain_ids,
+                    "config": record.config,
+                    "layers": self.crius.images.layer_dirs(&record),
+                });
+                info.insert("info".to_string(), detail.to_string());
+            }
+            Ok(cri::ImageStatusResponse {
+                image: Some(cri_image(&record)),
+                info,
+            })
+        })
+        .await
     }
 
     async fn pull_image(
         &self,
-        _request: Request<cri::PullImageRequest>,
+        request: Request<cri::PullImageRequest>,
     ) -> Reply<cri::PullImageResponse> {
-        unimplemented("PullImage")
+        let request = request.into_inner();
+        let image = request
+            .image
+            .as_ref()
+            .map(|s| s.image.clone())
+            .unwrap_or_default();
+        rpc("PullImage", &image, async {
+            let image = image_name(request.image)?;
+            let auth = registry_auth(request.auth)?;
+            // In a task of its own: a client that gives up must not leave a
+            // shared pull (or a half-written layer) behind.
+            let crius = self.crius.clone();
+            let pulled = tokio::spawn(async move { crius.images.pull(&image, &auth).await })
+                .await
+                .map_err(|e| CriError::Internal(anyhow::anyhow!("pull task: {e}")))?
+                .map_err(cri_error)?;
+            Ok(cri::PullImageResponse {
+                image_ref: pulled.id,
+            })
+        })
+        .await
     }
 
     async fn remove_image(
         &self,
-        _request: Request<cri::RemoveImageRequest>,
+        request: Request<cri::RemoveImageRequest>,
     ) -> Reply<cri::RemoveImageResponse> {
-        unimplemented("RemoveImage")
+        let request = request.into_inner();
+        let image = request
+            .image
+            .as_ref()
+            .map(|s| s.image.clone())
+            .unwrap_or_default();
+        rpc("RemoveImage", &image, async {
+            let image = image_name(request.image)?;
+            let crius = self.crius.clone();
+            tokio::spawn(async move { crius.images.remove(&image).await })
+                .await
+                .map_err(|e| CriError::Internal(anyhow::anyhow!("remove task: {e}")))?
+                .map_err(cri_error)?;
+            Ok(cri::RemoveImageResponse {})
+        })
+        .await
     }
 
     async fn image_fs_info(
         &self,
         _request: Request<cri::ImageFsInfoRequest>,
     ) -> Reply<cri::ImageFsInfoResponse> {
-        let dir = self.images_dir();
+        let dir = self.crius.images.images_dir().to_path_buf();
         rpc("ImageFsInfo", "", async move {
             let measured = dir.clone();
             let usage = tokio::task::spawn_blocking(move || fs_usage::dir_usage(&measured))
@@ -89,5 +227,75 @@ impl ImageService for ImageHandler {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_every_form() {
+        assert!(matches!(
+            registry_auth(None).unwrap(),
+            RegistryAuth::Anonymous
+        ));
+        let basic = registry_auth(Some(cri::AuthConfig {
+            username: "u".into(),
+            password: "p".into(),
+            ..Default::default()
+        }))
+        .unwrap();
+        assert!(matches!(basic, RegistryAuth::Basic(u, p) if u == "u" && p == "p"));
+        let encoded = registry_auth(Some(cri::AuthConfig {
+            auth: base64::engine::general_purpose::STANDARD.encode("user:pa:ss"),
+            ..Default::default()
+        }))
+        .unwrap();
+        assert!(matches!(encoded, RegistryAuth::Basic(u, p) if u == "user" && p == "pa:ss"));
+        let err = registry_auth(Some(cri::AuthConfig {
+            auth: "%%%".into(),
+            ..Default::default()
+        }))
+        .unwrap_err();
+        assert!(err.to_string().starts_with("auth.auth"), "{err}");
+    }
+
+    #[test]
+    fn errors_map_to_cri_codes() {
+        let bad = crate::image::Reference::parse("Bad").unwrap_err();
+        let status: Status = cri_error(ImageError::InvalidReference(bad)).into();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("image.image") && status.message().contains("Bad"));
+        let status: Status = cri_error(ImageError::NotFound {
+            reference: "r".into(),
+            detail: "d".into(),
+        })
+        .into();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        let status: Status = image_name(None).unwrap_err().into();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn user_becomes_uid_or_username() {
+        let mut record = ImageRecord {
+            id: "sha256:1".into(),
+            repo_tags: vec![],
+            repo_digests: vec![],
+            size: 1,
+            chain_ids: vec![],
+            config: Default::default(),
+            blobs: vec![],
+        };
+        record.config.user = "1002".into();
+        let image = cri_image(&record);
+        assert_eq!(image.uid.map(|u| u.value), Some(1002));
+        assert_eq!(image.username, "");
+        record.config.user = "www-data".into();
+        let image = cri_image(&record);
+        assert_eq!(image.uid, None);
+        assert_eq!(image.username, "www-data");
+        assert_eq!(image.spec.unwrap().image, "sha256:1");
     }
 }

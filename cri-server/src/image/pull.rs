@@ -1,0 +1,636 @@
+//! Pulling an image from a registry (Registry API v2, through `oci-client`)
+//! into the content store: the manifest (an index resolved to this host's
+//! platform), the config and the layers, each verified against its digest
+//! before it lands, each layer unpacked once under its chain ID.
+//!
+//! Endpoints: a registry host's mirrors from the config, in order, then the
+//! host itself (`docker.io` is served by `registry-1.docker.io`). Plain HTTP
+//! for `http://` mirrors and for hosts listed as insecure. The first endpoint
+//! that has the manifest serves every blob of the image.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use oci_client::client::{ClientConfig, ClientProtocol, LayerDescriptor};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::{
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
+    OCI_IMAGE_MEDIA_TYPE,
+};
+pub use oci_client::secrets::RegistryAuth;
+use oci_client::Client;
+use serde::Deserialize;
+
+use super::content::{chain_ids, sha256_digest, Content};
+use super::reference::{validate_digest, Reference, DEFAULT_REGISTRY};
+use super::store::ImageConfig;
+use super::unpack::unpack_layer_blob;
+use super::ImageError;
+use crate::config::RegistryConfig;
+
+const DOCKER_HUB_ENDPOINT: &str = "registry-1.docker.io";
+const ACCEPTED_MANIFESTS: &[&str] = &[
+    OCI_IMAGE_MEDIA_TYPE,
+    OCI_IMAGE_INDEX_MEDIA_TYPE,
+    IMAGE_MANIFEST_MEDIA_TYPE,
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+];
+/// Layers fetched and unpacked at once, per pull.
+const CONCURRENT_LAYERS: usize = 3;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time without a byte from the registry before a transfer is given up.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One place to ask for an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host[:port]`
+    pub host: String,
+    pub plain_http: bool,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.plain_http { "http" } else { "https" };
+        write!(f, "{scheme}://{}", self.host)
+    }
+}
+
+/// The endpoints for a registry host, in the order they are tried.
+pub fn endpoints(registry: &RegistryConfig, host: &str) -> Result<Vec<Endpoint>, String> {
+    let mut list = Vec::new();
+    for url in registry.mirrors.get(host).into_iter().flatten() {
+        let (plain_http, rest) = if let Some(rest) = url.strip_prefix("http://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (false, rest)
+        } else {
+            return Err(format!(
+                "mirror {url:?} of {host} is not an http:// or https:// URL"
+            ));
+        };
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        // The Registry API lives at /v2 of the host; a mirror under another
+        // path prefix cannot be reached through it.
+        if !matches!(path.trim_end_matches('/'), "" | "v2") || authority.is_empty() {
+            return Err(format!(
+                "mirror {url:?} of {host}: only http(s)://host[:port][/v2] is supported"
+            ));
+        }
+        list.push(Endpoint {
+            host: authority.to_string(),
+            plain_http,
+        });
+    }
+    let own = if host == DEFAULT_REGISTRY {
+        DOCKER_HUB_ENDPOINT
+    } else {
+        host
+    };
+    list.push(Endpoint {
+        host: own.to_string(),
+        plain_http: registry.insecure.iter().any(|h| h == host),
+    });
+    Ok(list)
+}
+
+/// What a pull brought into the content store.
+#[derive(Debug, Clone)]
+pub struct PulledImage {
+    /// The digest the reference resolved to: an index's when the tag names
+    /// one, as `repo@digest` must name what the registry serves under the tag.
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub config: ImageConfig,
+    /// Lowest first.
+    pub chain_ids: Vec<String>,
+    /// Compressed layers plus the config, as the registry serves them.
+    pub size: u64,
+    /// Every blob of the image: manifests, config, layers.
+    pub blobs: Vec<String>,
+}
+
+pub struct Puller {
+    registry: RegistryConfig,
+    http: Client,
+    https: Client,
+}
+
+impl Puller {
+    pub fn new(registry: RegistryConfig) -> Puller {
+        // reqwest is built without a TLS provider of its own: ring is ours.
+        // Installing fails only when one is already installed, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Puller {
+            registry,
+            http: client(ClientProtocol::Http),
+            https: client(ClientProtocol::Https),
+        }
+    }
+
+    /// Anonymous pulls share a client (connections, tokens); pulls with
+    /// credentials get their own, since a client keeps the first
+    /// credentials it sees for a host.
+    fn client_for(&self, endpoint: &Endpoint, auth: &RegistryAuth) -> Client {
+        let protocol = if endpoint.plain_http {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        };
+        match (auth, endpoint.plain_http) {
+            (RegistryAuth::Anonymous, true) => self.http.clone(),
+            (RegistryAuth::Anonymous, false) => self.https.clone(),
+            _ => client(protocol),
+        }
+    }
+
+    pub async fn pull(
+        &self,
+        reference: &Reference,
+        auth: &RegistryAuth,
+        content: &Content,
+    ) -> Result<PulledImage, ImageError> {
+        let source = self.resolve(reference, auth).await?;
+        let mut blobs = vec![source.top_digest.clone()];
+        content.write_blob(&source.top_digest, &source.top_bytes)?;
+
+        let manifest_bytes = match parse_manifest(reference, &source.top_bytes)? {
+            Manifest::Image(_) => source.top_bytes.clone(),
+            Manifest::Index(entries) => {
+                let digest = pick_platform(reference, &entries)?;
+                let bytes = source.manifest(&digest, auth).await?;
+                content.write_blob(&digest, &bytes)?;
+                blobs.push(digest);
+                bytes
+            }
+        };
+        let Manifest::Image(manifest) = parse_manifest(reference, &manifest_bytes)? else {
+            return Err(pull_err(reference, "an image index lists another index"));
+        };
+        for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            validate_digest(&descriptor.digest).map_err(|r| pull_err(reference, r))?;
+        }
+
+        let config_path = source.fetch_blob(&manifest.config, content).await?;
+        let config_bytes = tokio::fs::read(&config_path)
+            .await
+            .map_err(|e| ImageError::io(format!("reading {}", config_path.display()), e))?;
+        let (config, diff_ids) = ImageConfig::from_oci_json(&config_bytes)
+            .map_err(|e| pull_err(reference, format!("image config: {e}")))?;
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(pull_err(
+                reference,
+                format!(
+                    "the manifest has {} layers but the config {} diff IDs",
+                    manifest.layers.len(),
+                    diff_ids.len()
+                ),
+            ));
+        }
+        for diff_id in &diff_ids {
+            validate_digest(diff_id).map_err(|r| pull_err(reference, r))?;
+        }
+        let chain_ids = chain_ids(&diff_ids);
+
+        // Each layer is unpacked into its own dir, so layers need no order.
+        // (The futures are made first: a closure inside the stream would not
+        // be general enough over lifetimes for a spawned task.)
+        let layer_fetches: Vec<_> = manifest
+            .layers
+            .iter()
+            .zip(&diff_ids)
+            .zip(&chain_ids)
+            .map(|((descriptor, diff_id), chain_id)| {
+                source.fetch_layer(descriptor, diff_id, chain_id, content)
+            })
+            .collect();
+        futures_util::stream::iter(layer_fetches)
+            .buffer_unordered(CONCURRENT_LAYERS)
+            .try_collect::<Vec<()>>()
+            .await?;
+
+        blobs.push(manifest.config.digest.clone());
+        blobs.extend(manifest.layers.iter().map(|l| l.digest.clone()));
+        let size = manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
+        Ok(PulledImage {
+            manifest_digest: source.top_digest,
+            config_digest: manifest.config.digest,
+            config,
+            chain_ids,
+            size,
+            blobs: dedup(blobs),
+        })
+    }
+
+    /// Asks each endpoint in turn for the manifest the reference names.
+    async fn resolve<'r>(
+        &self,
+        reference: &'r Reference,
+        auth: &RegistryAuth,
+    ) -> Result<Source<'r>, ImageError> {
+        let endpoints =
+            endpoints(&self.registry, reference.registry()).map_err(|e| pull_err(reference, e))?;
+        let mut failures = Vec::new();
+        let mut all_not_found = true;
+        for endpoint in endpoints {
+            let client = self.client_for(&endpoint, auth);
+            let oci_ref = oci_reference(&endpoint, reference, None);
+            match client
+                .pull_manifest_raw(&oci_ref, auth, ACCEPTED_MANIFESTS)
+                .await
+            {
+                Ok((bytes, _)) => {
+                    let top_digest = sha256_digest(&bytes);
+                    if let Some(wanted) = reference.digest() {
+                        if wanted != top_digest {
+                            return Err(ImageError::DigestMismatch {
+                                what: format!("manifest of {reference} from {endpoint}"),
+                                expected: wanted.to_string(),
+                                actual: top_digest,
+                            });
+                        }
+                    }
+                    tracing::debug!(%reference, %endpoint, digest = %top_digest, "resolved");
+                    return Ok(Source {
+                        reference,
+                        endpoint,
+                        client,
+                        top_digest,
+                        top_bytes: bytes.to_vec(),
+                    });
+                }
+                Err(e) => {
+                    all_not_found &= is_not_found(&e);
+                    failures.push(format!("{endpoint}: {}", error_chain(&e)));
+                }
+            }
+        }
+        let detail = failures.join("; ");
+        Err(if all_not_found {
+            ImageError::NotFound {
+                reference: reference.to_string(),
+                detail,
+            }
+        } else {
+            pull_err(reference, detail)
+        })
+    }
+}
+
+fn client(protocol: ClientProtocol) -> Client {
+    Client::new(ClientConfig {
+        protocol,
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        read_timeout: Some(READ_TIMEOUT),
+        ..ClientConfig::default()
+    })
+}
+
+fn oci_reference(
+    endpoint: &Endpoint,
+    reference: &Reference,
+    digest: Option<&str>,
+) -> oci_client::Reference {
+    let host = endpoint.host.clone();
+    let repository = reference.repository().to_string();
+    match (digest.or(reference.digest()), reference.tag()) {
+        (Some(digest), _) => oci_client::Reference::with_digest(host, repository, digest.into()),
+        (None, Some(tag)) => oci_client::Reference::with_tag(host, repository, tag.into()),
+        (None, None) => unreachable!("a parsed reference has a tag or a digest"),
+    }
+}
+
+/// The endpoint that resolved the reference, which then serves its blobs.
+struct Source<'r> {
+    reference: &'r Reference,
+    endpoint: Endpoint,
+    client: Client,
+    top_digest: String,
+    top_bytes: Vec<u8>,
+}
+
+impl Source<'_> {
+    fn blob_ref(&self) -> oci_client::Reference {
+        oci_reference(&self.endpoint, self.reference, Some(&self.top_digest))
+    }
+
+    async fn manifest(&self, digest: &str, auth: &RegistryAuth) -> Result<Vec<u8>, ImageError> {
+        let oci_ref = oci_reference(&self.endpoint, self.reference, Some(digest));
+        let (bytes, _) = self
+            .client
+            .pull_manifest_raw(&oci_ref, auth, ACCEPTED_MANIFESTS)
+            .await
+            .map_err(|e| self.fail(format!("manifest {digest}"), &e))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// The blob's path in the content store, downloading it when absent.
+    /// oci-client checks the bytes against the digest as they stream in; the
+    /// file is renamed into place only when they match.
+    async fn fetch_blob(
+        &self,
+        descriptor: &Descriptor,
+        content: &Content,
+    ) -> Result<PathBuf, ImageError> {
+        let digest = &descriptor.digest;
+        let _guard = content.lock(digest).await;
+        let path = content.blob_path(digest);
+        if path.exists() {
+            return Ok(path);
+        }
+        let tmp = content.temp_path(digest);
+        let file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| ImageError::io(format!("creating {}", tmp.display()), e))?;
+        let layer = LayerDescriptor {
+            digest,
+            urls: &descriptor.urls,
+        };
+        let started = std::time::Instant::now();
+        if let Err(e) = self.client.pull_blob(&self.blob_ref(), &layer, file).await {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(self.fail(format!("blob {digest}"), &e));
+        }
+        tracing::debug!(%digest, size = descriptor.size, elapsed = ?started.elapsed(), "blob fetched");
+        content.commit(&tmp, &path)?;
+        Ok(path)
+    }
+
+    /// Makes sure the layer with this chain ID is unpacked.
+    async fn fetch_layer(
+        &self,
+        descriptor: &Descriptor,
+        diff_id: &str,
+        chain_id: &str,
+        content: &Content,
+    ) -> Result<(), ImageError> {
+        let _guard = content.lock(chain_id).await;
+        let layer_dir = content.layer_path(chain_id);
+        if layer_dir.exists() {
+            return Ok(());
+        }
+        let blob = self.fetch_blob(descriptor, content).await?;
+        let tmp = content.temp_path(chain_id);
+        let unpack_into = tmp.clone();
+        let layer_digest = descriptor.digest.clone();
+        let started = std::time::Instant::now();
+        let unpacked = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir(&unpack_into)
+                .map_err(|e| ImageError::io(format!("creating {}", unpack_into.display()), e))?;
+            unpack_layer_blob(&blob, &unpack_into).map_err(|source| ImageError::Unpack {
+                digest: layer_digest,
+                source,
+            })
+        })
+        .await
+        .map_err(|e| ImageError::io("unpacking a layer", std::io::Error::other(e)))?;
+        let result = match unpacked {
+            Ok(actual) if actual == diff_id => content.commit(&tmp, &layer_dir),
+            Ok(actual) => Err(ImageError::DigestMismatch {
+                what: format!("uncompressed layer {}", descriptor.digest),
+                expected: diff_id.to_string(),
+                actual,
+            }),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = tokio::fs::remove_dir_all(&tmp).await;
+        } else {
+            tracing::debug!(layer = %descriptor.digest, %chain_id, elapsed = ?started.elapsed(), "layer unpacked");
+        }
+        result
+    }
+
+    fn fail(&self, what: String, e: &OciDistributionError) -> ImageError {
+        pull_err(
+            self.reference,
+            format!("{what} from {}: {}", self.endpoint, error_chain(e)),
+        )
+    }
+}
+
+fn pull_err(reference: &Reference, detail: impl Into<String>) -> ImageError {
+    ImageError::Pull {
+        reference: reference.to_string(),
+        detail: detail.into(),
+    }
+}
+
+fn is_not_found(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().all(|e| {
+            matches!(
+                e.code,
+                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound
+            )
+        }),
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        _ => false,
+    }
+}
+
+/// reqwest's own message hides the cause ("error sending request"): add it.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+fn dedup(items: Vec<String>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    items
+        .into_iter()
+        .filter(|i| seen.insert(i.clone()))
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+struct Descriptor {
+    digest: String,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    urls: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageManifest {
+    config: Descriptor,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IndexEntry {
+    digest: String,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Platform {
+    architecture: String,
+    os: String,
+}
+
+enum Manifest {
+    Image(ImageManifest),
+    Index(Vec<IndexEntry>),
+}
+
+fn parse_manifest(reference: &Reference, bytes: &[u8]) -> Result<Manifest, ImageError> {
+    #[derive(Deserialize)]
+    struct Either {
+        #[serde(default)]
+        manifests: Option<Vec<IndexEntry>>,
+    }
+    let bad = |e: serde_json::Error| pull_err(reference, format!("manifest: {e}"));
+    let either: Either = serde_json::from_slice(bytes).map_err(bad)?;
+    match either.manifests {
+        Some(entries) => Ok(Manifest::Index(entries)),
+        None => Ok(Manifest::Image(serde_json::from_slice(bytes).map_err(bad)?)),
+    }
+}
+
+/// The index entry for linux on this host's architecture (GOARCH names).
+fn pick_platform(reference: &Reference, entries: &[IndexEntry]) -> Result<String, ImageError> {
+    let arch = host_arch();
+    let entry = entries
+        .iter()
+        .find(|e| {
+            e.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+        })
+        .ok_or_else(|| {
+            let offered: Vec<String> = entries
+                .iter()
+                .filter_map(|e| e.platform.as_ref())
+                .map(|p| format!("{}/{}", p.os, p.architecture))
+                .collect();
+            pull_err(
+                reference,
+                format!("no linux/{arch} image in the index (it has {offered:?})"),
+            )
+        })?;
+    validate_digest(&entry.digest).map_err(|r| pull_err(reference, r))?;
+    Ok(entry.digest.clone())
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn registry(mirrors: &[(&str, &[&str])], insecure: &[&str]) -> RegistryConfig {
+        RegistryConfig {
+            mirrors: mirrors
+                .iter()
+                .map(|(h, e)| (h.to_string(), e.iter().map(|s| s.to_string()).collect()))
+                .collect::<BTreeMap<_, _>>(),
+            insecure: insecure.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn ep(host: &str, plain_http: bool) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            plain_http,
+        }
+    }
+
+    #[test]
+    fn mirrors_first_then_the_host() {
+        let r = registry(
+            &[(
+                "registry.k8s.io",
+                &["http://127.0.0.1:5000", "https://mirror.example/v2/"],
+            )],
+            &["127.0.0.1:5001"],
+        );
+        assert_eq!(
+            endpoints(&r, "registry.k8s.io").unwrap(),
+            vec![
+                ep("127.0.0.1:5000", true),
+                ep("mirror.example", false),
+                ep("registry.k8s.io", false)
+            ]
+        );
+        assert_eq!(
+            endpoints(&r, "127.0.0.1:5001").unwrap(),
+            vec![ep("127.0.0.1:5001", true)]
+        );
+        assert_eq!(
+            endpoints(&r, "docker.io").unwrap(),
+            vec![ep("registry-1.docker.io", false)]
+        );
+    }
+
+    #[test]
+    fn mirror_with_a_path_prefix_is_refused() {
+        let r = registry(&[("gcr.io", &["https://mirror.example/gcr"])], &[]);
+        let err = endpoints(&r, "gcr.io").unwrap_err();
+        assert!(err.contains("mirror.example/gcr"), "{err}");
+    }
+
+    #[test]
+    fn index_resolves_to_this_platform() {
+        let reference = Reference::parse("busybox").unwrap();
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[
+                {{"digest":"{}","platform":{{"os":"windows","architecture":"{arch}"}}}},
+                {{"digest":"{}","platform":{{"os":"linux","architecture":"{arch}"}}}},
+                {{"digest":"{}","platform":{{"os":"linux","architecture":"s390x"}}}}]}}"#,
+            d('a'),
+            d('b'),
+            d('c'),
+            arch = host_arch()
+        );
+        let Manifest::Index(entries) = parse_manifest(&reference, index.as_bytes()).unwrap() else {
+            panic!("an index");
+        };
+        assert_eq!(pick_platform(&reference, &entries).unwrap(), d('b'));
+        let err = pick_platform(&reference, &entries[2..])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("linux/s390x") && err.contains("busybox"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn image_manifest_parses() {
+        let reference = Reference::parse("busybox").unwrap();
+        let m = br#"{"schemaVersion":2,"config":{"digest":"sha256:c","size":10},
+            "layers":[{"digest":"sha256:l","size":5,"mediaType":"x"}]}"#;
+        let Manifest::Image(m) = parse_manifest(&reference, m).unwrap() else {
+            panic!("an image manifest");
+        };
+        assert_eq!(m.config.size, 10);
+        assert_eq!(m.layers[0].digest, "sha256:l");
+    }
+}
