@@ -145,6 +145,14 @@ fn requested_user(
     image_user: &str,
 ) -> Result<(Id, Option<Id>, &'static str), SpecError> {
     if let Some(sc) = sc {
+        // A group without a user is refused, as containerd does (and critest
+        // expects): which user it was meant for is anyone's guess.
+        if sc.run_as_group.is_some() && sc.run_as_username.is_empty() && sc.run_as_user.is_none() {
+            return Err(SpecError::invalid(
+                FIELD_RUN_AS_GROUP,
+                "run_as_group is set without run_as_user or run_as_username",
+            ));
+        }
         if !sc.run_as_username.is_empty() {
             return Ok((
                 Id::Name(sc.run_as_username.clone()),
@@ -440,7 +448,7 @@ audio:x:29:www-data, default-user
     }
 
     #[test]
-    fn run_as_group_overrides_any_group() {
+    fn run_as_group_overrides_the_users_group() {
         let root = fixture(Some(PASSWD), Some(GROUP));
         let s = LinuxContainerSecurityContext {
             run_as_user: Some(Int64Value { value: 1000 }),
@@ -452,12 +460,30 @@ audio:x:29:www-data, default-user
             user(1000, 2000, &[29, 2000, 50000], "/home/default-user")
         );
         let s = LinuxContainerSecurityContext {
+            run_as_username: "www-data".into(),
             run_as_group: Some(Int64Value { value: 7 }),
             ..sc()
         };
-        assert_eq!(
-            resolve(root.path(), Some(&s), "www-data:1004").unwrap().gid,
-            7
+        assert_eq!(resolve(root.path(), Some(&s), "").unwrap().gid, 7);
+    }
+
+    #[test]
+    fn run_as_group_without_a_user_is_invalid() {
+        let root = fixture(Some(PASSWD), Some(GROUP));
+        let s = LinuxContainerSecurityContext {
+            run_as_group: Some(Int64Value { value: 1002 }),
+            ..sc()
+        };
+        let err = resolve(root.path(), Some(&s), "www-data:1004").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SpecError::InvalidArgument {
+                    field: FIELD_RUN_AS_GROUP,
+                    ..
+                }
+            ),
+            "{err}"
         );
     }
 
