@@ -1,0 +1,346 @@
+//! The one container a shim monitors: its lifecycle through the runtime,
+//! its recorded exit, and the execs run in it.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use crius_proto::exit_file::{self, ExitRecord};
+use crius_proto::shim::v1::Status;
+use crius_runtime::oci_spec::runtime::{Process, Spec};
+use crius_runtime::{Pid, Runtime, Signal, Stdio};
+use tokio::sync::watch;
+
+use crate::container_io;
+use crate::cri_log::CriLogWriter;
+use crate::error::ShimError;
+use crate::exec::{self, ExecOutput};
+use crate::reaper::{Exit, Reaper};
+
+/// How long Delete waits for a created container's init, killed by the
+/// runtime, to be reaped, so that its exit is recorded when Delete returns.
+const DELETE_REAP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the exit record waits for the container's output to reach EOF.
+const OUTPUT_DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Where the container's files are and what to do with its output.
+pub struct ContainerConfig {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub log_path: Option<PathBuf>,
+    pub exit_file: PathBuf,
+}
+
+pub struct Container {
+    config: ContainerConfig,
+    runtime: Runtime,
+    reaper: Reaper,
+    state: Mutex<State>,
+    /// None until init's exit is recorded.
+    exit: watch::Sender<Option<Exit>>,
+}
+
+#[derive(Default)]
+struct State {
+    created: Option<Created>,
+    started_at: Option<SystemTime>,
+    deleted: bool,
+}
+
+struct Created {
+    pid: Pid,
+    at: SystemTime,
+    /// The container's own process from config.json: the base of an exec.
+    process: Process,
+    /// The write end of the container's stdin pipe, kept so stdin stays open.
+    _stdin: Option<OwnedFd>,
+}
+
+/// What State reports.
+pub struct Snapshot {
+    pub pid: Option<Pid>,
+    pub status: Status,
+    pub created_at: Option<SystemTime>,
+    pub started_at: Option<SystemTime>,
+    pub exit: Option<Exit>,
+    pub deleted: bool,
+}
+
+/// What Create needs beyond the shim's configuration.
+pub struct CreateOptions {
+    pub bundle: Option<PathBuf>,
+    pub stdin: bool,
+    pub log_path: Option<PathBuf>,
+}
+
+/// The process an ExecSync runs.
+pub enum ExecRequest {
+    Json(Vec<u8>),
+    Fields(crius_proto::shim::v1::ExecProcess),
+}
+
+impl Container {
+    pub fn new(config: ContainerConfig, runtime: Runtime, reaper: Reaper) -> Arc<Container> {
+        Arc::new(Container {
+            config,
+            runtime,
+            reaper,
+            state: Mutex::default(),
+            exit: watch::Sender::new(None),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    pub fn create(self: &Arc<Self>, options: CreateOptions) -> Result<Pid, ShimError> {
+        if self.lock().created.is_some() {
+            return Err(ShimError::FailedPrecondition(
+                "the container was already created".into(),
+            ));
+        }
+        let bundle = options.bundle.unwrap_or_else(|| self.config.bundle.clone());
+        let process = load_process(&bundle)?;
+        let log = match options.log_path.or_else(|| self.config.log_path.clone()) {
+            Some(path) => Some(
+                CriLogWriter::open(&path)
+                    .with_context(|| format!("open the container log {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let (stdout, stdout_writer) = container_io::pipe().context("create the stdout pipe")?;
+        let (stderr, stderr_writer) = container_io::pipe().context("create the stderr pipe")?;
+        let (stdin_reader, stdin_writer) = if options.stdin {
+            let (reader, writer) = container_io::pipe().context("create the stdin pipe")?;
+            (Some(reader), Some(writer))
+        } else {
+            (None, None)
+        };
+        let stdout = container_io::receiver(stdout).context("watch the stdout pipe")?;
+        let stderr = container_io::receiver(stderr).context("watch the stderr pipe")?;
+
+        let stdio = Stdio {
+            stdin: stdin_reader,
+            stdout: Some(stdout_writer),
+            stderr: Some(stderr_writer),
+        };
+        let pid = self.runtime.create(self.id(), &bundle, stdio)?;
+        // Before any await, so the reaper cannot take init unwatched.
+        let exited = self.reaper.watch(pid);
+        tracing::info!(%pid, bundle = %bundle.display(), "created");
+
+        let mut output = tokio::spawn(container_io::forward_to_log(stdout, stderr, log));
+        let container = Arc::clone(self);
+        tokio::spawn(async move {
+            let Ok(exit) = exited.await else {
+                tracing::error!(%pid, "the reaper dropped init");
+                return;
+            };
+            // Let the log take the container's last words before anyone
+            // hears of the exit; a process left holding the pipes open must
+            // not delay it for long.
+            if tokio::time::timeout(OUTPUT_DRAIN_GRACE, &mut output)
+                .await
+                .is_err()
+            {
+                tracing::debug!("container output still open after init exited");
+            }
+            container.record_exit(exit);
+        });
+        self.lock().created = Some(Created {
+            pid,
+            at: SystemTime::now(),
+            process,
+            _stdin: stdin_writer,
+        });
+        Ok(pid)
+    }
+
+    pub fn start(&self) -> Result<(), ShimError> {
+        if self.lock().created.is_none() {
+            return Err(not_created());
+        }
+        if self.exit.borrow().is_some() {
+            return Err(ShimError::FailedPrecondition(
+                "the container has already exited".into(),
+            ));
+        }
+        if self.lock().started_at.is_some() {
+            return Err(ShimError::FailedPrecondition(
+                "the container was already started".into(),
+            ));
+        }
+        self.runtime.start(self.id())?;
+        self.lock().started_at = Some(SystemTime::now());
+        tracing::info!("started");
+        Ok(())
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let exit = *self.exit.borrow();
+        let state = self.lock();
+        let status = match (&state.created, state.started_at, exit) {
+            (None, _, _) => Status::Unspecified,
+            (Some(_), _, Some(_)) => Status::Stopped,
+            (Some(_), None, None) => Status::Created,
+            (Some(_), Some(_), None) => Status::Running,
+        };
+        Snapshot {
+            pid: state.created.as_ref().map(|created| created.pid),
+            status,
+            created_at: state.created.as_ref().map(|created| created.at),
+            started_at: state.started_at,
+            exit,
+            deleted: state.deleted,
+        }
+    }
+
+    pub fn kill(&self, signal: u32, all: bool) -> Result<(), ShimError> {
+        if self.lock().created.is_none() {
+            return Err(not_created());
+        }
+        let signal = i32::try_from(signal)
+            .ok()
+            .and_then(|number| Signal::try_from(number).ok())
+            .ok_or_else(|| ShimError::InvalidArgument(format!("unknown signal {signal}")))?;
+        // Init is gone: nothing left to signal, unless `all` reaches others
+        // in the container's cgroup.
+        if !all && self.exit.borrow().is_some() {
+            return Ok(());
+        }
+        self.runtime.kill(self.id(), signal, all)?;
+        tracing::info!(%signal, all, "signalled");
+        Ok(())
+    }
+
+    /// Init's exit, once recorded.
+    pub async fn wait(&self) -> Result<Exit, ShimError> {
+        if self.lock().created.is_none() {
+            return Err(not_created());
+        }
+        let mut exit = self.exit.subscribe();
+        let exit = *exit
+            .wait_for(Option::is_some)
+            .await
+            .context("the exit watch closed")?;
+        Ok(exit.expect("wait_for(Option::is_some) yields Some"))
+    }
+
+    pub async fn exec_sync(
+        &self,
+        request: ExecRequest,
+        timeout_ms: u64,
+    ) -> Result<ExecOutput, ShimError> {
+        let deadline = exec::deadline_after(timeout_ms);
+        let process = {
+            let state = self.lock();
+            let created = state.created.as_ref().ok_or_else(not_created)?;
+            if state.started_at.is_none() || self.exit.borrow().is_some() {
+                return Err(ShimError::FailedPrecondition(
+                    "the container is not running".into(),
+                ));
+            }
+            match request {
+                ExecRequest::Json(json) => exec::process_from_json(&json)?,
+                ExecRequest::Fields(fields) => exec::process_from_fields(&created.process, fields)?,
+            }
+        };
+        let (stdout, stdout_writer) = container_io::pipe().context("create the stdout pipe")?;
+        let (stderr, stderr_writer) = container_io::pipe().context("create the stderr pipe")?;
+        let stdout = container_io::receiver(stdout).context("watch the stdout pipe")?;
+        let stderr = container_io::receiver(stderr).context("watch the stderr pipe")?;
+        let stdio = Stdio {
+            stdin: None,
+            stdout: Some(stdout_writer),
+            stderr: Some(stderr_writer),
+        };
+        let pid = self.runtime.exec(self.id(), &process, stdio)?;
+        // Before any await, so the reaper cannot take it unwatched.
+        let exited = self.reaper.watch(pid);
+        tracing::debug!(%pid, "exec started");
+        let output = exec::supervise(pid, exited, stdout, stderr, deadline).await?;
+        tracing::debug!(
+            %pid,
+            exit_code = output.exit_code,
+            timed_out = output.timed_out,
+            "exec finished"
+        );
+        Ok(output)
+    }
+
+    pub async fn delete(&self) -> Result<(), ShimError> {
+        let (created, started) = {
+            let state = self.lock();
+            (state.created.is_some(), state.started_at.is_some())
+        };
+        let exited = self.exit.borrow().is_some();
+        if started && !exited {
+            return Err(ShimError::FailedPrecondition(
+                "the container is running; kill it first".into(),
+            ));
+        }
+        // Init has exited or never started: force only removes what is left
+        // in the container's cgroup. Without a created container this clears
+        // what a failed Create may have left.
+        self.runtime.delete(self.id(), true)?;
+        if !created {
+            return Ok(());
+        }
+        if !exited {
+            let mut exit = self.exit.subscribe();
+            tokio::time::timeout(DELETE_REAP_TIMEOUT, exit.wait_for(Option::is_some))
+                .await
+                .context("init of the deleted container was not reaped in time")?
+                .context("the exit watch closed")?;
+        }
+        self.lock().deleted = true;
+        tracing::info!("deleted");
+        Ok(())
+    }
+
+    /// Whether the shim may exit without abandoning a container.
+    pub fn may_shut_down(&self) -> bool {
+        let state = self.lock();
+        state.created.is_none() || state.deleted
+    }
+
+    fn record_exit(&self, exit: Exit) {
+        tracing::info!(exit_code = exit.code, "init exited");
+        let record = ExitRecord {
+            exit_code: exit.code,
+            finished_at_unix_nanos: unix_nanos(exit.at),
+        };
+        if let Err(err) = exit_file::write(&self.config.exit_file, record) {
+            tracing::error!(%err, "recording the exit failed");
+        }
+        self.exit.send_replace(Some(exit));
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn not_created() -> ShimError {
+    ShimError::FailedPrecondition("the container was not created".into())
+}
+
+fn load_process(bundle: &Path) -> Result<Process, ShimError> {
+    let config = bundle.join("config.json");
+    let spec = Spec::load(&config)
+        .map_err(|e| ShimError::InvalidArgument(format!("{}: {e}", config.display())))?;
+    spec.process()
+        .clone()
+        .ok_or_else(|| ShimError::InvalidArgument(format!("{}: no process", config.display())))
+}
+
+/// Unix nanoseconds; 0 for "never" and for times before 1970.
+pub fn unix_nanos(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|since| i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

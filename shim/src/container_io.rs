@@ -1,0 +1,67 @@
+//! The container's output as the shim holds it: pipes whose read ends the
+//! shim keeps, and the copy of stdout and stderr into the CRI log.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::time::SystemTime;
+
+use nix::fcntl::OFlag;
+use nix::unistd::pipe2;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+
+use crate::cri_log::{CriLogWriter, Stream};
+
+/// A pipe as (read end, write end), both close-on-exec: the runtime dup2()s
+/// the container's end onto 0, 1 or 2, which clears the flag there.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(pipe2(OFlag::O_CLOEXEC)?)
+}
+
+/// The read end of a pipe, for the event loop.
+pub fn receiver(read_end: OwnedFd) -> io::Result<pipe::Receiver> {
+    pipe::Receiver::from_owned_fd(read_end)
+}
+
+/// Copies the container's stdout and stderr into the CRI log (or drops them
+/// without a log) until both pipes reach EOF, i.e. every holder of the write
+/// ends has exited.
+pub async fn forward_to_log(
+    mut stdout: pipe::Receiver,
+    mut stderr: pipe::Receiver,
+    mut log: Option<CriLogWriter<File>>,
+) {
+    let mut out_buf = vec![0; 8192];
+    let mut err_buf = vec![0; 8192];
+    let (mut out_open, mut err_open) = (true, true);
+    let mut log_failing = false;
+    while out_open || err_open {
+        let (stream, read) = tokio::select! {
+            read = stdout.read(&mut out_buf), if out_open => (Stream::Stdout, read.map(|n| &out_buf[..n])),
+            read = stderr.read(&mut err_buf), if err_open => (Stream::Stderr, read.map(|n| &err_buf[..n])),
+        };
+        let now = SystemTime::now();
+        let written = match read {
+            Ok([]) | Err(_) => {
+                match stream {
+                    Stream::Stdout => out_open = false,
+                    Stream::Stderr => err_open = false,
+                }
+                log.as_mut().map(|log| log.finish(stream, now))
+            }
+            Ok(data) => log.as_mut().map(|log| log.write(stream, data, now)),
+        };
+        // A full disk must not stop the draining, or the container blocks on
+        // its output; say so once per episode.
+        match written {
+            Some(Err(err)) if !log_failing => {
+                tracing::warn!(%err, "writing the container log failed");
+                log_failing = true;
+            }
+            Some(Ok(())) => log_failing = false,
+            _ => {}
+        }
+    }
+    tracing::debug!("container output closed");
+}

@@ -1,0 +1,386 @@
+//! ExecSync: the exec's process spec, and supervising the started process:
+//! collecting its output, enforcing the timeout, and its exit code.
+
+use std::pin::pin;
+use std::time::Duration;
+
+use crius_proto::shim::v1::ExecProcess;
+use crius_runtime::oci_spec::runtime::Process;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+use tokio::time::{sleep_until, timeout, Instant};
+
+use crate::error::ShimError;
+use crate::reaper::Exit;
+
+/// The most bytes kept of each of stdout and stderr; the rest is read and dropped.
+pub const OUTPUT_CAP: usize = 16 * 1024 * 1024;
+
+/// How long output is still read after the exec's process has exited. A
+/// background child (`sleep 365d &`) can hold the pipes open forever; we stop
+/// reading then rather than hang (containerd #7802).
+pub const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The exit status, or 128+N when killed by signal N.
+    pub exit_code: i32,
+    pub timed_out: bool,
+}
+
+/// An exec process given as an OCI `process` object in JSON.
+pub fn process_from_json(json: &[u8]) -> Result<Process, ShimError> {
+    let process: Process = serde_json::from_slice(json)
+        .map_err(|e| ShimError::InvalidArgument(format!("exec process JSON: {e}")))?;
+    if process.terminal() == Some(true) {
+        return Err(ShimError::InvalidArgument(
+            "ExecSync cannot run a terminal".into(),
+        ));
+    }
+    Ok(process)
+}
+
+/// An exec process given by fields: the container's own process (`base`,
+/// from config.json) with the given args, and env, cwd and user where given.
+pub fn process_from_fields(base: &Process, fields: ExecProcess) -> Result<Process, ShimError> {
+    if fields.args.is_empty() {
+        return Err(ShimError::InvalidArgument("exec args are empty".into()));
+    }
+    let mut process = base.clone();
+    process.set_terminal(Some(false));
+    process.set_console_size(None);
+    process.set_args(Some(fields.args));
+    if !fields.env.is_empty() {
+        process.set_env(Some(fields.env));
+    }
+    if !fields.cwd.is_empty() {
+        process.set_cwd(fields.cwd.into());
+    }
+    if let Some(user) = fields.user {
+        let process_user = process.user_mut();
+        process_user.set_uid(user.uid);
+        process_user.set_gid(user.gid);
+        process_user.set_additional_gids(Some(user.additional_gids));
+        process_user.set_username(None);
+    }
+    Ok(process)
+}
+
+/// Supervises a started exec process that leads its own process group
+/// `pgid`: collects stdout and stderr until it has exited (plus
+/// [`DRAIN_GRACE`]), and kills the whole group with SIGKILL at `deadline`.
+/// If this future is dropped before the process exited (the caller went
+/// away), the group is killed too.
+pub async fn supervise(
+    pgid: Pid,
+    exited: oneshot::Receiver<Exit>,
+    stdout: pipe::Receiver,
+    stderr: pipe::Receiver,
+    deadline: Option<Instant>,
+) -> Result<ExecOutput, ShimError> {
+    let mut group = KillOnDrop(Some(pgid));
+    let (mut stdout_kept, mut stderr_kept) = (Vec::new(), Vec::new());
+    let mut timed_out = false;
+    let exit = {
+        let mut drain = pin!(async {
+            tokio::join!(
+                read_capped(stdout, &mut stdout_kept),
+                read_capped(stderr, &mut stderr_kept)
+            )
+        });
+        let mut exited = pin!(exited);
+        let mut drained = false;
+        let exit = loop {
+            tokio::select! {
+                exit = &mut exited => break exit,
+                _ = &mut drain, if !drained => drained = true,
+                _ = sleep_until_some(deadline), if !timed_out => {
+                    group.kill();
+                    timed_out = true;
+                }
+            }
+        };
+        group.disarm();
+        if !drained && timeout(DRAIN_GRACE, &mut drain).await.is_err() {
+            tracing::debug!(%pgid, "exec output still open after the process exited; stopped reading");
+        }
+        exit
+    };
+    let exit = exit.map_err(|_| anyhow::anyhow!("the reaper dropped exec process {pgid}"))?;
+    Ok(ExecOutput {
+        stdout: stdout_kept,
+        stderr: stderr_kept,
+        exit_code: exit.code,
+        timed_out,
+    })
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads `stream` to EOF, keeping the first [`OUTPUT_CAP`] bytes in `kept`.
+async fn read_capped(mut stream: pipe::Receiver, kept: &mut Vec<u8>) {
+    let mut chunk = vec![0; 8192];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) => return,
+            Ok(n) => {
+                let room = OUTPUT_CAP.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+            }
+            Err(err) => {
+                tracing::warn!(%err, "reading exec output failed");
+                return;
+            }
+        }
+    }
+}
+
+/// SIGKILLs a process group unless disarmed; disarm once its leader is reaped.
+struct KillOnDrop(Option<Pid>);
+
+impl KillOnDrop {
+    fn kill(&self) {
+        if let Some(pgid) = self.0 {
+            // ESRCH: the group is already gone, which is what we want.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The deadline of a timeout in milliseconds; 0 means none.
+pub fn deadline_after(timeout_ms: u64) -> Option<Instant> {
+    (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    use std::time::SystemTime;
+
+    use crius_proto::shim::v1::User;
+    use nix::sys::wait::waitpid;
+
+    use super::*;
+    use crate::reaper::exit_code;
+
+    /// Starts `sh -c script` as its own process group, as runtime.exec does,
+    /// with a waiter thread standing in for the reaper.
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped with waitpid by the waiter thread, as the reaper would"
+    )]
+    fn spawn(script: &str) -> (Pid, oneshot::Receiver<Exit>, pipe::Receiver, pipe::Receiver) {
+        let mut child = Command::new("sh")
+            .args(["-c", script])
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let stdout = pipe::Receiver::from_owned_fd(OwnedFd::from(child.stdout.take().unwrap()));
+        let stderr = pipe::Receiver::from_owned_fd(OwnedFd::from(child.stderr.take().unwrap()));
+        let (sender, exited) = oneshot::channel();
+        std::thread::spawn(move || {
+            let (_, code) = exit_code(waitpid(pid, None).unwrap()).unwrap();
+            let _ = sender.send(Exit {
+                code,
+                at: SystemTime::now(),
+            });
+        });
+        (pid, exited, stdout.unwrap(), stderr.unwrap())
+    }
+
+    fn alive(pid: Pid) -> bool {
+        nix::sys::signal::kill(pid, None).is_ok()
+    }
+
+    #[tokio::test]
+    async fn collects_both_streams_and_the_exit_code() {
+        let (pid, exited, stdout, stderr) = spawn("echo out; echo err >&2; exit 3");
+        let output = supervise(pid, exited, stdout, stderr, deadline_after(5000))
+            .await
+            .unwrap();
+        assert_eq!(
+            output,
+            ExecOutput {
+                stdout: b"out\n".to_vec(),
+                stderr: b"err\n".to_vec(),
+                exit_code: 3,
+                timed_out: false,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn the_timeout_kills_the_whole_group() {
+        let (pid, exited, stdout, stderr) = spawn("sleep 10 & echo $!; wait");
+        let started = std::time::Instant::now();
+        let output = supervise(pid, exited, stdout, stderr, deadline_after(300))
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert!(output.timed_out);
+        assert_eq!(output.exit_code, 137);
+        assert!(took < Duration::from_millis(800), "took {took:?}");
+        let sleep_pid: i32 = String::from_utf8(output.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The killed sleep is a zombie of this test process at most.
+        let stat = std::fs::read_to_string(format!("/proc/{sleep_pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "sleep still runs: {stat}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_background_child_holding_the_pipes_does_not_hang_the_drain() {
+        let (pid, exited, stdout, stderr) = spawn("echo hi; sleep 30 & echo $! >&2");
+        let started = std::time::Instant::now();
+        let output = supervise(pid, exited, stdout, stderr, None).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(output.stdout, b"hi\n");
+        assert_eq!(output.exit_code, 0);
+        assert!(!output.timed_out);
+        assert!(
+            took >= DRAIN_GRACE && took < DRAIN_GRACE * 3,
+            "took {took:?}"
+        );
+        let sleep_pid = Pid::from_raw(
+            String::from_utf8(output.stderr)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap(),
+        );
+        assert!(alive(sleep_pid));
+        nix::sys::signal::kill(sleep_pid, Signal::SIGKILL).unwrap();
+    }
+
+    #[tokio::test]
+    async fn output_beyond_the_cap_is_dropped_while_the_process_finishes() {
+        let script = format!("head -c {} /dev/zero; echo done >&2", OUTPUT_CAP + 100_000);
+        let (pid, exited, stdout, stderr) = spawn(&script);
+        let output = supervise(pid, exited, stdout, stderr, deadline_after(10_000))
+            .await
+            .unwrap();
+        assert_eq!(output.stdout.len(), OUTPUT_CAP);
+        assert_eq!(output.stderr, b"done\n");
+        assert_eq!(output.exit_code, 0);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_supervision_kills_the_group() {
+        let (pid, exited, stdout, stderr) = spawn("sleep 10");
+        let supervision = supervise(pid, exited, stdout, stderr, None);
+        assert!(timeout(Duration::from_millis(200), supervision)
+            .await
+            .is_err());
+        // SIGKILL is sent on drop; the waiter thread reaps the child soon after.
+        for _ in 0..100 {
+            if !alive(pid) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("exec process {pid} survived its dropped supervision");
+    }
+
+    fn base() -> Process {
+        serde_json::from_str(
+            r#"{"user":{"uid":1000,"gid":1000,"umask":18},"args":["/pause"],
+                "env":["PATH=/bin"],"cwd":"/work","noNewPrivileges":true,
+                "capabilities":{"bounding":["CAP_CHOWN"]}}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn fields_override_only_what_they_give() {
+        let process = process_from_fields(
+            &base(),
+            ExecProcess {
+                args: vec!["ls".into(), "-l".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            process.args().as_deref(),
+            Some(&["ls".into(), "-l".into()][..])
+        );
+        assert_eq!(process.env().as_deref(), Some(&["PATH=/bin".into()][..]));
+        assert_eq!(process.cwd().to_str(), Some("/work"));
+        assert_eq!(process.user().uid(), 1000);
+        assert_eq!(process.no_new_privileges(), Some(true));
+        assert_eq!(process.capabilities(), base().capabilities());
+        assert_eq!(process.terminal(), Some(false));
+
+        let process = process_from_fields(
+            &base(),
+            ExecProcess {
+                args: vec!["id".into()],
+                env: vec!["A=1".into()],
+                cwd: "/tmp".into(),
+                user: Some(User {
+                    uid: 0,
+                    gid: 5,
+                    additional_gids: vec![6, 7],
+                }),
+            },
+        )
+        .unwrap();
+        assert_eq!(process.env().as_deref(), Some(&["A=1".into()][..]));
+        assert_eq!(process.cwd().to_str(), Some("/tmp"));
+        assert_eq!(process.user().uid(), 0);
+        assert_eq!(process.user().gid(), 5);
+        assert_eq!(
+            process.user().additional_gids().as_deref(),
+            Some(&[6, 7][..])
+        );
+        assert_eq!(process.user().umask(), Some(18));
+    }
+
+    #[test]
+    fn empty_args_are_refused() {
+        let err = process_from_fields(&base(), ExecProcess::default()).unwrap_err();
+        assert!(matches!(err, ShimError::InvalidArgument(_)));
+    }
+
+    #[test]
+    fn json_processes_must_not_ask_for_a_terminal() {
+        let process =
+            process_from_json(br#"{"user":{"uid":0,"gid":0},"args":["true"],"cwd":"/"}"#).unwrap();
+        assert_eq!(process.args().as_deref(), Some(&["true".into()][..]));
+        let err = process_from_json(br#"{"terminal":true,"user":{"uid":0,"gid":0},"cwd":"/"}"#)
+            .unwrap_err();
+        assert!(matches!(err, ShimError::InvalidArgument(_)));
+        assert!(process_from_json(b"not json").is_err());
+    }
+}

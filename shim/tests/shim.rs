@@ -1,0 +1,534 @@
+//! The built `crius-shim` binary, driven as criusd drives it: spawned with a
+//! readiness pipe, then over its socket through a real busybox container.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::symlink;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crius_proto::exit_file;
+use crius_proto::ready::{self, Readiness};
+use crius_proto::shim::v1::exec_sync_request::Process as ExecProcessKind;
+use crius_proto::shim::v1::shim_client::ShimClient;
+use crius_proto::shim::v1::{
+    CreateRequest, DeleteRequest, ExecProcess, ExecSyncRequest, ExecSyncResponse, KillRequest,
+    ShutdownRequest, StartRequest, StateRequest, Status, WaitRequest,
+};
+use crius_runtime::oci_spec::runtime::{
+    get_default_mounts, LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder,
+};
+use hyper_util::rt::TokioIo;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::unistd::{getpid, pipe2, Pid};
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+const SHIM: &str = env!("CARGO_BIN_EXE_crius-shim");
+const TEST_CGROUP_PARENT: &str = "crius-test";
+const RSS_CEILING_KIB: u64 = 20 * 1024;
+const RSS_GROWTH_LIMIT_KIB: u64 = 4 * 1024;
+
+macro_rules! require_root {
+    () => {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: this test needs root (namespaces, mounts, cgroups)");
+            return;
+        }
+    };
+}
+
+/// Paths of one shim under test; everything lives in one temporary dir.
+struct ShimPaths {
+    dir: tempfile::TempDir,
+}
+
+impl ShimPaths {
+    fn new() -> ShimPaths {
+        ShimPaths {
+            dir: tempfile::Builder::new()
+                .prefix("crius-shim-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+    fn bundle(&self) -> PathBuf {
+        self.dir.path().join("bundle")
+    }
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("shim.sock")
+    }
+    fn exit_file(&self) -> PathBuf {
+        self.dir.path().join("exit")
+    }
+    fn runtime_root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("logs/pod/c/0.log")
+    }
+}
+
+/// Starts the shim as criusd does and returns what it reported on the
+/// readiness pipe, after its first process has exited.
+fn spawn_shim(id: &str, paths: &ShimPaths) -> Readiness {
+    let (ready_reader, ready_writer) = pipe2(OFlag::O_CLOEXEC).unwrap();
+    let ready_fd = ready_writer.as_raw_fd();
+    let mut command = Command::new(SHIM);
+    command
+        .arg("--id")
+        .arg(id)
+        .arg("--bundle")
+        .arg(paths.bundle())
+        .arg("--socket")
+        .arg(paths.socket())
+        .arg("--runtime-root")
+        .arg(paths.runtime_root())
+        .arg("--exit-file")
+        .arg(paths.exit_file())
+        .arg("--log-path")
+        .arg(paths.log())
+        .args(["--log-level", "debug"])
+        .arg("--ready-fd")
+        .arg(ready_fd.to_string());
+    // SAFETY: only fcntl between fork and exec. The fd stays close-on-exec in
+    // this process, so children of concurrent tests do not inherit it.
+    unsafe {
+        command.pre_exec(move || {
+            fcntl(ready_fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+            Ok(())
+        });
+    }
+    let status = command.status().unwrap();
+    assert!(
+        status.success(),
+        "the shim's first process exited with {status}"
+    );
+    drop(ready_writer);
+    let mut report = Vec::new();
+    File::from(ready_reader).read_to_end(&mut report).unwrap();
+    ready::parse(&report)
+}
+
+async fn connect(socket: &Path) -> ShimClient<Channel> {
+    let socket = socket.to_owned();
+    let channel = Endpoint::try_from("http://shim.invalid")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
+        }))
+        .await
+        .unwrap();
+    ShimClient::new(channel)
+}
+
+/// The pid of the process serving `socket`.
+fn server_pid(socket: &Path) -> Pid {
+    let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    Pid::from_raw(getsockopt(&stream, PeerCredentials).unwrap().pid())
+}
+
+fn status_field(pid: Pid, field: &str) -> Option<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .map(|value| value.trim().to_owned())
+}
+
+fn rss_kib(pid: Pid) -> u64 {
+    let rss = status_field(pid, "VmRSS").unwrap();
+    rss.trim_end_matches(" kB").parse().unwrap()
+}
+
+/// Whether `pid` runs (a zombie does not).
+fn running(pid: Pid) -> bool {
+    status_field(pid, "State").is_some_and(|state| !state.starts_with('Z'))
+}
+
+/// Field `index` after the command name in /proc/<pid>/stat.
+fn stat_field(pid: Pid, index: usize) -> i32 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(index)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn cgroup_dir(controller: &str, cgroup_name: &str) -> PathBuf {
+    Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(TEST_CGROUP_PARENT)
+        .join(cgroup_name)
+}
+
+fn cgroup_pids(cgroup_name: &str) -> Vec<Pid> {
+    fs::read_to_string(cgroup_dir("pids", cgroup_name).join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .map(|pid| Pid::from_raw(pid.parse().unwrap()))
+        .collect()
+}
+
+/// Kills what a failed test left running: the container's processes and the shim.
+struct Cleanup {
+    cgroup_name: String,
+    shim: Option<Pid>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for pid in cgroup_pids(&self.cgroup_name).into_iter().chain(self.shim) {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
+}
+
+fn write_bundle(bundle: &Path, cgroup_name: &str, args: &[&str]) {
+    let rootfs = bundle.join("rootfs");
+    let bin = rootfs.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    for applet in ["sh", "echo", "sleep", "true", "cat"] {
+        symlink("busybox", bin.join(applet)).unwrap();
+    }
+    let ldd = Command::new("ldd").arg("/bin/busybox").output().unwrap();
+    assert!(ldd.status.success(), "ldd /bin/busybox failed");
+    for lib in String::from_utf8(ldd.stdout)
+        .unwrap()
+        .split_whitespace()
+        .filter(|word| word.starts_with('/'))
+    {
+        let target = rootfs.join(lib.trim_start_matches('/'));
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        fs::copy(lib, &target).unwrap();
+    }
+
+    let process = ProcessBuilder::default()
+        .args(args.iter().map(|arg| arg.to_string()).collect::<Vec<_>>())
+        .env(vec!["PATH=/bin".to_owned()])
+        .cwd("/")
+        .build()
+        .unwrap();
+    let namespaces = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ]
+    .into_iter()
+    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build().unwrap())
+    .collect::<Vec<_>>();
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(PathBuf::from(format!(
+            "/{TEST_CGROUP_PARENT}/{cgroup_name}"
+        )))
+        .build()
+        .unwrap();
+    let mounts = get_default_mounts()
+        .into_iter()
+        .filter(|mount| mount.destination() != Path::new("/sys/fs/cgroup"))
+        .collect::<Vec<_>>();
+    let spec: Spec = SpecBuilder::default()
+        .version("1.0.2")
+        .root(RootBuilder::default().path("rootfs").build().unwrap())
+        .hostname("crius-shim-test")
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()
+        .unwrap();
+    spec.save(bundle.join("config.json")).unwrap();
+}
+
+fn exec_request(args: &[&str], timeout_ms: u64) -> ExecSyncRequest {
+    ExecSyncRequest {
+        process: Some(ExecProcessKind::Fields(ExecProcess {
+            args: args.iter().map(|arg| arg.to_string()).collect(),
+            ..Default::default()
+        })),
+        timeout_ms,
+    }
+}
+
+async fn wait_for_log(log: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let content = fs::read_to_string(log).unwrap_or_default();
+        if content.contains(needle) || Instant::now() > deadline {
+            return content;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn unix_nanos_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+/// A shim started for a new busybox container running `args`, and a client.
+async fn start_shim(
+    name: &str,
+    paths: &ShimPaths,
+    args: &[&str],
+) -> (String, Pid, ShimClient<Channel>, Cleanup) {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let id = format!("{name}-{}-{nanos}", std::process::id());
+    write_bundle(&paths.bundle(), &id, args);
+    let mut cleanup = Cleanup {
+        cgroup_name: id.clone(),
+        shim: None,
+    };
+    assert_eq!(spawn_shim(&id, paths), Readiness::Ready);
+    let shim = server_pid(&paths.socket());
+    cleanup.shim = Some(shim);
+    let client = connect(&paths.socket()).await;
+    (id, shim, client, cleanup)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_container_through_its_whole_life() {
+    require_root!();
+    let paths = ShimPaths::new();
+    let (id, shim, mut client, mut cleanup) =
+        start_shim("shim", &paths, &["sh", "-c", "echo hello; sleep 600"]).await;
+
+    // A detached daemon in its own session.
+    assert_ne!(stat_field(shim, 1), getpid().as_raw(), "not reparented");
+    assert_eq!(stat_field(shim, 3), shim.as_raw(), "not a session leader");
+
+    let state = client.state(StateRequest {}).await.unwrap().into_inner();
+    assert_eq!(state.status(), Status::Unspecified);
+    assert_eq!(state.id, id);
+
+    let before_create = unix_nanos_now();
+    let init = client
+        .create(CreateRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .pid;
+    let init = Pid::from_raw(init as i32);
+    assert_eq!(
+        stat_field(init, 1),
+        shim.as_raw(),
+        "init is not the shim's child"
+    );
+    let state = client.state(StateRequest {}).await.unwrap().into_inner();
+    assert_eq!(state.status(), Status::Created);
+    assert_eq!(state.pid, init.as_raw() as u32);
+    assert!(state.created_at >= before_create);
+
+    client.start(StartRequest {}).await.unwrap();
+    let log = wait_for_log(&paths.log(), " stdout F hello\n").await;
+    assert!(log.ends_with(" stdout F hello\n"), "CRI log: {log:?}");
+    let state = client.state(StateRequest {}).await.unwrap().into_inner();
+    assert_eq!(state.status(), Status::Running);
+    assert!(state.started_at >= state.created_at);
+    // None of the shim's fds (socket, ready pipe, its log) leak into the container.
+    let mut init_fds: Vec<String> = fs::read_dir(format!("/proc/{init}/fd"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    init_fds.sort();
+    assert_eq!(init_fds, ["0", "1", "2"]);
+
+    // criusd's session going away must not take the shim along.
+    kill(shim, Signal::SIGHUP).unwrap();
+    let rss_after_start = rss_kib(shim);
+
+    let output = client
+        .exec_sync(exec_request(
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            5000,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        output,
+        ExecSyncResponse {
+            stdout: b"out\n".to_vec(),
+            stderr: b"err\n".to_vec(),
+            exit_code: 3,
+            timed_out: false,
+        }
+    );
+
+    // The timeout: learn the exec's host pid from the container's cgroup.
+    let before_exec = cgroup_pids(&id);
+    let mut exec_client = client.clone();
+    let started = Instant::now();
+    let exec = tokio::spawn(async move {
+        exec_client
+            .exec_sync(exec_request(&["sleep", "10"], 1000))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let exec_pids: Vec<Pid> = cgroup_pids(&id)
+        .into_iter()
+        .filter(|pid| !before_exec.contains(pid))
+        .collect();
+    assert_eq!(exec_pids.len(), 1, "exec processes: {exec_pids:?}");
+    let output = exec.await.unwrap().unwrap().into_inner();
+    let took = started.elapsed();
+    assert!(output.timed_out);
+    assert_eq!(output.exit_code, 137);
+    eprintln!(
+        "ExecSync `sleep 10` with a 1000 ms timeout returned after {took:?} (overshoot {:?})",
+        took.saturating_sub(Duration::from_millis(1000))
+    );
+    assert!(took < Duration::from_millis(1100), "took {took:?}");
+    assert!(!running(exec_pids[0]), "the timed-out exec still runs");
+    assert!(
+        !Path::new(&format!("/proc/{}", exec_pids[0])).exists(),
+        "the timed-out exec was not reaped"
+    );
+
+    for round in 0..200 {
+        let output = client
+            .exec_sync(exec_request(&["echo", "x"], 5000))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(output.stdout, b"x\n", "round {round}");
+    }
+    let rss_after_execs = rss_kib(shim);
+    eprintln!(
+        "shim VmRSS: {rss_after_start} KiB after start, {rss_after_execs} KiB after 200 ExecSyncs"
+    );
+    assert!(rss_after_execs < RSS_CEILING_KIB);
+    assert!(rss_after_execs < rss_after_start + RSS_GROWTH_LIMIT_KIB);
+
+    // Refused while the container runs.
+    let err = client.delete(DeleteRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    let err = client.shutdown(ShutdownRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+
+    let mut wait_client = client.clone();
+    let wait = tokio::spawn(async move { wait_client.wait(WaitRequest {}).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!wait.is_finished(), "Wait returned while init runs");
+    client
+        .kill(KillRequest {
+            signal: Signal::SIGKILL as u32,
+            all: false,
+        })
+        .await
+        .unwrap();
+    let exited = wait.await.unwrap().unwrap().into_inner();
+    assert_eq!(exited.exit_code, 137);
+    let record = exit_file::read(&paths.exit_file()).unwrap().unwrap();
+    assert_eq!(record.exit_code, 137);
+    assert_eq!(record.finished_at_unix_nanos, exited.finished_at);
+    let state = client.state(StateRequest {}).await.unwrap().into_inner();
+    assert_eq!(state.status(), Status::Stopped);
+    assert_eq!(state.exit_code, 137);
+    assert_eq!(state.finished_at, exited.finished_at);
+    assert!(
+        !Path::new(&format!("/proc/{init}")).exists(),
+        "init not reaped"
+    );
+    // Signalling a stopped container is no error (StopContainer is idempotent).
+    client
+        .kill(KillRequest {
+            signal: Signal::SIGTERM as u32,
+            all: false,
+        })
+        .await
+        .unwrap();
+
+    client.delete(DeleteRequest {}).await.unwrap();
+    client.delete(DeleteRequest {}).await.unwrap();
+    assert!(!paths.runtime_root().join(&id).exists());
+    assert!(!cgroup_dir("pids", &id).exists());
+    assert!(
+        client
+            .state(StateRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .deleted
+    );
+
+    client.shutdown(ShutdownRequest {}).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while running(shim) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!running(shim), "the shim still runs after Shutdown");
+    assert!(!paths.socket().exists(), "the socket was not removed");
+    let shim_log = fs::read_to_string(paths.bundle().join("shim.log")).unwrap();
+    assert!(shim_log.contains("exiting"), "shim.log: {shim_log}");
+    cleanup.shim = None;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_log_holds_the_last_words_when_wait_returns() {
+    require_root!();
+    let paths = ShimPaths::new();
+    let (_id, shim, mut client, mut cleanup) = start_shim(
+        "lastwords",
+        &paths,
+        &[
+            "sh",
+            "-c",
+            "echo first; echo oops >&2; echo -n partial; exit 5",
+        ],
+    )
+    .await;
+    client.create(CreateRequest::default()).await.unwrap();
+    client.start(StartRequest {}).await.unwrap();
+    let exited = client.wait(WaitRequest {}).await.unwrap().into_inner();
+    assert_eq!(exited.exit_code, 5);
+    // Read at once, no polling: the shim drained the output first.
+    let log = fs::read_to_string(paths.log()).unwrap();
+    let records: Vec<&str> = log
+        .lines()
+        .map(|line| line.split_once(' ').unwrap().1)
+        .collect();
+    assert_eq!(records.len(), 3, "CRI log: {log:?}");
+    assert!(records.contains(&"stdout F first"), "CRI log: {log:?}");
+    assert!(records.contains(&"stderr F oops"), "CRI log: {log:?}");
+    assert!(records.contains(&"stdout P partial"), "CRI log: {log:?}");
+
+    client.delete(DeleteRequest {}).await.unwrap();
+    client.shutdown(ShutdownRequest {}).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while running(shim) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!running(shim), "the shim still runs after Shutdown");
+    cleanup.shim = None;
+}
+
+#[test]
+fn a_start_up_failure_is_reported_on_the_ready_pipe() {
+    let paths = ShimPaths::new();
+    // No bundle dir: the shim cannot open its own log there.
+    match spawn_shim("broken", &paths) {
+        Readiness::Failed(message) => assert!(
+            message.contains("shim.log"),
+            "unexpected message: {message}"
+        ),
+        other => panic!("expected a failure report, got {other:?}"),
+    }
+    assert!(!paths.socket().exists());
+}
