@@ -1,29 +1,49 @@
 //! crius: the CRI server. `criusd` is a thin binary over this library.
 
+mod cgroups;
 pub mod config;
+pub mod container;
 pub mod error;
 pub mod image;
 pub mod image_service;
 mod instrument;
 pub mod namespaces;
 pub mod network;
+pub mod pod;
 pub mod runtime_service;
 pub mod server;
+pub mod shim_client;
 pub mod spec;
 pub mod state;
 
+use std::path::PathBuf;
 use std::sync::RwLock;
 
 use config::Config;
+use container::ContainerRecord;
+use network::cni::Cni;
+use pod::PodRecord;
+use shim_client::Shims;
+use spec::HostCapabilities;
+use state::table::Table;
 use state::Store;
 
-/// What every service shares: the effective config, the state store and the
-/// runtime settings kubelet pushes.
+/// What every service shares: the effective config, the state store, the
+/// pods and containers, the network, the shims, and the runtime settings
+/// kubelet pushes.
 pub struct Crius {
     pub config: Config,
     pub store: Store,
     /// Pulled images: content, unpacked layers and the index.
     pub images: image::ImageStore,
+    pub pods: Table<PodRecord>,
+    pub containers: Table<ContainerRecord>,
+    pub cni: Cni,
+    pub shims: Shims,
+    /// `crius-shim`, installed beside `criusd`.
+    pub shim_bin: PathBuf,
+    /// What this host's cgroups can enforce, measured once.
+    pub host: HostCapabilities,
     pod_cidr: RwLock<String>,
 }
 
@@ -35,15 +55,28 @@ impl Crius {
             .with_context(|| format!("opening state store {}", meta.display()))?;
         std::fs::create_dir_all(&config.state)
             .with_context(|| format!("creating state dir {}", config.state.display()))?;
-        let images = image::ImageStore::open(&config, store.clone()).with_context(|| {
-            format!("opening the image store under {}", config.root.display())
-        })?;
+        let shim_bin = std::env::current_exe()
+            .context("locating criusd's own binary")?
+            .with_file_name("crius-shim");
+        let images = image::ImageStore::open(&config, store.clone())
+            .with_context(|| format!("opening the image store under {}", config.root.display()))?;
         Ok(Crius {
             images,
+            pods: Table::load(store.clone()).context("loading pods")?,
+            containers: Table::load(store.clone()).context("loading containers")?,
+            cni: Cni::from_config(&config),
+            shims: Shims::default(),
+            shim_bin,
+            host: HostCapabilities::detect().context("probing the host's cgroups")?,
             config,
             store,
             pod_cidr: RwLock::new(String::new()),
         })
+    }
+
+    /// libcontainer's state of every container, shared by the shims.
+    pub fn runtime_root(&self) -> PathBuf {
+        self.config.state.join("runtime")
     }
 
     pub fn pod_cidr(&self) -> String {
@@ -53,4 +86,20 @@ impl Crius {
     pub fn set_pod_cidr(&self, cidr: String) {
         *self.pod_cidr.write().expect("pod_cidr lock") = cidr;
     }
+}
+
+/// A new pod or container id: 64 hex digits, as containerd's.
+pub fn new_id() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Now, in unix nanoseconds (CRI's timestamps).
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }

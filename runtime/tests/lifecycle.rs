@@ -5,9 +5,12 @@ mod common;
 use std::fs;
 
 use common::*;
-use crius_runtime::oci_spec::runtime::{LinuxNamespaceType, Spec};
-use crius_runtime::{ContainerStatus, Runtime, Signal, Stdio};
-use nix::sys::wait::WaitStatus;
+use crius_runtime::oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, Spec,
+};
+use crius_runtime::{ContainerStatus, Runtime, RuntimeError, Signal, Stdio};
+use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::getpid;
 
 #[test]
@@ -219,10 +222,7 @@ fn unknown_and_duplicate_ids() {
     let err = runtime
         .create(&id, bundle.path(), Stdio::null())
         .unwrap_err();
-    assert!(
-        matches!(err, crius_runtime::RuntimeError::AlreadyExists { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, RuntimeError::AlreadyExists { .. }), "{err}");
     runtime.delete(&id, true).unwrap();
     wait(pid);
 }
@@ -258,4 +258,90 @@ fn the_containers_oom_score_does_not_stick_to_the_caller() {
     assert_eq!(init_score.trim(), "999");
     runtime.delete(&id, false).unwrap();
     wait(pid);
+}
+
+#[test]
+fn resources_land_in_the_v1_controllers_of_a_hybrid_host() {
+    require_root!();
+    let _serial = serial();
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(state.path());
+    let id = unique_id("resources");
+    let bundle = Bundle::isolated(&id, &["true"]);
+    let config = bundle.path().join("config.json");
+    let mut spec = Spec::load(&config).unwrap();
+    let resources = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(64 * 1024 * 1024)
+                .build()
+                .unwrap(),
+        )
+        .pids(LinuxPidsBuilder::default().limit(100).build().unwrap())
+        .cpu(
+            LinuxCpuBuilder::default()
+                .shares(512u64)
+                .quota(50_000)
+                .period(100_000u64)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    spec.linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_resources(Some(resources));
+    spec.save(&config).unwrap();
+    let _cleanup = DeleteOnDrop {
+        runtime: &runtime,
+        id: id.clone(),
+    };
+
+    let pid = runtime.create(&id, bundle.path(), Stdio::null()).unwrap();
+
+    let read = |controller: &str, file: &str| {
+        fs::read_to_string(cgroup_dir(controller, &id).join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("memory", "memory.limit_in_bytes"), "67108864");
+    assert_eq!(read("pids", "pids.max"), "100");
+    assert_eq!(read("cpu", "cpu.shares"), "512");
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+    runtime.delete(&id, false).unwrap();
+    wait(pid);
+    assert!(!cgroup_dir("memory", &id).exists());
+}
+
+#[test]
+fn a_failed_create_leaves_no_state_or_cgroup() {
+    require_root!();
+    let _serial = serial();
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(state.path());
+    let id = unique_id("badcreate");
+    let bundle = Bundle::isolated(&id, &["no-such-binary"]);
+
+    let err = runtime
+        .create(&id, bundle.path(), Stdio::null())
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::Libcontainer { .. }), "{err}");
+
+    assert!(!state.path().join(&id).exists());
+    for controller in CGROUP_CONTROLLERS {
+        assert!(!cgroup_dir(controller, &id).exists(), "{controller}");
+    }
+    // libcontainer left its intermediate and init (exited, or killed by the cgroup cleanup)
+    // for us to reap. Tests are serialized and reap their own, so these are this test's.
+    let mut reaped = 0;
+    while let Ok(status) = waitpid(None, None) {
+        assert!(
+            matches!(status, WaitStatus::Exited(..) | WaitStatus::Signaled(..)),
+            "{status:?}"
+        );
+        reaped += 1;
+    }
+    assert_eq!(reaped, 2);
 }

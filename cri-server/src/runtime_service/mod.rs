@@ -8,8 +8,10 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
+use crate::error::CriError;
 use crate::instrument::{rpc, unimplemented};
-use crate::Crius;
+use crate::pod::PodRecord;
+use crate::{container, pod, Crius};
 
 pub use info::{CRI_API_VERSION, RUNTIME_NAME};
 
@@ -20,6 +22,15 @@ pub struct RuntimeHandler {
 impl RuntimeHandler {
     pub fn new(crius: Arc<Crius>) -> RuntimeHandler {
         RuntimeHandler { crius }
+    }
+
+    fn pod(&self, id: &str) -> Result<PodRecord, CriError> {
+        self.crius
+            .pods
+            .get(id)
+            .map_err(|e| CriError::NotFound(e.to_string()))?
+            .map(|e| e.snapshot())
+            .ok_or_else(|| CriError::NotFound(format!("pod sandbox {id:?} not found")))
     }
 }
 
@@ -36,79 +47,161 @@ impl RuntimeService for RuntimeHandler {
 
     async fn run_pod_sandbox(
         &self,
-        _request: Request<cri::RunPodSandboxRequest>,
+        request: Request<cri::RunPodSandboxRequest>,
     ) -> Reply<cri::RunPodSandboxResponse> {
-        unimplemented("RunPodSandbox")
+        let req = request.into_inner();
+        let name = req
+            .config
+            .as_ref()
+            .and_then(|c| c.metadata.as_ref())
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        rpc("RunPodSandbox", &name, async {
+            let pod_sandbox_id = pod::run_pod(&self.crius, req).await?;
+            Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
+        })
+        .await
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _request: Request<cri::StopPodSandboxRequest>,
+        request: Request<cri::StopPodSandboxRequest>,
     ) -> Reply<cri::StopPodSandboxResponse> {
-        unimplemented("StopPodSandbox")
+        let id = request.into_inner().pod_sandbox_id;
+        rpc("StopPodSandbox", &id, async {
+            pod::stop_pod(&self.crius, &id).await?;
+            Ok(cri::StopPodSandboxResponse {})
+        })
+        .await
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _request: Request<cri::RemovePodSandboxRequest>,
+        request: Request<cri::RemovePodSandboxRequest>,
     ) -> Reply<cri::RemovePodSandboxResponse> {
-        unimplemented("RemovePodSandbox")
+        let id = request.into_inner().pod_sandbox_id;
+        rpc("RemovePodSandbox", &id, async {
+            pod::remove_pod(&self.crius, &id).await?;
+            Ok(cri::RemovePodSandboxResponse {})
+        })
+        .await
     }
 
     async fn pod_sandbox_status(
         &self,
-        _request: Request<cri::PodSandboxStatusRequest>,
+        request: Request<cri::PodSandboxStatusRequest>,
     ) -> Reply<cri::PodSandboxStatusResponse> {
-        unimplemented("PodSandboxStatus")
+        let id = request.into_inner().pod_sandbox_id;
+        rpc("PodSandboxStatus", &id, async {
+            let pod = self.pod(&id)?;
+            Ok(cri::PodSandboxStatusResponse {
+                status: Some(pod.status()),
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn list_pod_sandbox(
         &self,
-        _request: Request<cri::ListPodSandboxRequest>,
+        request: Request<cri::ListPodSandboxRequest>,
     ) -> Reply<cri::ListPodSandboxResponse> {
-        unimplemented("ListPodSandbox")
+        let filter = request.into_inner().filter.unwrap_or_default();
+        rpc("ListPodSandbox", "", async {
+            let items = self
+                .crius
+                .pods
+                .list()
+                .iter()
+                .filter(|p| pod::matches(p, &filter))
+                .map(|p| p.to_cri())
+                .collect();
+            Ok(cri::ListPodSandboxResponse { items })
+        })
+        .await
     }
 
     async fn create_container(
         &self,
-        _request: Request<cri::CreateContainerRequest>,
+        request: Request<cri::CreateContainerRequest>,
     ) -> Reply<cri::CreateContainerResponse> {
-        unimplemented("CreateContainer")
+        let req = request.into_inner();
+        let pod_id = req.pod_sandbox_id.clone();
+        rpc("CreateContainer", &pod_id, async {
+            let container_id = container::create_container(&self.crius, req).await?;
+            Ok(cri::CreateContainerResponse { container_id })
+        })
+        .await
     }
 
     async fn start_container(
         &self,
-        _request: Request<cri::StartContainerRequest>,
+        request: Request<cri::StartContainerRequest>,
     ) -> Reply<cri::StartContainerResponse> {
-        unimplemented("StartContainer")
+        let id = request.into_inner().container_id;
+        rpc("StartContainer", &id, async {
+            container::start_container(&self.crius, &id).await?;
+            Ok(cri::StartContainerResponse {})
+        })
+        .await
     }
 
     async fn stop_container(
         &self,
-        _request: Request<cri::StopContainerRequest>,
+        request: Request<cri::StopContainerRequest>,
     ) -> Reply<cri::StopContainerResponse> {
-        unimplemented("StopContainer")
+        let req = request.into_inner();
+        rpc("StopContainer", &req.container_id, async {
+            container::stop_container(&self.crius, &req.container_id, req.timeout).await?;
+            Ok(cri::StopContainerResponse {})
+        })
+        .await
     }
 
     async fn remove_container(
         &self,
-        _request: Request<cri::RemoveContainerRequest>,
+        request: Request<cri::RemoveContainerRequest>,
     ) -> Reply<cri::RemoveContainerResponse> {
-        unimplemented("RemoveContainer")
+        let id = request.into_inner().container_id;
+        rpc("RemoveContainer", &id, async {
+            container::remove_container(&self.crius, &id).await?;
+            Ok(cri::RemoveContainerResponse {})
+        })
+        .await
     }
 
     async fn list_containers(
         &self,
-        _request: Request<cri::ListContainersRequest>,
+        request: Request<cri::ListContainersRequest>,
     ) -> Reply<cri::ListContainersResponse> {
-        unimplemented("ListContainers")
+        let filter = request.into_inner().filter.unwrap_or_default();
+        rpc("ListContainers", "", async {
+            let containers = self
+                .crius
+                .containers
+                .list()
+                .iter()
+                .filter(|c| container::matches(c, &filter))
+                .map(|c| c.to_cri())
+                .collect();
+            Ok(cri::ListContainersResponse { containers })
+        })
+        .await
     }
 
     async fn container_status(
         &self,
-        _request: Request<cri::ContainerStatusRequest>,
+        request: Request<cri::ContainerStatusRequest>,
     ) -> Reply<cri::ContainerStatusResponse> {
-        unimplemented("ContainerStatus")
+        let id = request.into_inner().container_id;
+        rpc("ContainerStatus", &id, async {
+            let record = container::find(&self.crius, &id)?.snapshot();
+            Ok(cri::ContainerStatusResponse {
+                status: Some(record.status()),
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn update_container_resources(
@@ -127,9 +220,11 @@ impl RuntimeService for RuntimeHandler {
 
     async fn exec_sync(
         &self,
-        _request: Request<cri::ExecSyncRequest>,
+        request: Request<cri::ExecSyncRequest>,
     ) -> Reply<cri::ExecSyncResponse> {
-        unimplemented("ExecSync")
+        let req = request.into_inner();
+        let id = req.container_id.clone();
+        rpc("ExecSync", &id, container::exec_sync(&self.crius, req)).await
     }
 
     async fn exec(&self, _request: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {

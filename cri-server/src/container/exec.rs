@@ -1,0 +1,48 @@
+//! ExecSync: a command run to completion inside a running container.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_cri::v1 as cri;
+
+use super::lifecycle::find;
+use super::ContainerState;
+use crate::error::CriError;
+use crate::spec;
+use crate::Crius;
+
+pub async fn exec_sync(
+    crius: &Arc<Crius>,
+    req: cri::ExecSyncRequest,
+) -> Result<cri::ExecSyncResponse, CriError> {
+    let record = find(crius, &req.container_id)?.snapshot();
+    if record.state != ContainerState::Running {
+        return Err(CriError::FailedPrecondition(format!(
+            "container {} is not running",
+            record.id
+        )));
+    }
+    let process = spec::exec_process(&record.process, &req.cmd, false)?;
+    let process_json = serde_json::to_vec(&process).map_err(anyhow::Error::from)?;
+    let timeout = Duration::from_secs(req.timeout.max(0) as u64);
+    let shim = crius
+        .shims
+        .get(&record.id, &record.bundle)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let reply = shim
+        .exec_sync(process_json, timeout)
+        .await
+        .map_err(anyhow::Error::from)?;
+    if reply.timed_out {
+        return Err(CriError::DeadlineExceeded(format!(
+            "command {:?} timed out after {}s",
+            req.cmd, req.timeout
+        )));
+    }
+    Ok(cri::ExecSyncResponse {
+        stdout: reply.stdout,
+        stderr: reply.stderr,
+        exit_code: reply.exit_code,
+    })
+}

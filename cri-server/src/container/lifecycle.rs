@@ -1,0 +1,467 @@
+//! CreateContainer, StartContainer, StopContainer, RemoveContainer.
+//!
+//! State-changing work runs in spawned tasks (a caller that gives up does not
+//! abandon it half-way); a failed create undoes every step with the same
+//! idempotent teardown RemoveContainer uses.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_cri::v1 as cri;
+
+use super::{container_name, ContainerRecord, ContainerState};
+use crate::error::CriError;
+use crate::image::snapshot;
+use crate::pod::{PodRecord, PodState};
+use crate::shim_client::{self, ShimPaths};
+use crate::spec::{self, ContainerSpecInput, SandboxNamespaces};
+use crate::state::table::{Entry, TableError};
+use crate::{new_id, now_nanos, Crius};
+
+fn not_found(kind: &str, id: &str) -> CriError {
+    CriError::NotFound(format!("{kind} {id:?} not found"))
+}
+
+fn lookup_err(e: TableError) -> CriError {
+    match e {
+        TableError::Ambiguous(_) => CriError::NotFound(e.to_string()),
+        other => CriError::Internal(other.into()),
+    }
+}
+
+pub fn find(crius: &Crius, id: &str) -> Result<Arc<Entry<ContainerRecord>>, CriError> {
+    crius
+        .containers
+        .get(id)
+        .map_err(lookup_err)?
+        .ok_or_else(|| not_found("container", id))
+}
+
+/// Runs `work` in its own task so that it finishes even if the caller's
+/// request is dropped.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, CriError>> + Send + 'static,
+) -> Result<T, CriError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| CriError::Internal(anyhow::Error::from(e).context("lifecycle task")))?
+}
+
+pub async fn create_container(
+    crius: &Arc<Crius>,
+    req: cri::CreateContainerRequest,
+) -> Result<String, CriError> {
+    let pod_entry = crius
+        .pods
+        .get(&req.pod_sandbox_id)
+        .map_err(lookup_err)?
+        .ok_or_else(|| not_found("pod sandbox", &req.pod_sandbox_id))?;
+    let pod = pod_entry.snapshot();
+    if pod.state != PodState::Ready {
+        return Err(CriError::FailedPrecondition(format!(
+            "pod sandbox {} is not ready",
+            pod.id
+        )));
+    }
+    let config = req
+        .config
+        .ok_or_else(|| CriError::invalid("config", "is required"))?;
+    let metadata = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| CriError::invalid("config.metadata", "is required"))?;
+    if metadata.name.is_empty() {
+        return Err(CriError::invalid(
+            "config.metadata.name",
+            "must not be empty",
+        ));
+    }
+    let image_name = config
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .unwrap_or_default();
+    if image_name.is_empty() {
+        return Err(CriError::invalid("config.image.image", "must not be empty"));
+    }
+    let image = crius
+        .images
+        .resolve(&image_name)
+        .ok_or_else(|| CriError::NotFound(format!("image {image_name:?} not found")))?;
+    let id = new_id();
+    let pod_name = crate::pod::pod_name(&pod.config);
+    let name = container_name(&config, &pod_name);
+    crius
+        .containers
+        .reserve_name(&name, &id)
+        .map_err(|e| match e {
+            TableError::NameTaken { name, holder } => {
+                CriError::AlreadyExists(format!("container name {name:?} is reserved for {holder}"))
+            }
+            other => CriError::Internal(other.into()),
+        })?;
+    let record = ContainerRecord {
+        bundle: crius.config.state.join("c").join(&id),
+        layer_dir: crius.config.root.join("containers").join(&id),
+        log_path: log_path(&pod, &config),
+        id: id.clone(),
+        pod_id: pod.id.clone(),
+        pod_name,
+        image_id: image.id.clone(),
+        image_ref: image
+            .repo_digests
+            .first()
+            .cloned()
+            .unwrap_or_else(|| image.id.clone()),
+        state: ContainerState::Created,
+        created_at: now_nanos(),
+        started_at: 0,
+        finished_at: 0,
+        exit_code: 0,
+        pid: 0,
+        stop_signal: image.config.stop_signal.clone(),
+        process: Default::default(),
+        config,
+    };
+    let layers = crius.images.layer_dirs(&image);
+    let image_view = spec::ImageConfigView {
+        user: image.config.user.clone(),
+        env: image.config.env.clone(),
+        entrypoint: image.config.entrypoint.clone(),
+        cmd: image.config.cmd.clone(),
+        working_dir: image.config.working_dir.clone(),
+        stop_signal: image.config.stop_signal.clone(),
+    };
+    let crius2 = crius.clone();
+    let result = detached(async move {
+        let mut record = record;
+        match setup(&crius2, &pod, &mut record, &layers, &image_name, &image_view).await {
+            Ok(()) => {
+                crius2.containers.insert(record).map_err(anyhow::Error::from)?;
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(undo) = teardown(&crius2, &record).await {
+                    tracing::error!(container = %record.id, error = %format!("{undo:#}"), "rollback of a failed container left something behind");
+                }
+                Err(e)
+            }
+        }
+    })
+    .await;
+    if result.is_err() {
+        crius.containers.release_name(&name, &id);
+    }
+    result.map(|()| id)
+}
+
+fn log_path(pod: &PodRecord, config: &cri::ContainerConfig) -> String {
+    if pod.config.log_directory.is_empty() || config.log_path.is_empty() {
+        return String::new();
+    }
+    Path::new(&pod.config.log_directory)
+        .join(&config.log_path)
+        .display()
+        .to_string()
+}
+
+async fn setup(
+    crius: &Arc<Crius>,
+    pod: &PodRecord,
+    record: &mut ContainerRecord,
+    layers: &[std::path::PathBuf],
+    image_name: &str,
+    image: &spec::ImageConfigView,
+) -> Result<(), CriError> {
+    std::fs::create_dir_all(&record.bundle)
+        .with_context(|| format!("creating {}", record.bundle.display()))?;
+    let rootfs = record.rootfs();
+    std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
+    {
+        let (layers, layer_dir, rootfs) =
+            (layers.to_vec(), record.layer_dir.clone(), rootfs.clone());
+        tokio::task::spawn_blocking(move || snapshot::mount_rootfs(&layers, &layer_dir, &rootfs))
+            .await
+            .map_err(anyhow::Error::from)?
+            .map_err(anyhow::Error::from)?;
+    }
+    let namespaces = SandboxNamespaces {
+        network: pod.netns.clone(),
+        ipc: pod.ipcns.clone(),
+        uts: pod.utsns.clone(),
+        pid: None,
+    };
+    let hostname = if pod.utsns.is_some() {
+        crate::pod::hostname(&pod.config)
+    } else {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let (resolv, hosts, hostname_file) = (pod.resolv_conf(), pod.hosts_file(), pod.hostname_file());
+    let spec = spec::container_spec(&ContainerSpecInput {
+        container_id: &record.id,
+        sandbox_id: &pod.id,
+        image_name,
+        config: &record.config,
+        sandbox: &pod.config,
+        image,
+        rootfs: &rootfs,
+        namespaces: &namespaces,
+        target_pid_namespace: None,
+        cgroups_path: format!("{}/{}", pod.cgroup_parent, record.id),
+        hostname: &hostname,
+        resolv_conf: Some(&resolv),
+        hosts_file: Some(&hosts),
+        hostname_file: Some(&hostname_file),
+        shm_path: None,
+        host: &crius.host,
+    })?;
+    record.process = spec.process().clone().unwrap_or_default();
+    let config_json = record.bundle.join("config.json");
+    spec.save(&config_json)
+        .with_context(|| format!("writing {}", config_json.display()))?;
+    if !record.log_path.is_empty() {
+        if let Some(dir) = Path::new(&record.log_path).parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating log dir {}", dir.display()))?;
+        }
+    }
+    let shim = shim_client::spawn(
+        &crius.shim_bin,
+        &record.id,
+        &ShimPaths::in_bundle(&record.bundle),
+        &crius.runtime_root(),
+        (!record.log_path.is_empty()).then(|| Path::new(&record.log_path)),
+    )
+    .await
+    .map_err(anyhow::Error::from)?;
+    crius.shims.insert(&record.id, shim.clone());
+    let stdin = record.config.stdin;
+    record.pid = shim.create(stdin).await.map_err(anyhow::Error::from)?;
+    Ok(())
+}
+
+/// Ends the shim and releases the rootfs mount, bundle and writable layer. Idempotent.
+async fn teardown(crius: &Arc<Crius>, record: &ContainerRecord) -> anyhow::Result<()> {
+    match crius.shims.get(&record.id, &record.bundle).await {
+        Ok(shim) => {
+            shim.delete().await.context("deleting the container")?;
+            // The shim exits after replying; a broken connection means it is gone already.
+            if let Err(e) = shim.shutdown().await {
+                if !e.is_unreachable() {
+                    return Err(e).context("shutting the shim down");
+                }
+            }
+        }
+        Err(e) if e.is_unreachable() => {}
+        Err(e) => return Err(e.into()),
+    }
+    crius.shims.remove(&record.id);
+    let (rootfs, bundle, layer_dir) = (
+        record.rootfs(),
+        record.bundle.clone(),
+        record.layer_dir.clone(),
+    );
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        snapshot::unmount_rootfs(&rootfs)?;
+        for dir in [&bundle, &layer_dir] {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", dir.display()))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    })
+    .await??;
+    Ok(())
+}
+
+pub async fn start_container(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
+    let entry = find(crius, id)?;
+    let crius = crius.clone();
+    detached(async move {
+        let _op = entry.op.lock().await;
+        let record = entry.snapshot();
+        if record.state != ContainerState::Created {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is {:?}, not created",
+                record.id, record.state
+            )));
+        }
+        let shim = crius
+            .shims
+            .get(&record.id, &record.bundle)
+            .await
+            .map_err(anyhow::Error::from)?;
+        shim.start().await.map_err(anyhow::Error::from)?;
+        crius
+            .containers
+            .update(&entry, |c| {
+                c.state = ContainerState::Running;
+                c.started_at = now_nanos();
+            })
+            .map_err(anyhow::Error::from)?;
+        watch_exit(crius.clone(), entry.clone(), shim);
+        Ok(())
+    })
+    .await
+}
+
+/// Records the exit once the shim reports it.
+fn watch_exit(crius: Arc<Crius>, entry: Arc<Entry<ContainerRecord>>, shim: shim_client::Shim) {
+    tokio::spawn(async move {
+        let exit = match shim.wait().await {
+            Ok(w) => Some((w.exit_code, w.finished_at)),
+            Err(e) => {
+                tracing::warn!(container = %entry.snapshot().id, error = %e, "lost the shim while waiting for the exit");
+                read_exit_file(&entry.snapshot())
+            }
+        };
+        record_exit(&crius, &entry, exit);
+    });
+}
+
+fn read_exit_file(record: &ContainerRecord) -> Option<(i32, i64)> {
+    let paths = ShimPaths::in_bundle(&record.bundle);
+    crius_proto::exit_file::read(&paths.exit_file)
+        .ok()
+        .flatten()
+        .map(|r| (r.exit_code, r.finished_at_unix_nanos))
+}
+
+fn record_exit(crius: &Crius, entry: &Entry<ContainerRecord>, exit: Option<(i32, i64)>) {
+    let result = crius.containers.update(entry, |c| {
+        if matches!(c.state, ContainerState::Exited) {
+            return;
+        }
+        match exit {
+            Some((code, finished)) => {
+                c.state = ContainerState::Exited;
+                c.exit_code = code;
+                c.finished_at = finished;
+            }
+            None => c.state = ContainerState::Unknown,
+        }
+    });
+    if let Err(e) = result {
+        tracing::error!(error = %e, "recording a container's exit");
+    }
+}
+
+fn parse_signal(name: &str) -> i32 {
+    use std::str::FromStr;
+    let name = name.trim();
+    if name.is_empty() {
+        return libc::SIGTERM;
+    }
+    if let Ok(n) = name.parse::<i32>() {
+        return n;
+    }
+    let full = if name.starts_with("SIG") {
+        name.to_string()
+    } else {
+        format!("SIG{name}")
+    };
+    nix::sys::signal::Signal::from_str(&full)
+        .map(|s| s as i32)
+        .unwrap_or(libc::SIGTERM)
+}
+
+/// Sends the stop signal, then SIGKILL to every process after `timeout_secs`.
+/// Stopping an exited or unknown container succeeds; so does an unknown id.
+pub async fn stop_container(
+    crius: &Arc<Crius>,
+    id: &str,
+    timeout_secs: i64,
+) -> Result<(), CriError> {
+    let entry = match find(crius, id) {
+        Ok(e) => e,
+        Err(CriError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let crius = crius.clone();
+    detached(async move {
+        let _op = entry.op.lock().await;
+        stop_locked(&crius, &entry, timeout_secs).await
+    })
+    .await
+}
+
+async fn stop_locked(
+    crius: &Arc<Crius>,
+    entry: &Arc<Entry<ContainerRecord>>,
+    timeout_secs: i64,
+) -> Result<(), CriError> {
+    let record = entry.snapshot();
+    if !matches!(
+        record.state,
+        ContainerState::Created | ContainerState::Running
+    ) {
+        return Ok(());
+    }
+    let shim = match crius.shims.get(&record.id, &record.bundle).await {
+        Ok(s) => s,
+        Err(e) if e.is_unreachable() => {
+            record_exit(crius, entry, read_exit_file(&record));
+            return Ok(());
+        }
+        Err(e) => return Err(CriError::Internal(e.into())),
+    };
+    let timeout = Duration::from_secs(timeout_secs.max(0) as u64);
+    // A created container's init has not exec'd its process: only SIGKILL applies.
+    if record.state == ContainerState::Running && !timeout.is_zero() {
+        shim.kill(parse_signal(&record.stop_signal), false)
+            .await
+            .map_err(anyhow::Error::from)?;
+        if let Ok(Ok(w)) = tokio::time::timeout(timeout, shim.wait()).await {
+            record_exit(crius, entry, Some((w.exit_code, w.finished_at)));
+            return Ok(());
+        }
+    }
+    shim.kill(libc::SIGKILL, true)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let w = shim.wait().await.map_err(anyhow::Error::from)?;
+    record_exit(crius, entry, Some((w.exit_code, w.finished_at)));
+    Ok(())
+}
+
+/// Kills the container if it runs and removes everything it holds. Unknown ids succeed.
+pub async fn remove_container(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
+    let entry = match find(crius, id) {
+        Ok(e) => e,
+        Err(CriError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let crius = crius.clone();
+    detached(async move {
+        let _op = entry.op.lock().await;
+        stop_locked(&crius, &entry, 0).await?;
+        let record = entry.snapshot();
+        teardown(&crius, &record).await?;
+        crius
+            .containers
+            .remove(&record.id)
+            .map_err(anyhow::Error::from)?;
+        Ok(())
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_signals_by_name_or_number() {
+        assert_eq!(parse_signal(""), libc::SIGTERM);
+        assert_eq!(parse_signal("SIGQUIT"), libc::SIGQUIT);
+        assert_eq!(parse_signal("WINCH"), libc::SIGWINCH);
+        assert_eq!(parse_signal("9"), 9);
+    }
+}

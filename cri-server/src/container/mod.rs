@@ -1,0 +1,153 @@
+//! Containers: their records and their life cycle through the shim.
+
+mod exec;
+mod lifecycle;
+
+use std::path::PathBuf;
+
+use k8s_cri::v1 as cri;
+use serde::{Deserialize, Serialize};
+
+use crate::state::table::Record;
+
+pub use exec::exec_sync;
+pub use lifecycle::{create_container, find, remove_container, start_container, stop_container};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+    /// The shim is gone and no exit status was recorded.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub pod_id: String,
+    /// The pod's reserved name, part of this container's.
+    pub pod_name: String,
+    pub config: cri::ContainerConfig,
+    /// The image id (config digest).
+    pub image_id: String,
+    /// What ContainerStatus reports as image_ref: a repo digest, else the id.
+    pub image_ref: String,
+    pub state: ContainerState,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    pub pid: u32,
+    /// `<state>/c/<id>`: config.json, the rootfs mount, the shim's socket and exit file.
+    pub bundle: PathBuf,
+    /// `<root>/containers/<id>`: the writable layer.
+    pub layer_dir: PathBuf,
+    pub log_path: String,
+    /// The image's stop signal (e.g. "SIGQUIT"); empty: SIGTERM.
+    pub stop_signal: String,
+    /// The container's process from its spec: the template of every exec.
+    pub process: oci_spec::runtime::Process,
+}
+
+impl Record for ContainerRecord {
+    const KIND: &'static str = "containers";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn name(&self) -> String {
+        container_name(&self.config, &self.pod_name)
+    }
+}
+
+/// The name CRI reserves: `name_podname_podnamespace_poduid_attempt`, as
+/// containerd makes it (the pod's part already is `name_namespace_uid_attempt`,
+/// so its attempt stands in the middle).
+pub fn container_name(config: &cri::ContainerConfig, pod_name: &str) -> String {
+    let m = config.metadata.clone().unwrap_or_default();
+    format!("{}_{}_{}", m.name, pod_name, m.attempt)
+}
+
+impl ContainerRecord {
+    pub fn rootfs(&self) -> PathBuf {
+        self.bundle.join("rootfs")
+    }
+
+    pub fn cri_state(&self) -> cri::ContainerState {
+        match self.state {
+            ContainerState::Created => cri::ContainerState::ContainerCreated,
+            ContainerState::Running => cri::ContainerState::ContainerRunning,
+            ContainerState::Exited => cri::ContainerState::ContainerExited,
+            ContainerState::Unknown => cri::ContainerState::ContainerUnknown,
+        }
+    }
+
+    fn image_spec(&self) -> cri::ImageSpec {
+        let mut image = self.config.image.clone().unwrap_or_default();
+        image.user_specified_image = image.image.clone();
+        image
+    }
+
+    pub fn to_cri(&self) -> cri::Container {
+        cri::Container {
+            id: self.id.clone(),
+            pod_sandbox_id: self.pod_id.clone(),
+            metadata: self.config.metadata.clone(),
+            image: Some(self.image_spec()),
+            image_ref: self.image_ref.clone(),
+            state: self.cri_state() as i32,
+            created_at: self.created_at,
+            labels: self.config.labels.clone(),
+            annotations: self.config.annotations.clone(),
+            image_id: self.image_id.clone(),
+        }
+    }
+
+    pub fn status(&self) -> cri::ContainerStatus {
+        let (reason, message) = match self.state {
+            ContainerState::Exited if self.exit_code == 0 => ("Completed", String::new()),
+            ContainerState::Exited => ("Error", String::new()),
+            ContainerState::Unknown => ("Unknown", "the container's shim is gone".to_string()),
+            _ => ("", String::new()),
+        };
+        cri::ContainerStatus {
+            id: self.id.clone(),
+            metadata: self.config.metadata.clone(),
+            state: self.cri_state() as i32,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            exit_code: self.exit_code,
+            image: Some(self.image_spec()),
+            image_ref: self.image_ref.clone(),
+            reason: reason.to_string(),
+            message,
+            labels: self.config.labels.clone(),
+            annotations: self.config.annotations.clone(),
+            mounts: self.config.mounts.clone(),
+            log_path: self.log_path.clone(),
+            resources: None,
+            image_id: self.image_id.clone(),
+            user: None,
+        }
+    }
+}
+
+/// ListContainers' filter.
+pub fn matches(c: &ContainerRecord, filter: &cri::ContainerFilter) -> bool {
+    if !filter.id.is_empty() && !c.id.starts_with(&filter.id) {
+        return false;
+    }
+    if !filter.pod_sandbox_id.is_empty() && !c.pod_id.starts_with(&filter.pod_sandbox_id) {
+        return false;
+    }
+    if let Some(s) = &filter.state {
+        if s.state != c.cri_state() as i32 {
+            return false;
+        }
+    }
+    filter
+        .label_selector
+        .iter()
+        .all(|(k, v)| c.config.labels.get(k) == Some(v))
+}

@@ -1,0 +1,281 @@
+//! RunPodSandbox, StopPodSandbox, RemovePodSandbox.
+//!
+//! Creation runs in a spawned task, so that a client that gives up does not
+//! abandon a half-made pod; on any failure the same idempotent teardown that
+//! RemovePodSandbox uses undoes every step that was done.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use k8s_cri::v1 as cri;
+
+use super::{files, pod_name, PodRecord, PodState};
+use crate::error::CriError;
+use crate::namespaces::{self, NamespaceKinds};
+use crate::network::cni::{PodNetwork, PortMapping, Protocol};
+use crate::state::table::TableError;
+use crate::{cgroups, container, new_id, now_nanos, Crius};
+
+fn validate(config: &cri::PodSandboxConfig) -> Result<(), CriError> {
+    let m = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| CriError::invalid("config.metadata", "is required"))?;
+    for (field, value) in [
+        ("config.metadata.name", &m.name),
+        ("config.metadata.namespace", &m.namespace),
+        ("config.metadata.uid", &m.uid),
+    ] {
+        if value.is_empty() {
+            return Err(CriError::invalid(field, "must not be empty"));
+        }
+    }
+    Ok(())
+}
+
+pub async fn run_pod(
+    crius: &Arc<Crius>,
+    req: cri::RunPodSandboxRequest,
+) -> Result<String, CriError> {
+    let config = req
+        .config
+        .ok_or_else(|| CriError::invalid("config", "is required"))?;
+    validate(&config)?;
+    if !req.runtime_handler.is_empty() {
+        return Err(CriError::invalid(
+            "runtime_handler",
+            format!("unknown runtime handler {:?}", req.runtime_handler),
+        ));
+    }
+    let id = new_id();
+    let name = pod_name(&config);
+    crius.pods.reserve_name(&name, &id).map_err(|e| match e {
+        TableError::NameTaken { name, holder } => CriError::AlreadyExists(format!(
+            "pod sandbox name {name:?} is reserved for {holder}"
+        )),
+        other => CriError::Internal(other.into()),
+    })?;
+    let task = {
+        let crius = crius.clone();
+        let id = id.clone();
+        tokio::spawn(async move { create(&crius, id, config).await })
+    };
+    let result = match task.await {
+        Ok(r) => r,
+        Err(e) => Err(anyhow::Error::from(e).context("pod creation task")),
+    };
+    match result {
+        Ok(()) => Ok(id),
+        Err(e) => {
+            crius.pods.release_name(&name, &id);
+            Err(CriError::Internal(e.context("running pod sandbox")))
+        }
+    }
+}
+
+async fn create(
+    crius: &Arc<Crius>,
+    id: String,
+    config: cri::PodSandboxConfig,
+) -> anyhow::Result<()> {
+    let mut pod = PodRecord {
+        dir: crius.config.state.join("pods").join(&id),
+        id,
+        runtime_handler: String::new(),
+        created_at: now_nanos(),
+        state: PodState::Ready,
+        netns: None,
+        ipcns: None,
+        utsns: None,
+        ip: String::new(),
+        additional_ips: Vec::new(),
+        cgroup_parent: String::new(),
+        owns_cgroup: false,
+        config,
+    };
+    match setup(crius, &mut pod).await {
+        Ok(()) => {
+            crius.pods.insert(pod)?;
+            Ok(())
+        }
+        Err(e) => {
+            if let Err(undo) = teardown(crius, &pod).await {
+                tracing::error!(pod = %pod.id, error = %format!("{undo:#}"), "rollback of a failed pod left something behind");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Each step records in `pod` what it made, so that `teardown` undoes exactly that.
+async fn setup(crius: &Arc<Crius>, pod: &mut PodRecord) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&pod.dir).with_context(|| format!("creating {}", pod.dir.display()))?;
+    let ns = pod.namespace_options();
+    let node = cri::NamespaceMode::Node as i32;
+    let kinds = NamespaceKinds {
+        net: ns.network != node,
+        ipc: ns.ipc != node,
+        // The pod's UTS namespace follows its network, as in Kubernetes.
+        uts: ns.network != node,
+    };
+    let hostname = files::hostname(&pod.config);
+    if kinds.net || kinds.ipc || kinds.uts {
+        let dir = pod.dir.join("ns");
+        let host = kinds.uts.then(|| hostname.clone());
+        let pinned =
+            tokio::task::spawn_blocking(move || namespaces::pin(&dir, kinds, host.as_deref()))
+                .await??;
+        pod.netns = pinned.net;
+        pod.ipcns = pinned.ipc;
+        pod.utsns = pinned.uts;
+    }
+    if let Some(netns) = pod.netns.clone() {
+        let status = crius.cni.add(&pod_network(pod, &netns)).await?;
+        pod.ip = status.ip;
+        pod.additional_ips = status.additional_ips;
+    }
+    let resolv = files::resolv_conf(
+        pod.config.dns_config.as_ref(),
+        Path::new("/etc/resolv.conf"),
+    )
+    .context("reading the host's /etc/resolv.conf")?;
+    write_file(&pod.resolv_conf(), &resolv)?;
+    write_file(&pod.hostname_file(), &format!("{hostname}\n"))?;
+    write_file(&pod.hosts_file(), &files::hosts(&hostname, &pod.ip))?;
+    let given = pod
+        .config
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.clone())
+        .unwrap_or_default();
+    if given.is_empty() {
+        pod.cgroup_parent = format!("/{}/{}", crius.config.cgroup_parent, pod.id);
+        pod.owns_cgroup = true;
+    } else {
+        pod.cgroup_parent = given;
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, content: &str) -> anyhow::Result<()> {
+    std::fs::write(path, content).with_context(|| format!("writing {}", path.display()))
+}
+
+fn pod_network(pod: &PodRecord, netns: &Path) -> PodNetwork {
+    let m = pod.config.metadata.clone().unwrap_or_default();
+    PodNetwork {
+        id: pod.id.clone(),
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        netns: netns.to_path_buf(),
+        port_mappings: pod
+            .config
+            .port_mappings
+            .iter()
+            .map(|p| PortMapping {
+                container_port: p.container_port,
+                host_port: p.host_port,
+                protocol: match cri::Protocol::try_from(p.protocol) {
+                    Ok(cri::Protocol::Udp) => Protocol::Udp,
+                    Ok(cri::Protocol::Sctp) => Protocol::Sctp,
+                    _ => Protocol::Tcp,
+                },
+                host_ip: p.host_ip.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Releases the pod's network, namespaces, files and cgroup. Idempotent.
+async fn teardown(crius: &Arc<Crius>, pod: &PodRecord) -> anyhow::Result<()> {
+    if let Some(netns) = &pod.netns {
+        crius.cni.del(&pod_network(pod, netns)).await?;
+    }
+    let dir = pod.dir.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        namespaces::unpin(&dir.join("ns"))?;
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", dir.display()))
+            }
+            _ => Ok(()),
+        }
+    })
+    .await??;
+    if pod.owns_cgroup {
+        cgroups::remove(&pod.cgroup_parent)?;
+    }
+    Ok(())
+}
+
+fn containers_of(crius: &Crius, pod_id: &str) -> Vec<String> {
+    crius
+        .containers
+        .list()
+        .into_iter()
+        .filter(|c| c.pod_id == pod_id)
+        .map(|c| c.id)
+        .collect()
+}
+
+/// Stops every container of the pod and releases its network. Unknown pods succeed.
+pub async fn stop_pod(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
+    let Some(entry) = crius
+        .pods
+        .get(id)
+        .map_err(|e| CriError::NotFound(e.to_string()))?
+    else {
+        return Ok(());
+    };
+    let crius = crius.clone();
+    tokio::spawn(async move {
+        let _op = entry.op.lock().await;
+        let pod = entry.snapshot();
+        for c in containers_of(&crius, &pod.id) {
+            container::stop_container(&crius, &c, 0).await?;
+        }
+        if pod.state == PodState::Ready {
+            if let Some(netns) = &pod.netns {
+                crius
+                    .cni
+                    .del(&pod_network(&pod, netns))
+                    .await
+                    .map_err(anyhow::Error::from)?;
+            }
+            crius
+                .pods
+                .update(&entry, |p| p.state = PodState::NotReady)
+                .map_err(anyhow::Error::from)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| CriError::Internal(e.into()))?
+}
+
+/// Stops the pod, removes its containers and everything it holds. Unknown pods succeed.
+pub async fn remove_pod(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
+    let Some(entry) = crius
+        .pods
+        .get(id)
+        .map_err(|e| CriError::NotFound(e.to_string()))?
+    else {
+        return Ok(());
+    };
+    let pod_id = entry.snapshot().id;
+    stop_pod(crius, &pod_id).await?;
+    let crius = crius.clone();
+    tokio::spawn(async move {
+        let _op = entry.op.lock().await;
+        for c in containers_of(&crius, &pod_id) {
+            container::remove_container(&crius, &c).await?;
+        }
+        teardown(&crius, &entry.snapshot()).await?;
+        crius.pods.remove(&pod_id).map_err(anyhow::Error::from)?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| CriError::Internal(e.into()))?
+}

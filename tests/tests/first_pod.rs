@@ -1,0 +1,309 @@
+//! The first pod, end to end against a real criusd: pull → RunPodSandbox →
+//! CreateContainer → StartContainer → logs → ExecSync → a second pod reached
+//! over the pod network → stop → remove, and nothing left behind.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crius_tests::registry::TestRegistry;
+use crius_tests::{processes, require_root, Daemon, DaemonOptions};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::Channel;
+
+fn pod_config(name: &str, log_dir: &std::path::Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "e2e".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        labels: HashMap::from([("app".into(), name.into())]),
+        annotations: HashMap::from([("note".into(), "kept verbatim".into())]),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        labels: HashMap::from([("role".into(), name.into())]),
+        ..Default::default()
+    }
+}
+
+async fn run_container(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod_id: &str,
+    pod: &cri::PodSandboxConfig,
+    config: cri::ContainerConfig,
+) -> String {
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.into(),
+            config: Some(config),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("StartContainer");
+    id
+}
+
+async fn exec(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<cri::ExecSyncResponse, tonic::Status> {
+    rt.exec_sync(cri::ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_pod_end_to_end() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::shared();
+    let daemon = Daemon::start_with(DaemonOptions {
+        config_toml: registry.config_toml(),
+        network: true,
+        ..Default::default()
+    });
+    let mut rt = daemon.runtime().await;
+    let mut images = daemon.images().await;
+    let logs = daemon.dir.path().join("logs");
+
+    // Pull: directly, and through the registry.k8s.io mirror.
+    let busybox = registry.image("crius/busybox:latest");
+    let pulled = images
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: busybox.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("PullImage")
+        .into_inner()
+        .image_ref;
+    assert!(pulled.starts_with("sha256:"), "{pulled}");
+    images
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: "registry.k8s.io/crius/httpd:latest".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("PullImage through the mirror");
+
+    // Pod A runs the shell.
+    let pod_a = pod_config("a", &logs);
+    let pod_a_id = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_a.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    let dup = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_a.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), tonic::Code::AlreadyExists, "{dup:?}");
+
+    let shell = run_container(
+        &mut rt,
+        &pod_a_id,
+        &pod_a,
+        container_config("shell", &busybox, &["sh", "-c", "echo hello; sleep 600"]),
+    )
+    .await;
+    let log_file = logs.join("shell.log");
+    wait_for("hello in the CRI log", || {
+        std::fs::read_to_string(&log_file).is_ok_and(|l| l.contains(" stdout F hello\n"))
+    });
+    let status = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: shell.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
+    assert_eq!(status.log_path, log_file.display().to_string());
+    assert_eq!(status.labels["role"], "shell");
+    assert!(status.started_at >= status.created_at && status.created_at > 0);
+
+    // ExecSync: both streams and the exit code.
+    let r = exec(
+        &mut rt,
+        &shell,
+        &["sh", "-c", "echo out; echo err >&2; exit 3"],
+        0,
+    )
+    .await
+    .expect("ExecSync");
+    assert_eq!(r.stdout, b"out\n");
+    assert_eq!(r.stderr, b"err\n");
+    assert_eq!(r.exit_code, 3);
+
+    // ExecSync at its timeout: DeadlineExceeded, and the sleep is gone.
+    let started = Instant::now();
+    let err = exec(&mut rt, &shell, &["sleep", "10"], 1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_for("no `sleep 10` left", || {
+        !processes().iter().any(|(_, cmd)| cmd == "sleep 10")
+    });
+
+    // Pod B serves HTTP; pod A reaches it over the pod network.
+    let pod_b = pod_config("b", &logs);
+    let pod_b_id = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_b.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox b")
+        .into_inner()
+        .pod_sandbox_id;
+    run_container(
+        &mut rt,
+        &pod_b_id,
+        &pod_b,
+        container_config("web", "registry.k8s.io/crius/httpd:latest", &[]),
+    )
+    .await;
+    let ip = |id: String| {
+        let mut rt = rt.clone();
+        async move {
+            rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id,
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+        }
+    };
+    let (status_a, status_b) = (ip(pod_a_id.clone()).await, ip(pod_b_id.clone()).await);
+    let (ip_a, ip_b) = (status_a.network.unwrap().ip, status_b.network.unwrap().ip);
+    assert!(!ip_a.is_empty() && !ip_b.is_empty());
+    assert_ne!(ip_a, ip_b);
+    assert_eq!(status_a.annotations["note"], "kept verbatim");
+    let url = format!("http://{ip_b}/");
+    let mut page = String::new();
+    for _ in 0..50 {
+        let r = exec(&mut rt, &shell, &["wget", "-q", "-O", "-", &url], 5)
+            .await
+            .unwrap();
+        page = String::from_utf8_lossy(&r.stdout).into_owned();
+        if r.exit_code == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(page.contains("crius-httpd-ok"), "page from {url}: {page:?}");
+
+    let listed = rt
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 2);
+
+    // Stop and remove everything.
+    for id in [&pod_a_id, &pod_b_id] {
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await
+        .expect("StopPodSandbox");
+    }
+    let status = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: shell.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
+    for id in [&pod_a_id, &pod_b_id] {
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await
+        .expect("RemovePodSandbox");
+        // Idempotent.
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await
+        .expect("RemovePodSandbox again");
+    }
+    assert!(rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+    wait_for("shims to exit", || daemon.shim_pids().is_empty());
+    assert_eq!(daemon.leaks(), Vec::<String>::new());
+}
