@@ -11,8 +11,11 @@
 //!   is known (a short-lived exec can exit before `exec` returns). When they fail, their
 //!   children are left for the caller to reap. Reap everything: a zombie exec'd process in the
 //!   container's pid namespace keeps the container's init from finishing its exit.
-//! - **One call at a time.** libcontainer `chdir`s the process while it binds/connects its
-//!   start sockets; the caller must be single-threaded or serialize calls.
+//! - **One thread.** libcontainer `chdir`s the whole process while it binds/connects its
+//!   start sockets, and forks with a raw `clone3` (no `pthread_atfork` handlers), after which
+//!   the child allocates: a lock held by another thread at that instant (malloc's, a logger's)
+//!   stays locked in the child forever. Call from a single-threaded process, or at least with
+//!   no other thread running Rust/libc code, and never two calls at once.
 //! - **Side effects on the caller.** libcontainer marks the caller non-dumpable (prctl) during
 //!   `create`/`exec` and leaves it so. It also writes the container's `oomScoreAdj` into the
 //!   caller; this crate puts the caller's own score back.

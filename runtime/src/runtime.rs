@@ -20,9 +20,9 @@ use crate::stdio::{ContainerStdio, Stdio};
 /// Creates, starts, signals, execs into and deletes containers; all state lives under one
 /// directory, one subdirectory per container (libcontainer's layout).
 ///
-/// Calls block and must not run concurrently in one process: libcontainer briefly `chdir`s the
-/// whole process while it binds and connects its start sockets. See the crate docs for which
-/// children a call leaves to the caller.
+/// Calls block and must not run concurrently, nor beside other busy threads (see the crate
+/// docs: libcontainer `chdir`s the process and forks without atfork handlers). The crate docs
+/// also say which children a call leaves to the caller.
 #[derive(Debug, Clone)]
 pub struct Runtime {
     state_root: PathBuf,
