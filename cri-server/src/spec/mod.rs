@@ -13,6 +13,7 @@ mod process;
 mod resources;
 #[cfg(test)]
 mod runc_tests;
+mod seccomp;
 mod security;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use error::SpecError;
 pub use host::HostCapabilities;
 pub use process::exec_process;
+pub use seccomp::default_profile as default_seccomp_profile;
 
 /// The parts of an image's config that shape its containers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +118,15 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
     let readonly_rootfs = sc.is_some_and(|sc| sc.readonly_rootfs);
 
     let user = user::resolve(input.rootfs, sc, &input.image.user)?;
+    let capabilities = security::capabilities(sc, privileged, input.host.own_capabilities)?;
+    let seccomp = seccomp::seccomp(
+        sc,
+        privileged,
+        capabilities
+            .bounding()
+            .as_ref()
+            .unwrap_or(&Default::default()),
+    )?;
     let process = ProcessBuilder::default()
         .terminal(config.tty)
         .args(process::args(config, input.image)?)
@@ -133,11 +144,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
                 .additional_gids(user.additional_gids)
                 .build()?,
         )
-        .capabilities(security::capabilities(
-            sc,
-            privileged,
-            input.host.own_capabilities,
-        )?)
+        .capabilities(capabilities)
         .no_new_privileges(sc.is_some_and(|sc| sc.no_new_privs));
     let mut process = match resources::oom_score_adj(resources_req, input.host)? {
         Some(adj) => process.oom_score_adj(adj),
@@ -173,6 +180,9 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         .resources(resources::resources(resources_req, input.host, privileged)?)
         .masked_paths(security::masked_paths(sc, privileged))
         .readonly_paths(security::readonly_paths(sc, privileged));
+    if let Some(seccomp) = seccomp {
+        linux = linux.seccomp(seccomp);
+    }
     if let Some(p) = mounts.rootfs_propagation {
         linux = linux.rootfs_propagation(p);
     }

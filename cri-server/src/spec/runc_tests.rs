@@ -228,7 +228,8 @@ fn run_under_runc(name: &str, mut config: ContainerConfig, privileged_pod: bool)
 const PROBE: &str = "{ id; hostname; cat /proc/sys/kernel/shm_rmid_forced; \
     cat /proc/self/oom_score_adj; cat /etc/hosts; pwd; \
     touch /rootfs-write 2>/dev/null && echo rootfs-writable || echo rootfs-readonly; \
-    touch /sys/probe 2>/dev/null; cat /proc/kcore >/dev/null 2>&1 && echo kcore-readable || echo kcore-masked; \
+    cat /proc/kcore >/dev/null 2>&1 && echo kcore-readable || echo kcore-masked; \
+    grep '^Seccomp:' /proc/self/status; \
     } > /out/result 2>&1";
 
 #[test]
@@ -240,6 +241,7 @@ fn runc_runs_a_restricted_container() {
     let sc = LinuxContainerSecurityContext {
         readonly_rootfs: true,
         no_new_privs: true,
+        seccomp: Some(k8s_cri::v1::SecurityProfile::default()),
         namespace_options: Some(NamespaceOption {
             pid: NamespaceMode::Container as i32,
             ..Default::default()
@@ -262,6 +264,7 @@ fn runc_runs_a_restricted_container() {
     assert_eq!(lines[5], "/home", "{result}");
     assert_eq!(lines[6], "rootfs-readonly", "{result}");
     assert_eq!(lines[7], "kcore-masked", "{result}");
+    assert_eq!(lines[8], "Seccomp:\t2", "runtime default filter: {result}");
 }
 
 #[test]

@@ -297,6 +297,7 @@ fn security_context_settings() {
             add_ambient_capabilities: vec![],
         }),
         masked_paths: vec!["/bin/ls".into()],
+        seccomp: Some(k8s_cri::v1::SecurityProfile::default()),
         ..Default::default()
     };
     let mut f = Fixture::new(sc);
@@ -324,6 +325,14 @@ fn security_context_settings() {
         mount_options(&spec, "/etc/resolv.conf"),
         ["rbind", "rprivate", "ro"]
     );
+    // SYS_ADMIN lifts the default profile's mount denial.
+    let seccomp = spec.linux().as_ref().unwrap().seccomp().clone().unwrap();
+    assert!(!seccomp
+        .syscalls()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|r| r.names().contains(&"mount".to_string())));
     assert_eq!(
         spec.linux().as_ref().unwrap().masked_paths().as_deref(),
         Some(&["/bin/ls".to_string()][..])
