@@ -19,9 +19,19 @@
 //! - **Side effects on the caller.** libcontainer marks the caller non-dumpable (prctl) during
 //!   `create`/`exec` and leaves it so. It also writes the container's `oomScoreAdj` into the
 //!   caller; this crate puts the caller's own score back.
+//!
+//! Limits of libcontainer 0.7 that a spec builder must work around:
+//!
 //! - **Cgroups.** libcgroups picks v1 on a hybrid host (v1 controllers plus a cgroup2 mount at
 //!   /sys/fs/cgroup/unified); a spec asking for a controller the host lacks fails `create`
 //!   (e.g. hugepage limits when hugetlb lives only in the cgroup2 mount).
+//! - **`noNewPrivileges: false` with seccomp.** libcontainer installs the filter before
+//!   dropping capabilities only when the field is *absent*; an explicit `false` installs it
+//!   after, which fails ("failed to load seccomp context") unless the process keeps
+//!   CAP_SYS_ADMIN. Omit the field instead of writing `false` (same meaning in OCI).
+//! - **Exec and seccomp.** An exec'd process gets the container's namespaces and cgroup but
+//!   not its seccomp filter or AppArmor profile (libcontainer builds the exec's spec from the
+//!   process alone); see [`Runtime::exec`].
 
 mod error;
 mod oom_score;

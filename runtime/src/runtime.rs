@@ -130,8 +130,9 @@ impl Runtime {
     /// namespace, and the container's init cannot finish exiting until it is reaped.
     ///
     /// Not inherited from the container (libcontainer 0.7 builds the exec's spec from the
-    /// process plus the container's namespaces and cgroup only): seccomp, apparmor and the
-    /// container's `noNewPrivileges`; set them on `process` where it has the field.
+    /// process plus the container's namespaces and cgroup only): its seccomp filter, AppArmor
+    /// profile and `noNewPrivileges`. The last two are fields of `process`; seccomp cannot be
+    /// given at all, so an exec'd process runs unfiltered.
     pub fn exec(&self, id: &str, process: &Process, stdio: Stdio) -> Result<Pid, RuntimeError> {
         let step = Step::Exec;
         let dir = self.container_dir(id, step)?;

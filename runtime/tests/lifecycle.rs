@@ -6,8 +6,8 @@ use std::fs;
 
 use common::*;
 use crius_runtime::oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, Spec,
+    Arch, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder, Spec,
 };
 use crius_runtime::{ContainerStatus, Runtime, RuntimeError, Signal, Stdio};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -344,4 +344,61 @@ fn a_failed_create_leaves_no_state_or_cgroup() {
         reaped += 1;
     }
     assert_eq!(reaped, 2);
+}
+
+#[test]
+fn seccomp_filters_the_init() {
+    require_root!();
+    let _serial = serial();
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(state.path());
+    let id = unique_id("seccomp");
+    let bundle = Bundle::isolated(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "mkdir /made 2>/dev/null || echo denied; grep Seccomp: /proc/self/status",
+        ],
+    );
+    let config = bundle.path().join("config.json");
+    let mut spec = Spec::load(&config).unwrap();
+    let deny_mkdir = LinuxSyscallBuilder::default()
+        .names(vec!["mkdir".to_string(), "mkdirat".to_string()])
+        .action(LinuxSeccompAction::ScmpActErrno)
+        .errno_ret(1u32)
+        .build()
+        .unwrap();
+    let seccomp = LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .architectures(vec![Arch::ScmpArchX86_64])
+        .syscalls(vec![deny_mkdir])
+        .build()
+        .unwrap();
+    spec.linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_seccomp(Some(seccomp));
+    spec.save(&config).unwrap();
+    let _cleanup = DeleteOnDrop {
+        runtime: &runtime,
+        id: id.clone(),
+    };
+    let (stdout, stdout_writer) = pipe();
+
+    let pid = runtime
+        .create(
+            &id,
+            bundle.path(),
+            Stdio {
+                stdout: Some(stdout_writer),
+                ..Stdio::null()
+            },
+        )
+        .unwrap();
+    runtime.start(&id).unwrap();
+
+    assert_eq!(read_to_end(stdout), "denied\nSeccomp:\t2\n");
+    assert_eq!(wait(pid), WaitStatus::Exited(pid, 0));
+    runtime.delete(&id, false).unwrap();
 }
