@@ -1,0 +1,354 @@
+//! Images against a real criusd and the loopback test registry: pulls direct
+//! and through a mirror, status and listing, the unpacked layers of
+//! `crius/layers` (whiteouts, hard link, symlink), removal with garbage
+//! collection, and the errors of bad and absent references.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crius_tests::registry::TestRegistry;
+use crius_tests::{require_root, Daemon, DaemonOptions};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+fn spec(image: &str) -> Option<cri::ImageSpec> {
+    Some(cri::ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    })
+}
+
+async fn pull(
+    images: &mut ImageServiceClient<Channel>,
+    image: &str,
+) -> Result<String, tonic::Status> {
+    images
+        .pull_image(cri::PullImageRequest {
+            image: spec(image),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().image_ref)
+}
+
+async fn status(images: &mut ImageServiceClient<Channel>, image: &str) -> cri::ImageStatusResponse {
+    images
+        .image_status(cri::ImageStatusRequest {
+            image: spec(image),
+            verbose: true,
+        })
+        .await
+        .expect("ImageStatus")
+        .into_inner()
+}
+
+async fn list(images: &mut ImageServiceClient<Channel>, filter: Option<&str>) -> Vec<cri::Image> {
+    images
+        .list_images(cri::ListImagesRequest {
+            filter: filter.map(|f| cri::ImageFilter { image: spec(f) }),
+        })
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images
+}
+
+async fn remove(images: &mut ImageServiceClient<Channel>, image: &str) {
+    images
+        .remove_image(cri::RemoveImageRequest { image: spec(image) })
+        .await
+        .expect("RemoveImage");
+}
+
+fn start(registry: &TestRegistry) -> Daemon {
+    Daemon::start_with(DaemonOptions {
+        config_toml: registry.config_toml(),
+        ..Default::default()
+    })
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn pull_direct_and_through_a_mirror_then_remove() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::shared();
+    let daemon = start(registry);
+    let mut images = daemon.images().await;
+
+    let direct = registry.image("crius/busybox:latest");
+    let started = std::time::Instant::now();
+    let id = pull(&mut images, &direct).await.expect("pull direct");
+    eprintln!("cold pull of {direct}: {:?}", started.elapsed());
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+
+    let image = status(&mut images, &direct)
+        .await
+        .image
+        .expect("pulled image has a status");
+    assert_eq!(image.id, id);
+    assert_eq!(image.repo_tags, std::slice::from_ref(&direct));
+    assert_eq!(image.repo_digests.len(), 1);
+    let digest_prefix = format!("{}@sha256:", registry.image("crius/busybox"));
+    assert!(
+        image.repo_digests[0].starts_with(&digest_prefix),
+        "{:?}",
+        image.repo_digests
+    );
+    assert!(
+        image.size > 100_000,
+        "busybox and its libraries: {}",
+        image.size
+    );
+    assert_eq!(
+        image.spec.as_ref().map(|s| s.image.as_str()),
+        Some(id.as_str())
+    );
+
+    // Through the mirror of registry.k8s.io: the same image, a second name.
+    let mirrored = "registry.k8s.io/crius/busybox:latest";
+    assert_eq!(
+        pull(&mut images, mirrored).await.expect("pull via mirror"),
+        id
+    );
+    let image = status(&mut images, &id).await.image.unwrap();
+    assert_eq!(image.repo_tags, [direct.clone(), mirrored.to_string()]);
+    assert_eq!(image.repo_digests.len(), 2);
+    assert!(image.repo_digests[1].starts_with("registry.k8s.io/crius/busybox@sha256:"));
+    // Every name finds it: digest, id hex, id prefix.
+    for name in [&image.repo_digests[0], &id[7..], &id[7..19]] {
+        assert_eq!(
+            status(&mut images, name).await.image.map(|i| i.id),
+            Some(id.clone()),
+            "{name}"
+        );
+    }
+
+    let all = list(&mut images, None).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].id, id);
+    assert_eq!(list(&mut images, Some(mirrored)).await.len(), 1);
+    assert!(list(&mut images, Some("registry.k8s.io/crius/absent:1"))
+        .await
+        .is_empty());
+
+    let fs_info = images
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let used = fs_info.image_filesystems[0]
+        .used_bytes
+        .as_ref()
+        .unwrap()
+        .value;
+    assert!(
+        used >= image.size,
+        "{used} bytes used for an image of {}",
+        image.size
+    );
+
+    let blobs = daemon.root.join("images/blobs/sha256");
+    let layers = daemon.root.join("images/layers");
+    assert!(
+        names(&blobs).len() >= 3,
+        "manifest, config, layer: {:?}",
+        names(&blobs)
+    );
+    assert!(!names(&layers).is_empty());
+
+    remove(&mut images, mirrored).await;
+    assert!(
+        status(&mut images, &direct).await.image.is_none(),
+        "all tags go with the image"
+    );
+    assert!(list(&mut images, None).await.is_empty());
+    assert!(
+        names(&blobs).is_empty(),
+        "blobs collected: {:?}",
+        names(&blobs)
+    );
+    assert!(
+        names(&layers).is_empty(),
+        "layers collected: {:?}",
+        names(&layers)
+    );
+    remove(&mut images, mirrored).await;
+}
+
+/// What `crius/layers:latest` holds under /data once its layers are stacked
+/// (hack/test-images/src/catalog.rs, `LAYERS_MERGED_DATA`).
+fn expected_data_tree() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
+        ("data", "dir"),
+        ("data/keep.txt", "file:kept from the lower layer\n"),
+        ("data/links", "dir"),
+        ("data/links/hardlink.txt", "file:linked\n"),
+        ("data/links/original.txt", "file:linked\n"),
+        ("data/links/symlink.txt", "symlink:original.txt"),
+        ("data/opaque", "dir"),
+        ("data/opaque/new.txt", "file:added by the upper layer\n"),
+        ("data/replaced.txt", "file:upper\n"),
+    ])
+}
+
+fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<String, String>) {
+    let path = root.join(rel);
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    let kind = if meta.file_type().is_symlink() {
+        format!("symlink:{}", std::fs::read_link(&path).unwrap().display())
+    } else if meta.is_dir() {
+        for name in names(&path) {
+            walk(root, &rel.join(name), out);
+        }
+        "dir".to_string()
+    } else {
+        format!("file:{}", std::fs::read_to_string(&path).unwrap())
+    };
+    out.insert(rel.display().to_string(), kind);
+}
+
+#[tokio::test]
+async fn layers_unpack_for_overlayfs() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::shared();
+    let daemon = start(registry);
+    let mut images = daemon.images().await;
+    let reference = registry.image("crius/layers:latest");
+
+    // Two pulls at once share the work and agree.
+    let (a, b) = tokio::join!(
+        async { pull(&mut daemon.images().await, &reference).await },
+        async { pull(&mut daemon.images().await, &reference).await },
+    );
+    assert_eq!(a.expect("first pull"), b.expect("second pull"));
+
+    let response = status(&mut images, &reference).await;
+    let info: serde_json::Value = serde_json::from_str(&response.info["info"]).unwrap();
+    let layer_dirs: Vec<PathBuf> = info["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| PathBuf::from(l.as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        layer_dirs.len(),
+        3,
+        "busybox base and two layers: {layer_dirs:?}"
+    );
+    for dir in &layer_dirs {
+        assert!(
+            dir.starts_with(daemon.root.join("images/layers")),
+            "{}",
+            dir.display()
+        );
+    }
+    assert!(
+        names(&daemon.root.join("images/tmp")).is_empty(),
+        "no half layer left"
+    );
+
+    // The whiteouts in overlayfs form in the upper layer.
+    let upper = layer_dirs.last().unwrap();
+    let whiteout = std::fs::symlink_metadata(upper.join("data/removed.txt")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &whiteout.file_type()
+    ));
+    assert_eq!(whiteout.rdev(), 0);
+
+    // Stacked read-only, the layers show exactly the documented tree.
+    let merged = daemon.dir.path().join("merged");
+    std::fs::create_dir(&merged).unwrap();
+    let lowerdir: Vec<String> = layer_dirs
+        .iter()
+        .rev()
+        .map(|d| d.display().to_string())
+        .collect();
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::MS_RDONLY,
+        Some(format!("lowerdir={}", lowerdir.join(":")).as_str()),
+    )
+    .expect("overlay mount of the layers");
+    let mut tree = BTreeMap::new();
+    walk(&merged, Path::new("data"), &mut tree);
+    let hard = std::fs::metadata(merged.join("data/links/hardlink.txt")).unwrap();
+    let original = std::fs::metadata(merged.join("data/links/original.txt")).unwrap();
+    let busybox_there = merged.join("bin/busybox").exists();
+    nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).unwrap();
+
+    let expected: BTreeMap<String, String> = expected_data_tree()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(tree, expected);
+    assert_eq!(hard.ino(), original.ino(), "the hard link shares the inode");
+    assert!(busybox_there, "the base layer lies below");
+}
+
+#[tokio::test]
+async fn bad_and_absent_references() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::shared();
+    let daemon = start(registry);
+    let mut images = daemon.images().await;
+
+    let err = pull(&mut images, "Bad/Reference:x").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("image.image") && err.message().contains("Bad/Reference:x"),
+        "{}",
+        err.message()
+    );
+    let err = pull(&mut images, "").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    for absent in [
+        registry.image("crius/absent:latest"),
+        registry.image("crius/busybox:no-such-tag"),
+    ] {
+        let err = pull(&mut images, &absent).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{absent}: {err:?}");
+        assert!(
+            err.message().contains(&absent) && err.message().contains("MANIFEST_UNKNOWN")
+                || err.message().contains("manifest unknown"),
+            "{}",
+            err.message()
+        );
+    }
+    // Through a mirror, each endpoint tried is named with what it answered
+    // (registry.k8s.io itself is out of reach here).
+    let err = pull(&mut images, "registry.k8s.io/crius/absent:1")
+        .await
+        .unwrap_err();
+    let mirror = format!("http://{}", registry.addr);
+    assert!(
+        err.message().contains(&mirror) && err.message().contains("https://registry.k8s.io"),
+        "{}",
+        err.message()
+    );
+    assert!(status(&mut images, "crius/absent").await.image.is_none());
+    remove(&mut images, "never-pulled").await;
+}
