@@ -1,10 +1,12 @@
 //! CRI container config + image config → OCI runtime spec (`config.json`).
 //!
-//! Pure rules, taken from containerd's CRI plugin and CRI-O: the only I/O is
-//! reading the image's /etc/passwd and /etc/group (user resolution) and
-//! checking that the request's host paths exist. What the host can enforce is
+//! Rules taken from containerd's CRI plugin and CRI-O. The only I/O: reading
+//! the image's /etc/passwd and /etc/group (user resolution), looking at the
+//! request's host paths, devices and seccomp profile file, and listing the
+//! host's /dev for a privileged container. What the host can enforce is
 //! measured once, by [`HostCapabilities::detect`], and passed in.
 
+mod devices;
 mod error;
 mod host;
 mod mounts;
@@ -168,6 +170,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         readonly_rootfs,
     )?;
 
+    let devices = devices::devices(config, privileged, Path::new("/dev"))?;
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces::namespaces(
             sc,
@@ -177,7 +180,13 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
             privileged,
         )?)
         .cgroups_path(PathBuf::from(&input.cgroups_path))
-        .resources(resources::resources(resources_req, input.host, privileged)?)
+        .devices(devices.nodes)
+        .resources(resources::resources(
+            resources_req,
+            input.host,
+            privileged,
+            devices.rules,
+        )?)
         .masked_paths(security::masked_paths(sc, privileged))
         .readonly_paths(security::readonly_paths(sc, privileged));
     if let Some(seccomp) = seccomp {

@@ -4,24 +4,27 @@ use std::collections::HashMap;
 
 use k8s_cri::v1::LinuxContainerResources;
 use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder,
-    LinuxResources, LinuxResourcesBuilder,
+    LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxHugepageLimitBuilder,
+    LinuxMemoryBuilder, LinuxResources, LinuxResourcesBuilder,
 };
 
 use super::{HostCapabilities, SpecError};
 
 /// The cgroup limits of a container. Devices: deny all (the runtime then
-/// allows its default /dev nodes), or allow all when privileged.
+/// allows its default /dev nodes) and allow `device_rules`, or allow all
+/// when privileged.
 pub(super) fn resources(
     r: Option<&LinuxContainerResources>,
     host: &HostCapabilities,
     privileged: bool,
+    device_rules: Vec<LinuxDeviceCgroup>,
 ) -> Result<LinuxResources, SpecError> {
-    let mut out =
-        LinuxResourcesBuilder::default().devices(vec![LinuxDeviceCgroupBuilder::default()
-            .allow(privileged)
-            .access("rwm")
-            .build()?]);
+    let mut rules = vec![LinuxDeviceCgroupBuilder::default()
+        .allow(privileged)
+        .access("rwm")
+        .build()?];
+    rules.extend(device_rules);
+    let mut out = LinuxResourcesBuilder::default().devices(rules);
     let Some(r) = r else {
         return Ok(out.build()?);
     };
@@ -162,13 +165,13 @@ mod tests {
 
     #[test]
     fn none_is_only_the_device_rule() {
-        let r = resources(None, &host(), false).unwrap();
+        let r = resources(None, &host(), false, vec![]).unwrap();
         let devices = r.devices().as_ref().unwrap();
         assert_eq!(devices.len(), 1);
         assert!(!devices[0].allow());
         assert_eq!(devices[0].access().as_deref(), Some("rwm"));
         assert!(r.cpu().is_none() && r.memory().is_none());
-        assert!(resources(None, &host(), true)
+        assert!(resources(None, &host(), true, vec![])
             .unwrap()
             .devices()
             .as_ref()
@@ -187,7 +190,7 @@ mod tests {
             memory_limit_in_bytes: 64 << 20,
             ..Default::default()
         };
-        let r = resources(Some(&req), &host(), false).unwrap();
+        let r = resources(Some(&req), &host(), false, vec![]).unwrap();
         let cpu = r.cpu().as_ref().unwrap();
         assert_eq!(cpu.period(), Some(100_000));
         assert_eq!(cpu.quota(), Some(50_000));
@@ -202,14 +205,14 @@ mod tests {
             memory_swap: false,
             ..host()
         };
-        let r = resources(Some(&req), &no_swap, false).unwrap();
+        let r = resources(Some(&req), &no_swap, false, vec![]).unwrap();
         assert_eq!(r.memory().as_ref().unwrap().swap(), None);
         let req = LinuxContainerResources {
             memory_limit_in_bytes: 64 << 20,
             memory_swap_limit_in_bytes: 128 << 20,
             ..Default::default()
         };
-        let r = resources(Some(&req), &host(), false).unwrap();
+        let r = resources(Some(&req), &host(), false, vec![]).unwrap();
         assert_eq!(r.memory().as_ref().unwrap().swap(), Some(128 << 20));
     }
 
@@ -219,7 +222,7 @@ mod tests {
             cpu_shares: -2,
             ..Default::default()
         };
-        let err = resources(Some(&req), &host(), false).unwrap_err();
+        let err = resources(Some(&req), &host(), false, vec![]).unwrap_err();
         assert!(matches!(
             err,
             SpecError::InvalidArgument {
@@ -231,13 +234,13 @@ mod tests {
 
     #[test]
     fn hugepages_only_where_enforceable() {
-        let r = resources(Some(&hugepages()), &host(), false).unwrap();
+        let r = resources(Some(&hugepages()), &host(), false, vec![]).unwrap();
         assert!(r.hugepage_limits().is_none());
         let with = HostCapabilities {
             hugetlb: true,
             ..host()
         };
-        let r = resources(Some(&hugepages()), &with, false).unwrap();
+        let r = resources(Some(&hugepages()), &with, false, vec![]).unwrap();
         let limits = r.hugepage_limits().as_ref().unwrap();
         assert_eq!(limits[0].page_size(), "2MB");
         assert_eq!(limits[0].limit(), 0);
@@ -250,7 +253,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            resources(Some(&req), &host(), false),
+            resources(Some(&req), &host(), false, vec![]),
             Err(SpecError::InvalidArgument {
                 field: "config.linux.resources.unified",
                 ..
@@ -260,7 +263,7 @@ mod tests {
             cgroup_v2: true,
             ..host()
         };
-        let r = resources(Some(&req), &v2, false).unwrap();
+        let r = resources(Some(&req), &v2, false, vec![]).unwrap();
         assert_eq!(r.unified().as_ref().unwrap()["memory.high"], "1M");
     }
 

@@ -280,7 +280,8 @@ fn runc_runs_a_privileged_container() {
     };
     let mut config = container_config(sc);
     config.args = vec![
-        "{ grep CapEff /proc/self/status; grep ' /sys ' /proc/self/mounts; } > /out/result 2>&1"
+        "{ grep CapEff /proc/self/status; grep ' /sys ' /proc/self/mounts; \
+           [ -c /dev/kmsg ] && echo has-kmsg || echo no-kmsg; } > /out/result 2>&1"
             .into(),
     ];
     let result = run_under_runc("privileged", config, true);
@@ -293,4 +294,10 @@ fn runc_runs_a_privileged_container() {
     );
     let sys = lines.next().unwrap_or_default();
     assert!(sys.contains(" rw,"), "/sys writable: {result}");
+    let kmsg = if Path::new("/dev/kmsg").exists() {
+        "has-kmsg"
+    } else {
+        "no-kmsg"
+    };
+    assert_eq!(lines.next(), Some(kmsg), "the host's devices: {result}");
 }
