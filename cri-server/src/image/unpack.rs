@@ -138,6 +138,17 @@ fn unpack_entry<R: Read>(
 ) -> Result<Option<i64>, UnpackError> {
     let header = entry.header();
     let kind = header.entry_type();
+    if matches!(
+        kind,
+        tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink
+    ) {
+        // Metadata for other entries (the tar crate applies the per-entry
+        // kinds itself); `git archive` writes a global one.
+        return Ok(None);
+    }
     let mode = header.mode().map_err(entry_err(rel))? & 0o7777;
     let uid = header.uid().map_err(entry_err(rel))? as u32;
     let gid = header.gid().map_err(entry_err(rel))? as u32;
@@ -490,6 +501,13 @@ mod tests {
             .file("data/opaque/.wh..wh..opq", 0o644, b"")
             .file("data/opaque/new.txt", 0o644, b"new")
             .file(".wh..wh.plnk", 0o644, b"");
+        let h = t.entry(
+            tar::EntryType::XGlobalHeader,
+            "pax_global_header",
+            0o644,
+            b"",
+        );
+        t.add(h, b"");
         let (dir, result) = unpack_into(&t.finish());
         result.unwrap();
         let root = dir.path();
@@ -499,6 +517,7 @@ mod tests {
         assert!(!root.join("data/.wh.removed.txt").exists());
         assert!(!root.join("data/opaque/.wh..wh..opq").exists());
         assert!(!root.join(".wh..wh.plnk").exists());
+        assert!(!root.join("pax_global_header").exists());
         let mut value = [0u8; 4];
         let path = CString::new(root.join("data/opaque").as_os_str().as_bytes()).unwrap();
         let name = CString::new(OVERLAY_OPAQUE_XATTR).unwrap();
