@@ -29,11 +29,12 @@
 //!   dropping capabilities only when the field is *absent*; an explicit `false` installs it
 //!   after, which fails ("failed to load seccomp context") unless the process keeps
 //!   CAP_SYS_ADMIN. Omit the field instead of writing `false` (same meaning in OCI).
-//! - **Exec and seccomp.** An exec'd process gets the container's namespaces and cgroup but
-//!   not its seccomp filter or AppArmor profile (libcontainer builds the exec's spec from the
-//!   process alone); see [`Runtime::exec`].
+//! - **Exec and seccomp.** libcontainer gives an exec'd process the container's namespaces and
+//!   cgroup but not its seccomp filter; this crate loads the filter itself (see
+//!   [`Runtime::exec`] for the `no_new_privs` this implies). AppArmor is not inherited either.
 
 mod error;
+mod exec_seccomp;
 mod oom_score;
 mod runtime;
 mod state;

@@ -10,9 +10,10 @@ use libcontainer::error::LibcontainerError;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use oci_spec::runtime::Process;
+use oci_spec::runtime::{Process, Spec};
 
 use crate::error::{RuntimeError, Step};
+use crate::exec_seccomp::SeccompExecutor;
 use crate::oom_score::OomScoreAdj;
 use crate::state::ContainerState;
 use crate::stdio::{ContainerStdio, Stdio};
@@ -129,16 +130,16 @@ impl Runtime {
     /// exit and are left for the caller to reap; the latter sits in the container's pid
     /// namespace, and the container's init cannot finish exiting until it is reaped.
     ///
-    /// Not inherited from the container (libcontainer 0.7 builds the exec's spec from the
-    /// process plus the container's namespaces and cgroup only): its seccomp filter, AppArmor
-    /// profile and `noNewPrivileges`. The last two are fields of `process`; seccomp cannot be
-    /// given at all, so an exec'd process runs unfiltered.
+    /// The container's seccomp filter applies (libcontainer 0.7 drops it; this crate loads it
+    /// right before execve). A process without CAP_SYS_ADMIN then also gets `no_new_privs`, as
+    /// the filter cannot be loaded otherwise at that point. Not inherited, as fields of
+    /// `process` instead: AppArmor profile and `noNewPrivileges`.
     pub fn exec(&self, id: &str, process: &Process, stdio: Stdio) -> Result<Pid, RuntimeError> {
         let step = Step::Exec;
-        let dir = self.container_dir(id, step)?;
-        if !dir.exists() {
-            return Err(not_found(id, step));
-        }
+        let container = self.load(id, step)?.ok_or_else(|| not_found(id, step))?;
+        let seccomp =
+            container_seccomp(&container).map_err(|e| RuntimeError::libcontainer(id, step, e))?;
+        let dir = self.state_root.join(id);
         // libcontainer takes the exec's process spec as a file; it lives as long as this call.
         let mut process_json = tempfile::Builder::new()
             .prefix("exec-")
@@ -154,7 +155,11 @@ impl Runtime {
             .map_err(|e| RuntimeError::io(id, step, "prepare stdio", e))?;
 
         with_own_oom_score(id, step, || {
-            self.builder(id, stdio)?
+            let mut builder = self.builder(id, stdio)?;
+            if let Some(executor) = seccomp {
+                builder = builder.with_executor(executor);
+            }
+            builder
                 .as_tenant()
                 .with_detach(true)
                 .with_process(Some(process_json.path()))
@@ -200,6 +205,20 @@ impl Runtime {
             .map(Some)
             .map_err(|e| RuntimeError::libcontainer(id, step, e))
     }
+}
+
+/// The executor that puts an exec under the container's seccomp filter, if it has one.
+fn container_seccomp(container: &Container) -> Result<Option<SeccompExecutor>, LibcontainerError> {
+    let spec = Spec::load(container.bundle().join("config.json"))?;
+    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
+        return Ok(None);
+    };
+    SeccompExecutor::new(seccomp).map(Some).ok_or_else(|| {
+        LibcontainerError::Other(
+            "the container's seccomp filter needs a notify listener, which an exec cannot have"
+                .into(),
+        )
+    })
 }
 
 fn not_found(id: &str, step: Step) -> RuntimeError {

@@ -3,7 +3,10 @@
 mod common;
 
 use common::*;
-use crius_runtime::oci_spec::runtime::{Process, ProcessBuilder, UserBuilder};
+use crius_runtime::oci_spec::runtime::{
+    Arch, Capabilities, Capability, LinuxCapabilitiesBuilder, LinuxSeccompAction,
+    LinuxSeccompBuilder, LinuxSyscallBuilder, Process, ProcessBuilder, Spec, UserBuilder,
+};
 use crius_runtime::{Pid, Runtime, RuntimeError, Signal, Stdio};
 use nix::sys::signal::kill;
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -29,10 +32,18 @@ struct Sleeper {
 
 impl Sleeper {
     fn start(name: &str) -> Sleeper {
+        Sleeper::start_with(name, |_| {})
+    }
+
+    fn start_with(name: &str, edit_spec: impl FnOnce(&mut Spec)) -> Sleeper {
         let state = tempfile::tempdir().unwrap();
         let runtime = Runtime::new(state.path());
         let id = unique_id(name);
         let bundle = Bundle::isolated(&id, &["sleep", "100"]);
+        let config = bundle.path().join("config.json");
+        let mut spec = Spec::load(&config).unwrap();
+        edit_spec(&mut spec);
+        spec.save(&config).unwrap();
         let init = runtime.create(&id, bundle.path(), Stdio::null()).unwrap();
         runtime.start(&id).unwrap();
         Sleeper {
@@ -204,5 +215,88 @@ fn exec_into_unknown_or_stopped_container_fails() {
     assert!(
         matches!(err, RuntimeError::InvalidStatus { .. }),
         "unexpected {err}"
+    );
+}
+
+/// A filter that denies mkdir with EPERM and allows the rest.
+fn deny_mkdir(spec: &mut Spec) {
+    let deny_mkdir = LinuxSyscallBuilder::default()
+        .names(vec!["mkdir".to_string(), "mkdirat".to_string()])
+        .action(LinuxSeccompAction::ScmpActErrno)
+        .errno_ret(1u32)
+        .build()
+        .unwrap();
+    let seccomp = LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .architectures(vec![Arch::ScmpArchX86_64])
+        .syscalls(vec![deny_mkdir])
+        .build()
+        .unwrap();
+    spec.linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_seccomp(Some(seccomp));
+}
+
+/// Runs the probe script as `exec` and returns its stdout.
+fn exec_output(container: &Sleeper, exec: &Process) -> String {
+    let (stdout, stdout_writer) = pipe();
+    let pid = container
+        .runtime
+        .exec(
+            &container.id,
+            exec,
+            Stdio {
+                stdout: Some(stdout_writer),
+                ..Stdio::null()
+            },
+        )
+        .unwrap();
+    let out = read_to_end(stdout);
+    assert_eq!(wait(pid), WaitStatus::Exited(pid, 0));
+    out
+}
+
+const SECCOMP_PROBE: &str =
+    "mkdir /made 2>/dev/null || echo denied; grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status";
+
+#[test]
+fn exec_runs_under_the_containers_seccomp_filter() {
+    require_root!();
+    let _serial = serial();
+    let container = Sleeper::start_with("exec-seccomp", deny_mkdir);
+
+    // Unprivileged, no noNewPrivileges asked: the filter still loads, with no_new_privs.
+    let mut unprivileged = process(&["sh", "-c", SECCOMP_PROBE]);
+    unprivileged.set_no_new_privileges(None).set_user(
+        UserBuilder::default()
+            .uid(1000u32)
+            .gid(1000u32)
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(
+        exec_output(&container, &unprivileged),
+        "denied\nNoNewPrivs:\t1\nSeccomp:\t2\n"
+    );
+
+    // With CAP_SYS_ADMIN the filter loads without no_new_privs.
+    let sys_admin = [Capability::SysAdmin].into_iter().collect::<Capabilities>();
+    let mut privileged = process(&["sh", "-c", SECCOMP_PROBE]);
+    privileged
+        .set_no_new_privileges(None)
+        .set_capabilities(Some(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(sys_admin.clone())
+                .effective(sys_admin.clone())
+                .permitted(sys_admin)
+                .inheritable(Capabilities::new())
+                .ambient(Capabilities::new())
+                .build()
+                .unwrap(),
+        ));
+    assert_eq!(
+        exec_output(&container, &privileged),
+        "denied\nNoNewPrivs:\t0\nSeccomp:\t2\n"
     );
 }
