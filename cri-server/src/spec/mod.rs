@@ -17,6 +17,7 @@ mod resources;
 mod runc_tests;
 mod seccomp;
 mod security;
+mod sysctls;
 #[cfg(test)]
 mod tests;
 mod user;
@@ -146,8 +147,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
                 .additional_gids(user.additional_gids)
                 .build()?,
         )
-        .capabilities(capabilities)
-        .no_new_privileges(sc.is_some_and(|sc| sc.no_new_privs));
+        .capabilities(capabilities);
     let mut process = match resources::oom_score_adj(resources_req, input.host)? {
         Some(adj) => process.oom_score_adj(adj),
         None => process,
@@ -156,6 +156,10 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
     // No rlimits: the process inherits the runtime's, as with containerd
     // (oci-spec's default would cap open files at 1024).
     process.set_rlimits(None);
+    // Absent rather than false (same meaning in OCI): libcontainer 0.7 loads a
+    // seccomp filter too late, after dropping CAP_SYS_ADMIN, on an explicit false.
+    let no_new_privs = sc.is_some_and(|sc| sc.no_new_privs);
+    process.set_no_new_privileges(no_new_privs.then_some(true));
 
     let mounts = mounts::mounts(
         config,
@@ -195,19 +199,8 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
     if let Some(p) = mounts.rootfs_propagation {
         linux = linux.rootfs_propagation(p);
     }
-    let sysctls = input
-        .sandbox
-        .linux
-        .as_ref()
-        .map(|l| &l.sysctls)
-        .filter(|s| !s.is_empty());
-    if let Some(sysctls) = sysctls {
-        linux = linux.sysctl(
-            sysctls
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<HashMap<_, _>>(),
-        );
+    if let Some(sysctls) = sysctls::sysctls(input.sandbox, input.namespaces)? {
+        linux = linux.sysctl(sysctls);
     }
 
     let mut spec = SpecBuilder::default()
