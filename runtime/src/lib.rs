@@ -33,6 +33,7 @@
 //!   cgroup but not its seccomp filter; this crate loads the filter itself (see
 //!   [`Runtime::exec`] for the `no_new_privs` this implies). AppArmor is not inherited either.
 
+mod console;
 mod error;
 mod exec_seccomp;
 mod oom_score;

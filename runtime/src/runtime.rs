@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -12,6 +13,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::{Process, Spec};
 
+use crate::console::ConsoleSocket;
 use crate::error::{RuntimeError, Step};
 use crate::exec_seccomp::SeccompExecutor;
 use crate::oom_score::OomScoreAdj;
@@ -59,26 +61,30 @@ impl Runtime {
     /// unknown pids until `create` returns.
     pub fn create(&self, id: &str, bundle: &Path, stdio: Stdio) -> Result<Pid, RuntimeError> {
         let step = Step::Create;
-        fs::create_dir_all(&self.state_root)
-            .map_err(|e| RuntimeError::io(id, step, "create the state root", e))?;
+        self.ensure_state_root(id, step)?;
         let stdio = stdio
             .into_container_stdio()
             .map_err(|e| RuntimeError::io(id, step, "prepare stdio", e))?;
+        self.create_container(id, bundle, ProcessIo::Fds(stdio))
+    }
 
-        let container = with_own_oom_score(id, step, || {
-            self.builder(id, stdio)?
-                .as_init(bundle)
-                .with_systemd(false)
-                .with_detach(true)
-                .build()
-        })?;
-        container.pid().ok_or_else(|| {
-            RuntimeError::libcontainer(
-                id,
-                step,
-                LibcontainerError::Other("no init pid after create".into()),
-            )
-        })
+    /// As [`Runtime::create`], but init's stdio is a new pseudo-terminal inside the container
+    /// (the bundle's `process.terminal` must be true; it also becomes /dev/console). Returns
+    /// init's pid and the pty master, which carries init's input and output both ways.
+    pub fn create_with_terminal(
+        &self,
+        id: &str,
+        bundle: &Path,
+    ) -> Result<(Pid, OwnedFd), RuntimeError> {
+        let step = Step::Create;
+        self.ensure_state_root(id, step)?;
+        let console = ConsoleSocket::bind(&self.state_root)
+            .map_err(|e| RuntimeError::io(id, step, "bind the console socket", e))?;
+        let pid = self.create_container(id, bundle, ProcessIo::Terminal(console.path()))?;
+        let master = console
+            .receive_master()
+            .map_err(|e| RuntimeError::io(id, step, "receive the pty master", e))?;
+        Ok((pid, master))
     }
 
     /// Releases init to exec the container's process.
@@ -136,26 +142,87 @@ impl Runtime {
     /// `process` instead: AppArmor profile and `noNewPrivileges`.
     pub fn exec(&self, id: &str, process: &Process, stdio: Stdio) -> Result<Pid, RuntimeError> {
         let step = Step::Exec;
+        let stdio = stdio
+            .into_container_stdio()
+            .map_err(|e| RuntimeError::io(id, step, "prepare stdio", e))?;
+        self.exec_process(id, process, ProcessIo::Fds(stdio))
+    }
+
+    /// As [`Runtime::exec`], but the process's stdio is a new pseudo-terminal inside the
+    /// container (`process.terminal` must be true). Returns its pid and the pty master.
+    pub fn exec_with_terminal(
+        &self,
+        id: &str,
+        process: &Process,
+    ) -> Result<(Pid, OwnedFd), RuntimeError> {
+        let step = Step::Exec;
+        let console = ConsoleSocket::bind(&self.state_root)
+            .map_err(|e| RuntimeError::io(id, step, "bind the console socket", e))?;
+        let pid = self.exec_process(id, process, ProcessIo::Terminal(console.path()))?;
+        let master = console
+            .receive_master()
+            .map_err(|e| RuntimeError::io(id, step, "receive the pty master", e))?;
+        Ok((pid, master))
+    }
+
+    /// The container's status and init pid, refreshed from /proc.
+    pub fn state(&self, id: &str) -> Result<ContainerState, RuntimeError> {
+        let step = Step::State;
+        let container = self.load(id, step)?.ok_or_else(|| not_found(id, step))?;
+        Ok(ContainerState::from(&container))
+    }
+
+    fn ensure_state_root(&self, id: &str, step: Step) -> Result<(), RuntimeError> {
+        fs::create_dir_all(&self.state_root)
+            .map_err(|e| RuntimeError::io(id, step, "create the state root", e))
+    }
+
+    fn create_container(
+        &self,
+        id: &str,
+        bundle: &Path,
+        io: ProcessIo,
+    ) -> Result<Pid, RuntimeError> {
+        let step = Step::Create;
+        let container = with_own_oom_score(id, step, || {
+            self.builder(id, io)?
+                .as_init(bundle)
+                .with_systemd(false)
+                .with_detach(true)
+                .build()
+        })?;
+        container.pid().ok_or_else(|| {
+            RuntimeError::libcontainer(
+                id,
+                step,
+                LibcontainerError::Other("no init pid after create".into()),
+            )
+        })
+    }
+
+    fn exec_process(
+        &self,
+        id: &str,
+        process: &Process,
+        io: ProcessIo,
+    ) -> Result<Pid, RuntimeError> {
+        let step = Step::Exec;
         let container = self.load(id, step)?.ok_or_else(|| not_found(id, step))?;
         let seccomp =
             container_seccomp(&container).map_err(|e| RuntimeError::libcontainer(id, step, e))?;
-        let dir = self.state_root.join(id);
         // libcontainer takes the exec's process spec as a file; it lives as long as this call.
         let mut process_json = tempfile::Builder::new()
             .prefix("exec-")
             .suffix(".json")
-            .tempfile_in(&dir)
+            .tempfile_in(self.state_root.join(id))
             .map_err(|e| RuntimeError::io(id, step, "create process.json", e))?;
         serde_json::to_writer(&mut process_json, process)
             .map_err(std::io::Error::from)
             .and_then(|()| process_json.flush())
             .map_err(|e| RuntimeError::io(id, step, "write process.json", e))?;
-        let stdio = stdio
-            .into_container_stdio()
-            .map_err(|e| RuntimeError::io(id, step, "prepare stdio", e))?;
 
         with_own_oom_score(id, step, || {
-            let mut builder = self.builder(id, stdio)?;
+            let mut builder = self.builder(id, io)?;
             if let Some(executor) = seccomp {
                 builder = builder.with_executor(executor);
             }
@@ -167,24 +234,19 @@ impl Runtime {
         })
     }
 
-    /// The container's status and init pid, refreshed from /proc.
-    pub fn state(&self, id: &str) -> Result<ContainerState, RuntimeError> {
-        let step = Step::State;
-        let container = self.load(id, step)?.ok_or_else(|| not_found(id, step))?;
-        Ok(ContainerState::from(&container))
-    }
-
-    fn builder(
-        &self,
-        id: &str,
-        stdio: ContainerStdio,
-    ) -> Result<ContainerBuilder, LibcontainerError> {
-        Ok(ContainerBuilder::new(id.to_owned(), SyscallType::default())
+    fn builder(&self, id: &str, io: ProcessIo) -> Result<ContainerBuilder, LibcontainerError> {
+        let builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
             .validate_id()?
-            .with_root_path(&self.state_root)?
-            .with_stdin(stdio.stdin)
-            .with_stdout(stdio.stdout)
-            .with_stderr(stdio.stderr))
+            .with_root_path(&self.state_root)?;
+        Ok(match io {
+            ProcessIo::Fds(stdio) => builder
+                .with_stdin(stdio.stdin)
+                .with_stdout(stdio.stdout)
+                .with_stderr(stdio.stderr),
+            ProcessIo::Terminal(console_socket) => {
+                builder.with_console_socket(Some(console_socket))
+            }
+        })
     }
 
     /// The container's state directory; the id is checked so it cannot name another path.
@@ -219,6 +281,13 @@ fn container_seccomp(container: &Container) -> Result<Option<SeccompExecutor>, L
                 .into(),
         )
     })
+}
+
+/// Where a new container process's stdio comes from.
+enum ProcessIo<'a> {
+    Fds(ContainerStdio),
+    /// The console socket to which the process sends the master of its new pty.
+    Terminal(&'a Path),
 }
 
 fn not_found(id: &str, step: Step) -> RuntimeError {
