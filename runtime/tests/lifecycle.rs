@@ -3,6 +3,7 @@
 mod common;
 
 use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd};
 
 use common::*;
 use crius_runtime::oci_spec::runtime::{
@@ -401,4 +402,69 @@ fn seccomp_filters_the_init() {
     assert_eq!(read_to_end(stdout), "denied\nSeccomp:\t2\n");
     assert_eq!(wait(pid), WaitStatus::Exited(pid, 0));
     runtime.delete(&id, false).unwrap();
+}
+
+#[test]
+fn delete_after_init_died_kills_what_is_left_in_the_cgroup() {
+    require_root!();
+    let _serial = serial();
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(state.path());
+    let id = unique_id("leftover");
+    // Without a pid namespace, init's death does not take its background child along.
+    use LinuxNamespaceType::*;
+    let bundle = Bundle::new(
+        &id,
+        &["sh", "-c", "sleep 100 >/dev/null 2>&1 & echo $!"],
+        &[Ipc, Uts, Mount, Network],
+    );
+    let _cleanup = DeleteOnDrop {
+        runtime: &runtime,
+        id: id.clone(),
+    };
+    let (stdout, stdout_writer) = pipe();
+
+    let pid = runtime
+        .create(
+            &id,
+            bundle.path(),
+            Stdio {
+                stdout: Some(stdout_writer),
+                ..Stdio::null()
+            },
+        )
+        .unwrap();
+    runtime.start(&id).unwrap();
+    let leftover: i32 = read_to_end(stdout).trim().parse().unwrap();
+    assert_eq!(wait(pid), WaitStatus::Exited(pid, 0));
+    let procs = fs::read_to_string(cgroup_dir("memory", &id).join("cgroup.procs")).unwrap();
+    assert_eq!(procs.trim(), leftover.to_string());
+
+    runtime.delete(&id, false).unwrap();
+    for controller in CGROUP_CONTROLLERS {
+        assert!(!cgroup_dir(controller, &id).exists(), "{controller}");
+    }
+    assert!(
+        exits_within_5s(leftover),
+        "the leftover process survived delete"
+    );
+}
+
+/// Whether a process that is not our child exits (or is already gone) within 5 s.
+fn exits_within_5s(pid: i32) -> bool {
+    // SAFETY: plain syscalls on integers and an fd we own.
+    unsafe {
+        let fd = nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0);
+        if fd < 0 {
+            return std::io::Error::last_os_error().raw_os_error() == Some(nix::libc::ESRCH);
+        }
+        let fd = std::os::fd::OwnedFd::from_raw_fd(fd as i32);
+        // A pidfd polls readable once the process has exited.
+        let mut poll_fd = nix::libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: nix::libc::POLLIN,
+            revents: 0,
+        };
+        nix::libc::poll(&mut poll_fd, 1, 5000) == 1
+    }
 }
