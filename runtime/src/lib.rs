@@ -36,6 +36,7 @@
 mod console;
 mod error;
 mod exec_seccomp;
+mod init_identity;
 mod oom_score;
 mod runtime;
 mod state;

@@ -16,6 +16,7 @@ use oci_spec::runtime::{Process, Spec};
 use crate::console::ConsoleSocket;
 use crate::error::{RuntimeError, Step};
 use crate::exec_seccomp::SeccompExecutor;
+use crate::init_identity;
 use crate::oom_score::OomScoreAdj;
 use crate::state::ContainerState;
 use crate::stdio::{ContainerStdio, Stdio};
@@ -117,6 +118,9 @@ impl Runtime {
         let Some(mut container) = self.load(id, step)? else {
             return Ok(());
         };
+        // libcontainer re-reads the status and would call a reused init pid running; forcing
+        // only adds a SIGKILL to whatever is left in the container's cgroup.
+        let force = force || container.status() == LibStatus::Stopped;
         container
             .delete(force)
             .map_err(|e| RuntimeError::libcontainer(id, step, e))
@@ -191,13 +195,16 @@ impl Runtime {
                 .with_detach(true)
                 .build()
         })?;
-        container.pid().ok_or_else(|| {
+        let pid = container.pid().ok_or_else(|| {
             RuntimeError::libcontainer(
                 id,
                 step,
                 LibcontainerError::Other("no init pid after create".into()),
             )
-        })
+        })?;
+        init_identity::record(&self.state_root.join(id), pid)
+            .map_err(|e| RuntimeError::io(id, step, "record init's start time", e))?;
+        Ok(pid)
     }
 
     fn exec_process(
@@ -208,6 +215,15 @@ impl Runtime {
     ) -> Result<Pid, RuntimeError> {
         let step = Step::Exec;
         let container = self.load(id, step)?.ok_or_else(|| not_found(id, step))?;
+        // Checked here too: libcontainer would join the namespaces of whatever process now
+        // has init's pid.
+        if container.status() != LibStatus::Running {
+            return Err(RuntimeError::InvalidStatus {
+                id: id.to_owned(),
+                step,
+                status: container.status().into(),
+            });
+        }
         let seccomp =
             container_seccomp(&container).map_err(|e| RuntimeError::libcontainer(id, step, e))?;
         // libcontainer takes the exec's process spec as a file; it lives as long as this call.
@@ -258,14 +274,22 @@ impl Runtime {
     }
 
     /// The container with its status refreshed from /proc; None when it does not exist.
+    /// An init pid now held by another process counts as stopped.
     fn load(&self, id: &str, step: Step) -> Result<Option<Container>, RuntimeError> {
         let dir = self.container_dir(id, step)?;
         if !dir.exists() {
             return Ok(None);
         }
-        Container::load(dir)
-            .map(Some)
-            .map_err(|e| RuntimeError::libcontainer(id, step, e))
+        let mut container =
+            Container::load(dir.clone()).map_err(|e| RuntimeError::libcontainer(id, step, e))?;
+        if let (Some(pid), false) = (container.pid(), container.status() == LibStatus::Stopped) {
+            let same = init_identity::is_recorded_init(&dir, pid)
+                .map_err(|e| RuntimeError::io(id, step, "check init's start time", e))?;
+            if same == Some(false) {
+                container.set_status(LibStatus::Stopped);
+            }
+        }
+        Ok(Some(container))
     }
 }
 

@@ -468,3 +468,49 @@ fn exits_within_5s(pid: i32) -> bool {
         nix::libc::poll(&mut poll_fd, 1, 5000) == 1
     }
 }
+
+#[test]
+fn a_reused_init_pid_is_not_the_container() {
+    require_root!();
+    let _serial = serial();
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(state.path());
+    let id = unique_id("pidreuse");
+    let bundle = Bundle::isolated(&id, &["true"]);
+    let _cleanup = DeleteOnDrop {
+        runtime: &runtime,
+        id: id.clone(),
+    };
+    let pid = runtime.create(&id, bundle.path(), Stdio::null()).unwrap();
+    runtime.start(&id).unwrap();
+    assert_eq!(wait(pid), WaitStatus::Exited(pid, 0));
+
+    // Stand in an unrelated live process for one that got init's pid after it was reaped.
+    let mut unrelated = std::process::Command::new("sleep")
+        .arg("100")
+        .spawn()
+        .unwrap();
+    let state_json = state.path().join(&id).join("state.json");
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&state_json).unwrap()).unwrap();
+    saved["pid"] = unrelated.id().into();
+    fs::write(&state_json, saved.to_string()).unwrap();
+
+    assert_eq!(runtime.state(&id).unwrap().status, ContainerStatus::Stopped);
+    runtime.kill(&id, Signal::SIGKILL, false).unwrap();
+    let process = crius_runtime::oci_spec::runtime::ProcessBuilder::default()
+        .args(vec!["true".to_string()])
+        .build()
+        .unwrap();
+    let err = runtime.exec(&id, &process, Stdio::null()).unwrap_err();
+    assert!(matches!(err, RuntimeError::InvalidStatus { .. }), "{err}");
+    runtime.delete(&id, false).unwrap();
+    assert!(!cgroup_dir("memory", &id).exists());
+
+    assert!(
+        unrelated.try_wait().unwrap().is_none(),
+        "the unrelated process was hit"
+    );
+    unrelated.kill().unwrap();
+    unrelated.wait().unwrap();
+}
