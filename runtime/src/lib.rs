@@ -19,6 +19,12 @@
 //! - **Side effects on the caller.** libcontainer marks the caller non-dumpable (prctl) during
 //!   `create`/`exec` and leaves it so. It also writes the container's `oomScoreAdj` into the
 //!   caller; this crate puts the caller's own score back.
+//! - **Logging.** libcontainer's children log through the caller's `tracing` subscriber, after
+//!   they have put the container's stdio on fds 0-2: a subscriber writing to stderr would write
+//!   into the container's output. Log to a file.
+//! - **Pid reuse.** Once init is reaped its pid may go to another process. This crate records
+//!   init's start time at `create` and treats a pid held by another process as a stopped
+//!   container: it is never signalled or exec'd into.
 //!
 //! Limits of libcontainer 0.7 that a spec builder must work around:
 //!
