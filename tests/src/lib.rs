@@ -2,6 +2,7 @@
 //! and state dirs), connects CRI clients, and tears everything down on drop,
 //! even when the test failed.
 
+pub mod cri;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
@@ -139,23 +140,8 @@ impl Daemon {
         );
         std::fs::write(&config_path, config).unwrap();
         let log = dir.path().join("criusd.log");
-        let child = Command::new(criusd_path())
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--root")
-            .arg(&root)
-            .arg("--state")
-            .arg(&state)
-            .arg("--log-level")
-            .arg("debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawning criusd");
         let mut daemon = Daemon {
-            child: Some(child),
+            child: None,
             dir,
             socket,
             root,
@@ -165,8 +151,42 @@ impl Daemon {
             cgroup_parent,
             network,
         };
+        daemon.spawn();
         daemon.wait_for_socket();
         daemon
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(criusd_path())
+            .arg("--config")
+            .arg(self.dir.path().join("crius.toml"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--log-level")
+            .arg("debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning criusd");
+        self.child = Some(child);
+    }
+
+    /// Stops criusd (its containers and shims live on) and starts it again
+    /// on the same socket, root and state.
+    pub fn restart(&mut self) {
+        let status = self.terminate();
+        assert!(status.success(), "criusd exited with {status}");
+        self.spawn();
+        self.wait_for_socket();
     }
 
     fn wait_for_socket(&mut self) {

@@ -2,94 +2,14 @@
 //! CreateContainer → StartContainer → logs → ExecSync → a second pod reached
 //! over the pod network → stop → remove, and nothing left behind.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crius_tests::cri::{
+    container_config, container_status, exec, pod_config, pull, run_container, run_pod, wait_for,
+};
 use crius_tests::registry::TestRegistry;
 use crius_tests::{processes, require_root, Daemon, DaemonOptions};
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::Channel;
-
-fn pod_config(name: &str, log_dir: &std::path::Path) -> cri::PodSandboxConfig {
-    cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "e2e".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: log_dir.display().to_string(),
-        labels: HashMap::from([("app".into(), name.into())]),
-        annotations: HashMap::from([("note".into(), "kept verbatim".into())]),
-        ..Default::default()
-    }
-}
-
-fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}.log"),
-        labels: HashMap::from([("role".into(), name.into())]),
-        ..Default::default()
-    }
-}
-
-async fn run_container(
-    rt: &mut RuntimeServiceClient<Channel>,
-    pod_id: &str,
-    pod: &cri::PodSandboxConfig,
-    config: cri::ContainerConfig,
-) -> String {
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.into(),
-            config: Some(config),
-            sandbox_config: Some(pod.clone()),
-        })
-        .await
-        .expect("CreateContainer")
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .expect("StartContainer");
-    id
-}
-
-async fn exec(
-    rt: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-    cmd: &[&str],
-    timeout: i64,
-) -> Result<cri::ExecSyncResponse, tonic::Status> {
-    rt.exec_sync(cri::ExecSyncRequest {
-        container_id: id.into(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        timeout,
-    })
-    .await
-    .map(|r| r.into_inner())
-}
-
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn first_pod_end_to_end() {
@@ -108,48 +28,14 @@ async fn first_pod_end_to_end() {
 
     // Pull: directly, and through the registry.k8s.io mirror.
     let busybox = registry.image("crius/busybox:latest");
-    let pulled = images
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: busybox.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("PullImage")
-        .into_inner()
-        .image_ref;
+    let pulled = pull(&mut images, &busybox).await;
     assert!(pulled.starts_with("sha256:"), "{pulled}");
-    images
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: "registry.k8s.io/crius/httpd:latest".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("PullImage through the mirror");
+    pull(&mut images, "registry.k8s.io/crius/httpd:latest").await;
 
     // Pod A runs the shell.
     let pod_a = pod_config("a", &logs);
-    let pod_a_id = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_a.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
-    let dup = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_a.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let pod_a_id = run_pod(&mut rt, &pod_a).await.expect("RunPodSandbox");
+    let dup = run_pod(&mut rt, &pod_a).await.unwrap_err();
     assert_eq!(dup.code(), tonic::Code::AlreadyExists, "{dup:?}");
 
     let shell = run_container(
@@ -163,16 +49,7 @@ async fn first_pod_end_to_end() {
     wait_for("hello in the CRI log", || {
         std::fs::read_to_string(&log_file).is_ok_and(|l| l.contains(" stdout F hello\n"))
     });
-    let status = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: shell.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = container_status(&mut rt, &shell).await;
     assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
     assert_eq!(status.log_path, log_file.display().to_string());
     assert_eq!(status.labels["role"], "shell");
@@ -208,15 +85,7 @@ async fn first_pod_end_to_end() {
 
     // Pod B serves HTTP; pod A reaches it over the pod network.
     let pod_b = pod_config("b", &logs);
-    let pod_b_id = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_b.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox b")
-        .into_inner()
-        .pod_sandbox_id;
+    let pod_b_id = run_pod(&mut rt, &pod_b).await.expect("RunPodSandbox b");
     run_container(
         &mut rt,
         &pod_b_id,
@@ -273,16 +142,7 @@ async fn first_pod_end_to_end() {
         .await
         .expect("StopPodSandbox");
     }
-    let status = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: shell.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = container_status(&mut rt, &shell).await;
     assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
     for id in [&pod_a_id, &pod_b_id] {
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {

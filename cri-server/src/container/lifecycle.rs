@@ -187,6 +187,11 @@ async fn setup(
             .map_err(anyhow::Error::from)?
             .map_err(anyhow::Error::from)?;
     }
+    if pod.namespace_options().pid == cri::NamespaceMode::Pod as i32 {
+        // The pod's shared PID namespace needs its pause process, which the
+        // shim's sandbox mode brings; until then each container has its own.
+        tracing::debug!(pod = %pod.id, container = %record.id, "pod-shared PID namespace not built yet: the container gets its own");
+    }
     let namespaces = SandboxNamespaces {
         network: pod.netns.clone(),
         ipc: pod.ipcns.clone(),
@@ -196,9 +201,7 @@ async fn setup(
     let hostname = if pod.utsns.is_some() {
         crate::pod::hostname(&pod.config)
     } else {
-        nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        crate::pod::node_hostname()
     };
     let (resolv, hosts, hostname_file) = (pod.resolv_conf(), pod.hosts_file(), pod.hostname_file());
     let spec = spec::container_spec(&ContainerSpecInput {
@@ -310,6 +313,27 @@ pub async fn start_container(crius: &Arc<Crius>, id: &str) -> Result<(), CriErro
         Ok(())
     })
     .await
+}
+
+/// After a criusd restart: watches again every container that was running,
+/// and settles those whose shim died meanwhile from their exit files.
+pub fn recover(crius: &Arc<Crius>) {
+    for entry in crius.containers.entries() {
+        let record = entry.snapshot();
+        if record.state != ContainerState::Running {
+            continue;
+        }
+        let crius = crius.clone();
+        tokio::spawn(async move {
+            match crius.shims.get(&record.id, &record.bundle).await {
+                Ok(shim) => watch_exit(crius.clone(), entry, shim),
+                Err(e) => {
+                    tracing::warn!(container = %record.id, error = %e, "shim unreachable after restart");
+                    record_exit(&crius, &entry, read_exit_file(&record));
+                }
+            }
+        });
+    }
 }
 
 /// Records the exit once the shim reports it.

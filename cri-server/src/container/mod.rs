@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::state::table::Record;
 
 pub use exec::exec_sync;
-pub use lifecycle::{create_container, find, remove_container, start_container, stop_container};
+pub use lifecycle::{
+    create_container, find, recover, remove_container, start_container, stop_container,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ContainerState {

@@ -40,15 +40,18 @@ pub fn hosts(hostname: &str, ip: &str) -> String {
     out
 }
 
-/// The pod's hostname: the CRI hostname, else the pod's name (as kubelet sets it).
+/// The pod's hostname: the CRI hostname, else the node's (as containerd does;
+/// kubelet always sets one, and a pod name may exceed the 64-byte limit).
 pub fn hostname(config: &cri::PodSandboxConfig) -> String {
     if !config.hostname.is_empty() {
         return config.hostname.clone();
     }
-    config
-        .metadata
-        .as_ref()
-        .map(|m| m.name.clone())
+    node_hostname()
+}
+
+pub fn node_hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::table::Record;
 
-pub use files::hostname;
+pub use files::{hostname, node_hostname};
 pub use lifecycle::{remove_pod, run_pod, stop_pod};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
