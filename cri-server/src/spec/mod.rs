@@ -14,7 +14,7 @@ mod namespaces;
 mod process;
 mod resources;
 #[cfg(test)]
-mod runc_tests;
+mod runtime_tests;
 mod seccomp;
 mod security;
 mod sysctls;
@@ -216,7 +216,9 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         .linux(linux.build()?)
         .annotations(annotations(input))
         .build()?;
-    // Only a UTS namespace of the pod's own carries the pod's hostname (the
+    // Only a UTS namespace of the pod's own carries the pod's hostname. runc
+    // sets it even in a joined namespace, libcontainer only in one it creates:
+    // the pod's pinned UTS namespace must already carry it (the
     // builder's default would be "youki").
     let own_uts = input.namespaces.uts.is_some() && !input.hostname.is_empty();
     spec.set_hostname(own_uts.then(|| input.hostname.to_string()));

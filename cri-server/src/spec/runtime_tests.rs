@@ -1,6 +1,7 @@
-//! Root only: runc, the reference OCI runtime, creates and runs containers from
-//! specs built here, so that anything a runtime would reject shows up as a
-//! failing test rather than a failing CreateContainer.
+//! Root only: containers built from these specs run under runc (the reference
+//! OCI runtime) and under libcontainer through crius-runtime (the runtime
+//! crius uses), so that anything a runtime would reject or get wrong shows up
+//! here rather than as a failing CreateContainer.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -8,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::{
-    ContainerConfig, LinuxContainerSecurityContext, Mount as CriMount, NamespaceMode,
-    NamespaceOption,
+    ContainerConfig, Int64Value, LinuxContainerSecurityContext, Mount as CriMount, NamespaceMode,
+    NamespaceOption, SecurityProfile,
 };
 
 use super::tests::{container_config, pod_config, GROUP, PASSWD};
@@ -17,23 +18,33 @@ use super::*;
 
 const RUNC: &str = "/usr/sbin/runc";
 const BUSYBOX: &str = "/bin/busybox";
-const CGROUP_PARENT: &str = "crius-spec-test";
 
-fn skip_reason() -> Option<&'static str> {
+/// How the parent hands a bundle to [`libcontainer_child`].
+const CHILD_BUNDLE_ENV: &str = "CRIUS_SPEC_TEST_BUNDLE";
+const CHILD_ID_ENV: &str = "CRIUS_SPEC_TEST_ID";
+
+#[derive(Debug, Clone, Copy)]
+enum Runner {
+    Runc,
+    Libcontainer,
+}
+
+fn skip_reason(runner: Runner) -> Option<&'static str> {
     if !nix::unistd::geteuid().is_root() {
         return Some("needs root");
     }
-    if !Path::new(RUNC).exists() {
-        return Some("needs /usr/sbin/runc");
-    }
     if !Path::new(BUSYBOX).exists() {
         return Some("needs /bin/busybox");
+    }
+    if matches!(runner, Runner::Runc) && !Path::new(RUNC).exists() {
+        return Some("needs /usr/sbin/runc");
     }
     None
 }
 
 /// A rootfs with the host's dynamic busybox, the libraries `ldd` names for it,
-/// and the user database the other tests use.
+/// applets as hard links (as in the test images), and the user database the
+/// other tests use.
 fn busybox_rootfs(rootfs: &Path) {
     let copy_in = |host_path: &Path| {
         let dest = rootfs.join(host_path.strip_prefix("/").unwrap());
@@ -52,63 +63,33 @@ fn busybox_rootfs(rootfs: &Path) {
             copy_in(Path::new(lib));
         }
     }
-    for dir in ["etc", "home"] {
-        std::fs::create_dir_all(rootfs.join(dir)).unwrap();
-    }
-    // Applets as hard links, as in the test images.
     for applet in ["sh", "id", "hostname", "cat", "touch", "grep", "pwd"] {
         std::fs::hard_link(rootfs.join("bin/busybox"), rootfs.join("bin").join(applet)).unwrap();
+    }
+    for dir in ["etc", "home"] {
+        std::fs::create_dir_all(rootfs.join(dir)).unwrap();
     }
     std::fs::write(rootfs.join("etc/passwd"), PASSWD).unwrap();
     std::fs::write(rootfs.join("etc/group"), GROUP).unwrap();
 }
 
-/// What the test created outside its tempdir, undone on drop: the container,
-/// the namespace-pinning process and the cgroup parent.
-struct Cleanup {
-    runc_root: PathBuf,
-    id: String,
-    pinner: Child,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = runc(&self.runc_root, &["delete", "--force", &self.id]);
-        let _ = self.pinner.kill();
-        let _ = self.pinner.wait();
-        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
-            for h in hierarchies.flatten() {
-                let _ = std::fs::remove_dir(h.path().join(CGROUP_PARENT));
-            }
-        }
-    }
-}
-
-fn runc(root: &Path, args: &[&str]) -> std::io::Result<std::process::Output> {
-    Command::new(RUNC)
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-}
-
-/// A process holding fresh network, IPC and UTS namespaces, as the pod's
-/// pinned ones would be.
+/// A process holding fresh network, IPC and UTS namespaces, the pod's
+/// hostname set in the latter, as the pod's pinned ones would be (libcontainer
+/// sets `hostname` only in a UTS namespace it creates itself).
 fn pin_namespaces() -> (Child, SandboxNamespaces) {
     let child = Command::new("unshare")
-        .args(["--net", "--ipc", "--uts", "--", "sleep", "60"])
+        .args(["--net", "--ipc", "--uts", "--", BUSYBOX, "sh", "-c"])
+        .arg(format!("{BUSYBOX} hostname web-pod && exec sleep 120"))
         .spawn()
         .unwrap();
     let ns = |kind: &str| PathBuf::from(format!("/proc/{}/ns/{kind}", child.id()));
-    let own_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    // Once the process is `sleep`, the namespaces and the hostname are set.
+    let comm = format!("/proc/{}/comm", child.id());
     let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_link(ns("net")).ok().as_ref() == Some(&own_net)
-        || std::fs::read_link(ns("net")).is_err()
-    {
+    while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep") {
         assert!(
             Instant::now() < deadline,
-            "unshare did not enter its namespaces"
+            "the namespace pinner did not start"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -121,14 +102,28 @@ fn pin_namespaces() -> (Child, SandboxNamespaces) {
     (child, namespaces)
 }
 
-/// Builds the spec for `config`, runs it to completion under runc and returns
-/// what the container wrote to /out/result.
-fn run_under_runc(name: &str, mut config: ContainerConfig, privileged_pod: bool) -> String {
-    let bundle = tempfile::tempdir().unwrap();
-    let rootfs = bundle.path().join("rootfs");
+/// An OCI bundle built by [`container_spec`] from a CRI config; the container
+/// writes what it sees to `out/result`. Dropping it ends the pinning process.
+struct Bundle {
+    dir: tempfile::TempDir,
+    id: String,
+    out: PathBuf,
+    pinner: Child,
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = self.pinner.kill();
+        let _ = self.pinner.wait();
+    }
+}
+
+fn bundle(name: &str, runner: Runner, mut config: ContainerConfig, privileged_pod: bool) -> Bundle {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
     busybox_rootfs(&rootfs);
-    let out = bundle.path().join("out");
-    let pod_dir = bundle.path().join("pod");
+    let out = dir.path().join("out");
+    let pod_dir = dir.path().join("pod");
     for d in [&out, &pod_dir, &pod_dir.join("shm")] {
         std::fs::create_dir_all(d).unwrap();
     }
@@ -142,15 +137,8 @@ fn run_under_runc(name: &str, mut config: ContainerConfig, privileged_pod: bool)
         ..Default::default()
     });
 
-    let id = format!("crius-spec-{name}-{}", std::process::id());
-    let runc_root = bundle.path().join("runc-state");
+    let id = format!("crius-spec-{name}-{runner:?}-{}", std::process::id()).to_lowercase();
     let (pinner, namespaces) = pin_namespaces();
-    let _cleanup = Cleanup {
-        runc_root: runc_root.clone(),
-        id: id.clone(),
-        pinner,
-    };
-
     let image = ImageConfigView {
         user: "1000".into(),
         entrypoint: vec![BUSYBOX.into(), "sh".into(), "-c".into()],
@@ -169,7 +157,8 @@ fn run_under_runc(name: &str, mut config: ContainerConfig, privileged_pod: bool)
         rootfs: &rootfs,
         namespaces: &namespaces,
         target_pid_namespace: None,
-        cgroups_path: format!("/{CGROUP_PARENT}/{id}"),
+        // One level, removed with the container.
+        cgroups_path: format!("/{id}"),
         hostname: "web-pod",
         resolv_conf: Some(&pod_dir.join("resolv.conf")),
         hosts_file: Some(&pod_dir.join("hosts")),
@@ -178,17 +167,53 @@ fn run_under_runc(name: &str, mut config: ContainerConfig, privileged_pod: bool)
         host: &host,
     })
     .unwrap();
-    spec.save(bundle.path().join("config.json")).unwrap();
+    spec.save(dir.path().join("config.json")).unwrap();
+    Bundle {
+        dir,
+        id,
+        out,
+        pinner,
+    }
+}
 
-    // The container inherits runc's stdio: files, so nothing waits on a pipe
-    // the container holds open.
-    let log = bundle.path().join("runc.log");
+/// Runs the bundle to completion and returns what the container wrote.
+fn run(runner: Runner, b: &Bundle) -> String {
+    match runner {
+        Runner::Runc => run_runc(b),
+        Runner::Libcontainer => run_libcontainer(b),
+    }
+    std::fs::read_to_string(b.out.join("result"))
+        .unwrap_or_else(|e| panic!("{runner:?}: no result from the container: {e}"))
+}
+
+fn runc(root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(RUNC)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn run_runc(b: &Bundle) {
+    let root = b.dir.path().join("runc-state");
+    struct Delete<'a>(&'a Path, &'a str);
+    impl Drop for Delete<'_> {
+        fn drop(&mut self) {
+            runc(self.0, &["delete", "--force", self.1]);
+        }
+    }
+    let _delete = Delete(&root, &b.id);
+    // The container inherits runc's stdio: a file, so that nothing waits on a
+    // pipe the container holds open.
+    let log = b.dir.path().join("runc.log");
     let status = Command::new(RUNC)
         .arg("--root")
-        .arg(&runc_root)
+        .arg(&root)
         .args(["create", "--bundle"])
-        .arg(bundle.path())
-        .arg(&id)
+        .arg(b.dir.path())
+        .arg(&b.id)
         .stdin(Stdio::null())
         .stdout(File::create(&log).unwrap())
         .stderr(File::create(&log).unwrap())
@@ -200,29 +225,75 @@ fn run_under_runc(name: &str, mut config: ContainerConfig, privileged_pod: bool)
         "runc create refused the spec: {}",
         log_text()
     );
-    let start = runc(&runc_root, &["start", &id]).unwrap();
+    let start = runc(&root, &["start", &b.id]);
     assert!(
         start.status.success(),
         "runc start: {}",
         String::from_utf8_lossy(&start.stderr)
     );
-
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let state = runc(&runc_root, &["state", &id]).unwrap();
+        let state = runc(&root, &["state", &b.id]);
         let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap_or_default();
         if state["status"] == "stopped" {
-            break;
+            return;
         }
         assert!(Instant::now() < deadline, "container did not stop: {state}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::fs::read_to_string(out.join("result")).unwrap_or_else(|e| {
-        panic!(
-            "no result from the container ({e}); runc said: {}",
-            log_text()
-        )
-    })
+}
+
+/// libcontainer must be driven from a single-threaded process, which a test
+/// binary running tests in parallel is not: this binary is run again with
+/// only [`libcontainer_child`].
+fn run_libcontainer(b: &Bundle) {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "spec::runtime_tests::libcontainer_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_BUNDLE_ENV, b.dir.path())
+        .env(CHILD_ID_ENV, &b.id)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        child.status.success(),
+        "libcontainer run failed:\n{}\n{}",
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
+}
+
+/// The child half of [`run_libcontainer`]; does nothing unless given a bundle.
+#[test]
+fn libcontainer_child() {
+    let (Ok(bundle), Ok(id)) = (std::env::var(CHILD_BUNDLE_ENV), std::env::var(CHILD_ID_ENV))
+    else {
+        return;
+    };
+    let bundle = PathBuf::from(bundle);
+    let runtime = crius_runtime::Runtime::new(bundle.join("libcontainer-state"));
+    let pid = runtime
+        .create(&id, &bundle, crius_runtime::Stdio::null())
+        .unwrap_or_else(|e| panic!("libcontainer create refused the spec: {e}"));
+    let started = runtime.start(&id);
+    let status = started.as_ref().ok().map(|_| loop {
+        match nix::sys::wait::waitpid(pid, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    });
+    let deleted = runtime.delete(&id, true);
+    started.unwrap_or_else(|e| panic!("libcontainer start: {e}"));
+    deleted.unwrap_or_else(|e| panic!("libcontainer delete: {e}"));
+    assert_eq!(
+        status.unwrap().unwrap(),
+        nix::sys::wait::WaitStatus::Exited(pid, 0),
+        "the container's process failed"
+    );
 }
 
 const PROBE: &str = "{ id; hostname; cat /proc/sys/kernel/shm_rmid_forced; \
@@ -232,16 +303,15 @@ const PROBE: &str = "{ id; hostname; cat /proc/sys/kernel/shm_rmid_forced; \
     grep '^Seccomp:' /proc/self/status; \
     } > /out/result 2>&1";
 
-#[test]
-fn runc_runs_a_restricted_container() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipping runc_runs_a_restricted_container: {why}");
+fn restricted_container(runner: Runner) {
+    if let Some(why) = skip_reason(runner) {
+        eprintln!("skipping the restricted container under {runner:?}: {why}");
         return;
     }
     let sc = LinuxContainerSecurityContext {
         readonly_rootfs: true,
         no_new_privs: true,
-        seccomp: Some(k8s_cri::v1::SecurityProfile::default()),
+        seccomp: Some(SecurityProfile::default()),
         namespace_options: Some(NamespaceOption {
             pid: NamespaceMode::Container as i32,
             ..Default::default()
@@ -250,32 +320,31 @@ fn runc_runs_a_restricted_container() {
     };
     let mut config = container_config(sc);
     config.args = vec![PROBE.into()];
-    let result = run_under_runc("plain", config, false);
+    let b = bundle("plain", runner, config, false);
+    let result = run(runner, &b);
     let lines: Vec<&str> = result.lines().collect();
-    assert_eq!(
-        lines[0],
+    let expected = [
         "uid=1000(default-user) gid=1000(default-user) groups=1000(default-user),50000(group-defined-in-image)",
-        "{result}"
-    );
-    assert_eq!(lines[1], "web-pod", "{result}");
-    assert_eq!(lines[2], "1", "pod sysctl applied: {result}");
-    assert_eq!(lines[3], "100", "{result}");
-    assert_eq!(lines[4], "127.0.0.1 localhost web-pod", "{result}");
-    assert_eq!(lines[5], "/home", "{result}");
-    assert_eq!(lines[6], "rootfs-readonly", "{result}");
-    assert_eq!(lines[7], "kcore-masked", "{result}");
-    assert_eq!(lines[8], "Seccomp:\t2", "runtime default filter: {result}");
+        "web-pod",
+        "1", // the pod's sysctl
+        "100",
+        "127.0.0.1 localhost web-pod",
+        "/home",
+        "rootfs-readonly",
+        "kcore-masked",
+        "Seccomp:\t2", // the runtime default filter
+    ];
+    assert_eq!(lines, expected, "{runner:?}");
 }
 
-#[test]
-fn runc_runs_a_privileged_container() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipping runc_runs_a_privileged_container: {why}");
+fn privileged_container(runner: Runner) {
+    if let Some(why) = skip_reason(runner) {
+        eprintln!("skipping the privileged container under {runner:?}: {why}");
         return;
     }
     let sc = LinuxContainerSecurityContext {
         privileged: true,
-        run_as_user: Some(k8s_cri::v1::Int64Value { value: 0 }),
+        run_as_user: Some(Int64Value { value: 0 }),
         ..Default::default()
     };
     let mut config = container_config(sc);
@@ -284,20 +353,74 @@ fn runc_runs_a_privileged_container() {
            [ -c /dev/kmsg ] && echo has-kmsg || echo no-kmsg; } > /out/result 2>&1"
             .into(),
     ];
-    let result = run_under_runc("privileged", config, true);
+    let b = bundle("privileged", runner, config, true);
+    let result = run(runner, &b);
     let mut lines = result.lines();
     let own = HostCapabilities::detect().unwrap().own_capabilities;
     let cap_eff = lines.next().unwrap_or_default();
     assert!(
         cap_eff.ends_with(&format!("{own:016x}")),
-        "all of the daemon's capabilities: {result}"
+        "{runner:?}: all of the daemon's capabilities: {result}"
     );
     let sys = lines.next().unwrap_or_default();
-    assert!(sys.contains(" rw,"), "/sys writable: {result}");
+    assert!(sys.contains(" rw,"), "{runner:?}: /sys writable: {result}");
     let kmsg = if Path::new("/dev/kmsg").exists() {
         "has-kmsg"
     } else {
         "no-kmsg"
     };
-    assert_eq!(lines.next(), Some(kmsg), "the host's devices: {result}");
+    assert_eq!(
+        lines.next(),
+        Some(kmsg),
+        "{runner:?}: the host's devices: {result}"
+    );
+}
+
+/// Kubelet's most common case: the default filter without no_new_privs, which
+/// the runtime must load while it still holds CAP_SYS_ADMIN.
+fn default_seccomp_without_no_new_privs(runner: Runner) {
+    if let Some(why) = skip_reason(runner) {
+        eprintln!("skipping the seccomp container under {runner:?}: {why}");
+        return;
+    }
+    let sc = LinuxContainerSecurityContext {
+        seccomp: Some(SecurityProfile::default()),
+        ..Default::default()
+    };
+    let mut config = container_config(sc);
+    config.args =
+        vec!["grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status > /out/result 2>&1".into()];
+    let b = bundle("seccomp", runner, config, false);
+    let result = run(runner, &b);
+    assert_eq!(result, "NoNewPrivs:\t0\nSeccomp:\t2\n", "{runner:?}");
+}
+
+#[test]
+fn runc_loads_the_default_seccomp_filter() {
+    default_seccomp_without_no_new_privs(Runner::Runc);
+}
+
+#[test]
+fn libcontainer_loads_the_default_seccomp_filter() {
+    default_seccomp_without_no_new_privs(Runner::Libcontainer);
+}
+
+#[test]
+fn runc_runs_a_restricted_container() {
+    restricted_container(Runner::Runc);
+}
+
+#[test]
+fn libcontainer_runs_a_restricted_container() {
+    restricted_container(Runner::Libcontainer);
+}
+
+#[test]
+fn runc_runs_a_privileged_container() {
+    privileged_container(Runner::Runc);
+}
+
+#[test]
+fn libcontainer_runs_a_privileged_container() {
+    privileged_container(Runner::Libcontainer);
 }
