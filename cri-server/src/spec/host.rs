@@ -21,6 +21,8 @@ pub struct HostCapabilities {
     /// The daemon's own oom_score_adj: no container gets a lower one, as the
     /// kernel may refuse it (containerd's `restrict_oom_score_adj`).
     pub min_oom_score_adj: i32,
+    /// The kernel enforces AppArmor profiles.
+    pub apparmor: bool,
     /// The daemon's own effective capabilities (bit n = capability n): what
     /// "all capabilities" means, since a runtime cannot grant more (here,
     /// CAP_SYS_RESOURCE is missing from the host's bounding set).
@@ -48,6 +50,8 @@ impl HostCapabilities {
             hugetlb,
             memory_swap,
             min_oom_score_adj: parse_proc_number("/proc/self/oom_score_adj")?,
+            apparmor: std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+                .is_ok_and(|v| v.trim() == "Y"),
             own_capabilities: effective_capabilities(&read_proc("/proc/self/status")?)?,
         })
     }

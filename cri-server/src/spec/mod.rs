@@ -148,6 +148,11 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
                 .build()?,
         )
         .capabilities(capabilities);
+    let apparmor = security::apparmor_profile(sc, privileged, input.host.apparmor)?;
+    let process = match apparmor {
+        Some(profile) => process.apparmor_profile(profile),
+        None => process,
+    };
     let mut process = match resources::oom_score_adj(resources_req, input.host)? {
         Some(adj) => process.oom_score_adj(adj),
         None => process,

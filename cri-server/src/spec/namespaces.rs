@@ -97,6 +97,7 @@ mod tests {
             hugetlb: false,
             memory_swap: false,
             min_oom_score_adj: 0,
+            apparmor: false,
             own_capabilities: (1 << 41) - 1,
         }
     }

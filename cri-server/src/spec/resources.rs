@@ -149,6 +149,7 @@ mod tests {
             hugetlb: false,
             memory_swap: true,
             min_oom_score_adj: 0,
+            apparmor: false,
             own_capabilities: (1 << 41) - 1,
         }
     }

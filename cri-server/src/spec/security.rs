@@ -3,13 +3,14 @@
 
 use std::str::FromStr;
 
-use k8s_cri::v1::LinuxContainerSecurityContext;
+use k8s_cri::v1::{security_profile::ProfileType, LinuxContainerSecurityContext, SecurityProfile};
 use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities, LinuxCapabilitiesBuilder};
 
 use super::SpecError;
 
 const FIELD_ADD: &str = "config.linux.security_context.capabilities.add_capabilities";
 const FIELD_DROP: &str = "config.linux.security_context.capabilities.drop_capabilities";
+const FIELD_APPARMOR: &str = "config.linux.security_context.apparmor";
 
 /// containerd's (and Docker's) default set.
 const DEFAULT_CAPABILITIES: [Capability; 14] = [
@@ -154,6 +155,59 @@ fn parse_capability(name: &str, field: &'static str) -> Result<Capability, SpecE
         .map_err(|_| SpecError::invalid(field, format!("unknown capability {name:?}")))
 }
 
+/// The AppArmor profile to confine the process with. Asking for one where the
+/// kernel has no AppArmor is an error (as containerd): the request would
+/// silently go unconfined. With AppArmor, a Localhost profile is named as
+/// given (it must be loaded); the runtime's own default profile is not
+/// provided, so RuntimeDefault leaves the process without one.
+pub(super) fn apparmor_profile(
+    sc: Option<&LinuxContainerSecurityContext>,
+    privileged: bool,
+    host_apparmor: bool,
+) -> Result<Option<String>, SpecError> {
+    let Some(sc) = sc else { return Ok(None) };
+    // Older kubelets still send the string form.
+    #[allow(deprecated)]
+    let profile = match (&sc.apparmor, sc.apparmor_profile.as_str()) {
+        (Some(p), _) => p.clone(),
+        (None, "") => return Ok(None),
+        (None, "unconfined") => return Ok(None),
+        (None, "runtime/default") => SecurityProfile::default(),
+        (None, other) => SecurityProfile {
+            profile_type: ProfileType::Localhost as i32,
+            localhost_ref: other
+                .strip_prefix("localhost/")
+                .unwrap_or(other)
+                .to_string(),
+        },
+    };
+    let kind = ProfileType::try_from(profile.profile_type).map_err(|_| {
+        SpecError::invalid(
+            FIELD_APPARMOR,
+            format!("unknown profile type {}", profile.profile_type),
+        )
+    })?;
+    if kind == ProfileType::Unconfined {
+        return Ok(None);
+    }
+    if !host_apparmor {
+        return Err(SpecError::invalid(
+            FIELD_APPARMOR,
+            "AppArmor is not enabled on this node",
+        ));
+    }
+    match kind {
+        ProfileType::Localhost if !privileged => {
+            let name = profile.localhost_ref.trim_start_matches("localhost/");
+            if name.is_empty() {
+                return Err(SpecError::invalid(FIELD_APPARMOR, "localhost_ref is empty"));
+            }
+            Ok(Some(name.to_string()))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// The request's list, else the defaults; nothing when privileged.
 pub(super) fn masked_paths(
     sc: Option<&LinuxContainerSecurityContext>,
@@ -281,6 +335,78 @@ mod tests {
     fn privileged_has_everything() {
         let set = effective(&capabilities(Some(&sc(&[], &["ALL"])), true, ALL).unwrap());
         assert_eq!(set.len(), 41);
+    }
+
+    fn apparmor(p: Option<SecurityProfile>) -> LinuxContainerSecurityContext {
+        LinuxContainerSecurityContext {
+            apparmor: p,
+            ..Default::default()
+        }
+    }
+
+    fn localhost(name: &str) -> SecurityProfile {
+        SecurityProfile {
+            profile_type: ProfileType::Localhost as i32,
+            localhost_ref: name.into(),
+        }
+    }
+
+    #[test]
+    fn apparmor_without_apparmor_only_unconfined() {
+        assert_eq!(apparmor_profile(None, false, false).unwrap(), None);
+        assert_eq!(
+            apparmor_profile(Some(&apparmor(None)), false, false).unwrap(),
+            None
+        );
+        let unconfined = SecurityProfile {
+            profile_type: ProfileType::Unconfined as i32,
+            localhost_ref: String::new(),
+        };
+        assert_eq!(
+            apparmor_profile(Some(&apparmor(Some(unconfined))), false, false).unwrap(),
+            None
+        );
+        for p in [SecurityProfile::default(), localhost("mine")] {
+            let err = apparmor_profile(Some(&apparmor(Some(p))), false, false).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    SpecError::InvalidArgument {
+                        field: FIELD_APPARMOR,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn apparmor_with_apparmor() {
+        let sc = apparmor(Some(localhost("localhost/mine")));
+        assert_eq!(
+            apparmor_profile(Some(&sc), false, true).unwrap().as_deref(),
+            Some("mine")
+        );
+        assert_eq!(
+            apparmor_profile(Some(&sc), true, true).unwrap(),
+            None,
+            "privileged"
+        );
+        let sc = apparmor(Some(SecurityProfile::default()));
+        assert_eq!(apparmor_profile(Some(&sc), false, true).unwrap(), None);
+        let legacy = LinuxContainerSecurityContext {
+            apparmor_profile: "localhost/old".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            apparmor_profile(Some(&legacy), false, true)
+                .unwrap()
+                .as_deref(),
+            Some("old")
+        );
+        assert!(apparmor_profile(Some(&apparmor(Some(localhost("")))), false, true).is_err());
     }
 
     #[test]

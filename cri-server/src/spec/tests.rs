@@ -32,6 +32,7 @@ pub(super) fn host() -> HostCapabilities {
         hugetlb: false,
         memory_swap: true,
         min_oom_score_adj: 0,
+        apparmor: false,
         own_capabilities: (1 << 41) - 1,
     }
 }
