@@ -352,3 +352,39 @@ async fn bad_and_absent_references() {
     assert!(status(&mut images, "crius/absent").await.image.is_none());
     remove(&mut images, "never-pulled").await;
 }
+
+/// A client that gives up does not stop the pull: it finishes in its own
+/// task, and the image shows up with nothing half-written left behind.
+#[tokio::test]
+async fn a_pull_outlives_its_cancelled_client() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::shared();
+    let daemon = start(registry);
+    let mut images = daemon.images().await;
+    let reference = registry.image("crius/httpd:latest");
+
+    let mut request = tonic::Request::new(cri::PullImageRequest {
+        image: spec(&reference),
+        ..Default::default()
+    });
+    // Long enough for the request to reach criusd, far too short for the pull.
+    request.set_timeout(std::time::Duration::from_millis(100));
+    let err = images.pull_image(request).await.unwrap_err();
+    // tonic's client reports its own timeout as Cancelled.
+    assert!(
+        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{err:?}"
+    );
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while status(&mut images, &reference).await.image.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned pull never completed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(names(&daemon.root.join("images/tmp")).is_empty());
+}
