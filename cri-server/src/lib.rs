@@ -88,6 +88,16 @@ impl Crius {
     }
 }
 
+/// Runs a state-changing call in its own task, so that it finishes (and
+/// rolls back) even when the caller's request is dropped at its deadline.
+pub(crate) async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, error::CriError>> + Send + 'static,
+) -> Result<T, error::CriError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| error::CriError::Internal(anyhow::Error::from(e).context("lifecycle task")))?
+}
+
 /// A new pod or container id: 64 hex digits, as containerd's.
 pub fn new_id() -> String {
     use rand::RngCore;

@@ -18,7 +18,7 @@ use crate::pod::{PodRecord, PodState};
 use crate::shim_client::{self, ShimPaths};
 use crate::spec::{self, ContainerSpecInput, SandboxNamespaces};
 use crate::state::table::{Entry, TableError};
-use crate::{new_id, now_nanos, Crius};
+use crate::{detached, new_id, now_nanos, Crius};
 
 fn not_found(kind: &str, id: &str) -> CriError {
     CriError::NotFound(format!("{kind} {id:?} not found"))
@@ -32,21 +32,12 @@ fn lookup_err(e: TableError) -> CriError {
 }
 
 pub fn find(crius: &Crius, id: &str) -> Result<Arc<Entry<ContainerRecord>>, CriError> {
-    crius
-        .containers
-        .get(id)
-        .map_err(lookup_err)?
-        .ok_or_else(|| not_found("container", id))
+    find_if_any(crius, id)?.ok_or_else(|| not_found("container", id))
 }
 
-/// Runs `work` in its own task so that it finishes even if the caller's
-/// request is dropped.
-async fn detached<T: Send + 'static>(
-    work: impl std::future::Future<Output = Result<T, CriError>> + Send + 'static,
-) -> Result<T, CriError> {
-    tokio::spawn(work)
-        .await
-        .map_err(|e| CriError::Internal(anyhow::Error::from(e).context("lifecycle task")))?
+/// For the idempotent calls, where an unknown id is no error.
+fn find_if_any(crius: &Crius, id: &str) -> Result<Option<Arc<Entry<ContainerRecord>>>, CriError> {
+    crius.containers.get(id).map_err(lookup_err)
 }
 
 pub async fn create_container(
@@ -403,10 +394,8 @@ pub async fn stop_container(
     id: &str,
     timeout_secs: i64,
 ) -> Result<(), CriError> {
-    let entry = match find(crius, id) {
-        Ok(e) => e,
-        Err(CriError::NotFound(_)) => return Ok(()),
-        Err(e) => return Err(e),
+    let Some(entry) = find_if_any(crius, id)? else {
+        return Ok(());
     };
     let crius = crius.clone();
     detached(async move {
@@ -457,10 +446,8 @@ async fn stop_locked(
 
 /// Kills the container if it runs and removes everything it holds. Unknown ids succeed.
 pub async fn remove_container(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
-    let entry = match find(crius, id) {
-        Ok(e) => e,
-        Err(CriError::NotFound(_)) => return Ok(()),
-        Err(e) => return Err(e),
+    let Some(entry) = find_if_any(crius, id)? else {
+        return Ok(());
     };
     let crius = crius.clone();
     detached(async move {

@@ -153,3 +153,84 @@ pub fn matches(c: &ContainerRecord, filter: &cri::ContainerFilter) -> bool {
         .iter()
         .all(|(k, v)| c.config.labels.get(k) == Some(v))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(state: ContainerState, exit_code: i32) -> ContainerRecord {
+        ContainerRecord {
+            id: "c1".into(),
+            pod_id: "p1".into(),
+            pod_name: "web_ns_u1_0".into(),
+            config: cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: "app".into(),
+                    attempt: 3,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: "busybox".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            image_id: "sha256:aa".into(),
+            image_ref: "docker.io/library/busybox@sha256:bb".into(),
+            state,
+            created_at: 1,
+            started_at: 2,
+            finished_at: 3,
+            exit_code,
+            pid: 42,
+            bundle: PathBuf::from("/run/crius/c/c1"),
+            layer_dir: PathBuf::from("/var/lib/crius/containers/c1"),
+            log_path: "/logs/app.log".into(),
+            stop_signal: String::new(),
+            process: Default::default(),
+        }
+    }
+
+    #[test]
+    fn reserved_name_includes_the_pod() {
+        assert_eq!(
+            record(ContainerState::Created, 0).name(),
+            "app_web_ns_u1_0_3"
+        );
+    }
+
+    #[test]
+    fn exit_reasons() {
+        let done = record(ContainerState::Exited, 0).status();
+        assert_eq!(done.reason, "Completed");
+        assert_eq!(done.state, cri::ContainerState::ContainerExited as i32);
+        assert_eq!(record(ContainerState::Exited, 137).status().reason, "Error");
+        assert_eq!(record(ContainerState::Running, 0).status().reason, "");
+        let s = record(ContainerState::Running, 0).status();
+        assert_eq!(s.image.unwrap().image, "busybox");
+        assert_eq!(s.image_ref, "docker.io/library/busybox@sha256:bb");
+        assert_eq!(s.image_id, "sha256:aa");
+    }
+
+    #[test]
+    fn filter_by_pod_and_state() {
+        let c = record(ContainerState::Running, 0);
+        let running = Some(cri::ContainerStateValue {
+            state: cri::ContainerState::ContainerRunning as i32,
+        });
+        assert!(matches(
+            &c,
+            &cri::ContainerFilter {
+                pod_sandbox_id: "p".into(),
+                state: running,
+                ..Default::default()
+            }
+        ));
+        assert!(!matches(
+            &c,
+            &cri::ContainerFilter {
+                pod_sandbox_id: "q".into(),
+                ..Default::default()
+            }
+        ));
+    }
+}

@@ -15,7 +15,7 @@ use crate::error::CriError;
 use crate::namespaces::{self, NamespaceKinds};
 use crate::network::cni::{PodNetwork, PortMapping, Protocol};
 use crate::state::table::TableError;
-use crate::{cgroups, container, new_id, now_nanos, Crius};
+use crate::{cgroups, container, detached, new_id, now_nanos, Crius};
 
 fn validate(config: &cri::PodSandboxConfig) -> Result<(), CriError> {
     let m = config
@@ -56,22 +56,20 @@ pub async fn run_pod(
         )),
         other => CriError::Internal(other.into()),
     })?;
-    let task = {
+    let result = {
         let crius = crius.clone();
         let id = id.clone();
-        tokio::spawn(async move { create(&crius, id, config).await })
+        detached(async move {
+            create(&crius, id, config)
+                .await
+                .map_err(|e| CriError::Internal(e.context("running pod sandbox")))
+        })
+        .await
     };
-    let result = match task.await {
-        Ok(r) => r,
-        Err(e) => Err(anyhow::Error::from(e).context("pod creation task")),
-    };
-    match result {
-        Ok(()) => Ok(id),
-        Err(e) => {
-            crius.pods.release_name(&name, &id);
-            Err(CriError::Internal(e.context("running pod sandbox")))
-        }
+    if result.is_err() {
+        crius.pods.release_name(&name, &id);
     }
+    result.map(|()| id)
 }
 
 async fn create(
@@ -230,7 +228,7 @@ pub async fn stop_pod(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
         return Ok(());
     };
     let crius = crius.clone();
-    tokio::spawn(async move {
+    detached(async move {
         let _op = entry.op.lock().await;
         let pod = entry.snapshot();
         for c in containers_of(&crius, &pod.id) {
@@ -252,7 +250,6 @@ pub async fn stop_pod(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
         Ok(())
     })
     .await
-    .map_err(|e| CriError::Internal(e.into()))?
 }
 
 /// Stops the pod, removes its containers and everything it holds. Unknown pods succeed.
@@ -267,7 +264,7 @@ pub async fn remove_pod(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
     let pod_id = entry.snapshot().id;
     stop_pod(crius, &pod_id).await?;
     let crius = crius.clone();
-    tokio::spawn(async move {
+    detached(async move {
         let _op = entry.op.lock().await;
         for c in containers_of(&crius, &pod_id) {
             container::remove_container(&crius, &c).await?;
@@ -277,5 +274,4 @@ pub async fn remove_pod(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
         Ok(())
     })
     .await
-    .map_err(|e| CriError::Internal(e.into()))?
 }

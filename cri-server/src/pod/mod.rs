@@ -143,3 +143,90 @@ pub fn matches(pod: &PodRecord, filter: &cri::PodSandboxFilter) -> bool {
         .iter()
         .all(|(k, v)| pod.config.labels.get(k) == Some(v))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn pod(id: &str, state: PodState, labels: &[(&str, &str)]) -> PodRecord {
+        PodRecord {
+            id: id.into(),
+            config: cri::PodSandboxConfig {
+                metadata: Some(cri::PodSandboxMetadata {
+                    name: "web".into(),
+                    uid: "u1".into(),
+                    namespace: "ns".into(),
+                    attempt: 2,
+                }),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<HashMap<_, _>>(),
+                ..Default::default()
+            },
+            runtime_handler: String::new(),
+            created_at: 1,
+            state,
+            dir: PathBuf::from("/run/crius/pods").join(id),
+            netns: None,
+            ipcns: None,
+            utsns: None,
+            ip: "10.0.0.2".into(),
+            additional_ips: vec!["fd00::2".into()],
+            cgroup_parent: "/crius/x".into(),
+            owns_cgroup: true,
+        }
+    }
+
+    #[test]
+    fn reserved_name_is_name_namespace_uid_attempt() {
+        assert_eq!(
+            pod_name(&pod("a", PodState::Ready, &[]).config),
+            "web_ns_u1_2"
+        );
+    }
+
+    #[test]
+    fn filter_by_id_prefix_state_and_labels() {
+        let p = pod(
+            "abcdef",
+            PodState::Ready,
+            &[("app", "web"), ("tier", "front")],
+        );
+        let f = |id: &str, state: Option<cri::PodSandboxState>, labels: &[(&str, &str)]| {
+            cri::PodSandboxFilter {
+                id: id.into(),
+                state: state.map(|s| cri::PodSandboxStateValue { state: s as i32 }),
+                label_selector: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }
+        };
+        assert!(matches(&p, &f("", None, &[])));
+        assert!(matches(
+            &p,
+            &f(
+                "abc",
+                Some(cri::PodSandboxState::SandboxReady),
+                &[("app", "web")]
+            )
+        ));
+        assert!(!matches(&p, &f("abd", None, &[])));
+        assert!(!matches(
+            &p,
+            &f("", Some(cri::PodSandboxState::SandboxNotready), &[])
+        ));
+        assert!(!matches(&p, &f("", None, &[("app", "db")])));
+    }
+
+    #[test]
+    fn status_reports_network_and_state() {
+        let s = pod("a", PodState::NotReady, &[]).status();
+        assert_eq!(s.state, cri::PodSandboxState::SandboxNotready as i32);
+        let net = s.network.unwrap();
+        assert_eq!(net.ip, "10.0.0.2");
+        assert_eq!(net.additional_ips[0].ip, "fd00::2");
+    }
+}
