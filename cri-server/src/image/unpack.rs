@@ -345,7 +345,16 @@ fn apply_xattrs<R: Read>(
         let extension = extension.map_err(entry_err(rel))?;
         let Ok(key) = extension.key() else { continue };
         if let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) {
-            set_xattr(target, name, extension.value_bytes()).map_err(entry_err(rel))?;
+            match set_xattr(target, name, extension.value_bytes()) {
+                Ok(()) => {}
+                // As containerd: a file system without this xattr namespace
+                // (or xattrs at all) does not fail the layer.
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    let entry = rel.display();
+                    tracing::warn!(%entry, xattr = name, "xattr not supported here: skipped");
+                }
+                Err(e) => return Err(entry_err(rel)(e)),
+            }
         }
     }
     Ok(())
