@@ -82,18 +82,21 @@ pub(super) fn mounts(
         })
         .collect();
 
+    // The rootfs must propagate what its binds do. The spec's own names
+    // ("slave", "shared"), not containerd's "rslave"/"rshared": runc takes
+    // both, libcontainer only these (and applies them recursively anyway).
     let mut rootfs_propagation = None;
     for b in binds {
         let propagation = match b.propagation {
             MountPropagation::PropagationPrivate => "rprivate",
             MountPropagation::PropagationHostToContainer => {
                 if rootfs_propagation.is_none() {
-                    rootfs_propagation = Some("rslave");
+                    rootfs_propagation = Some("slave");
                 }
                 "rslave"
             }
             MountPropagation::PropagationBidirectional => {
-                rootfs_propagation = Some("rshared");
+                rootfs_propagation = Some("shared");
                 "rshared"
             }
         };
@@ -366,7 +369,7 @@ mod tests {
             )
         );
         assert_eq!(find(&m, "/slave").3, strings(&["rbind", "rslave", "rw"]));
-        assert_eq!(m.rootfs_propagation.as_deref(), Some("rslave"));
+        assert_eq!(m.rootfs_propagation.as_deref(), Some("slave"));
 
         let mut shared = cri_mount("/shared", dir.path());
         shared.propagation = MountPropagation::PropagationBidirectional as i32;
@@ -378,7 +381,7 @@ mod tests {
         };
         let m = mounts(&cfg, &PodFiles::default(), false, false, false).unwrap();
         assert_eq!(find(&m, "/shared").3, strings(&["rbind", "rshared", "rw"]));
-        assert_eq!(m.rootfs_propagation.as_deref(), Some("rshared"));
+        assert_eq!(m.rootfs_propagation.as_deref(), Some("shared"));
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::{
-    ContainerConfig, Int64Value, LinuxContainerSecurityContext, Mount as CriMount, NamespaceMode,
-    NamespaceOption, SecurityProfile,
+    ContainerConfig, Int64Value, LinuxContainerSecurityContext, Mount as CriMount,
+    MountPropagation, NamespaceMode, NamespaceOption, SecurityProfile,
 };
 
 use super::tests::{container_config, pod_config, GROUP, PASSWD};
@@ -63,7 +63,9 @@ fn busybox_rootfs(rootfs: &Path) {
             copy_in(Path::new(lib));
         }
     }
-    for applet in ["sh", "id", "hostname", "cat", "touch", "grep", "pwd"] {
+    for applet in [
+        "sh", "id", "hostname", "cat", "touch", "grep", "pwd", "sleep", "mkdir", "mount",
+    ] {
         std::fs::hard_link(rootfs.join("bin/busybox"), rootfs.join("bin").join(applet)).unwrap();
     }
     for dir in ["etc", "home"] {
@@ -278,7 +280,7 @@ fn libcontainer_child() {
     let runtime = crius_runtime::Runtime::new(bundle.join("libcontainer-state"));
     let pid = runtime
         .create(&id, &bundle, crius_runtime::Stdio::null())
-        .unwrap_or_else(|e| panic!("libcontainer create refused the spec: {e}"));
+        .unwrap_or_else(|e| panic!("libcontainer create refused the spec: {}", chain(&e)));
     let started = runtime.start(&id);
     let status = started.as_ref().ok().map(|_| loop {
         match nix::sys::wait::waitpid(pid, None) {
@@ -287,13 +289,25 @@ fn libcontainer_child() {
         }
     });
     let deleted = runtime.delete(&id, true);
-    started.unwrap_or_else(|e| panic!("libcontainer start: {e}"));
-    deleted.unwrap_or_else(|e| panic!("libcontainer delete: {e}"));
+    started.unwrap_or_else(|e| panic!("libcontainer start: {}", chain(&e)));
+    deleted.unwrap_or_else(|e| panic!("libcontainer delete: {}", chain(&e)));
     assert_eq!(
         status.unwrap().unwrap(),
         nix::sys::wait::WaitStatus::Exited(pid, 0),
         "the container's process failed"
     );
+}
+
+/// An error with its causes, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 const PROBE: &str = "{ id; hostname; cat /proc/sys/kernel/shm_rmid_forced; \
@@ -403,6 +417,146 @@ fn runc_loads_the_default_seccomp_filter() {
 #[test]
 fn libcontainer_loads_the_default_seccomp_filter() {
     default_seccomp_without_no_new_privs(Runner::Libcontainer);
+}
+
+/// A host directory made a mount point, shared or private, as the
+/// mount-propagation tests of critest make it; unmounted (with what
+/// propagated into it) on drop.
+struct MountDir {
+    dir: tempfile::TempDir,
+}
+
+impl MountDir {
+    fn new(shared: bool) -> MountDir {
+        use nix::mount::{mount, MsFlags};
+        let dir = tempfile::tempdir().unwrap();
+        let none: Option<&str> = None;
+        mount(
+            Some(dir.path()),
+            dir.path(),
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        )
+        .unwrap();
+        let kind = if shared {
+            MsFlags::MS_SHARED
+        } else {
+            MsFlags::MS_PRIVATE
+        };
+        mount(none, dir.path(), none, kind | MsFlags::MS_REC, none).unwrap();
+        MountDir { dir }
+    }
+}
+
+impl Drop for MountDir {
+    fn drop(&mut self) {
+        use nix::mount::{umount2, MntFlags};
+        for sub in ["from-host", "from-container"] {
+            let _ = umount2(&self.dir.path().join(sub), MntFlags::MNT_DETACH);
+        }
+        let _ = umount2(self.dir.path(), MntFlags::MNT_DETACH);
+    }
+}
+
+/// Mounts made on either side of a bind with `propagation` of a shared (or
+/// private) host directory, after the container started: (seen inside, seen
+/// on the host).
+fn propagation(runner: Runner, propagation: MountPropagation, shared_source: bool) -> (bool, bool) {
+    let source = MountDir::new(shared_source);
+    let src = source.dir.path().to_path_buf();
+    std::fs::create_dir(src.join("from-host")).unwrap();
+    let sc = LinuxContainerSecurityContext {
+        privileged: true,
+        run_as_user: Some(Int64Value { value: 0 }),
+        ..Default::default()
+    };
+    let mut config = container_config(sc);
+    config.mounts.push(CriMount {
+        container_path: "/prop".into(),
+        host_path: src.display().to_string(),
+        propagation: propagation as i32,
+        ..Default::default()
+    });
+    config.args = vec![
+        "touch /out/running; i=0; while [ ! -e /prop/from-host/flag ] && [ $i -lt 40 ]; do \
+           sleep 0.05; i=$((i+1)); done; \
+           [ -e /prop/from-host/flag ] && echo seen > /out/result || echo unseen > /out/result; \
+           mkdir /prop/from-container && mount -t tmpfs tmpfs /prop/from-container \
+           && touch /prop/from-container/flag"
+            .into(),
+    ];
+    let name = format!("propagation-{}-{shared_source}", propagation as i32);
+    let b = bundle(&name, runner, config, true);
+    // The host mounts once the container runs (so after its bind was made),
+    // while the container waits for it.
+    let host_side = {
+        let target = src.join("from-host");
+        let running = b.out.join("running");
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !running.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let none: Option<&str> = None;
+            nix::mount::mount(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                none,
+            )
+            .unwrap();
+            std::fs::write(target.join("flag"), "").unwrap();
+        })
+    };
+    let result = run(runner, &b);
+    host_side.join().unwrap();
+    let seen_inside = result.trim() == "seen";
+    let seen_on_host = src.join("from-container/flag").exists();
+    (seen_inside, seen_on_host)
+}
+
+fn mount_propagation(runner: Runner) {
+    if let Some(why) = skip_reason(runner) {
+        eprintln!("skipping mount propagation under {runner:?}: {why}");
+        return;
+    }
+    assert_eq!(
+        propagation(runner, MountPropagation::PropagationBidirectional, true),
+        (true, true),
+        "{runner:?} rshared"
+    );
+    assert_eq!(
+        propagation(runner, MountPropagation::PropagationHostToContainer, true),
+        (true, false),
+        "{runner:?} rslave"
+    );
+    assert_eq!(
+        propagation(runner, MountPropagation::PropagationPrivate, false),
+        (false, false),
+        "{runner:?} rprivate of a private source"
+    );
+    // libcontainer 0.7 ignores a bind's own propagation option (its
+    // open_tree/move_mount path never applies it), so a private bind of a
+    // shared source still receives the host's mounts; runc makes it private.
+    if matches!(runner, Runner::Runc) {
+        assert_eq!(
+            propagation(runner, MountPropagation::PropagationPrivate, true),
+            (false, false),
+            "{runner:?} rprivate of a shared source"
+        );
+    }
+}
+
+#[test]
+fn runc_propagates_mounts_as_asked() {
+    mount_propagation(Runner::Runc);
+}
+
+#[test]
+fn libcontainer_propagates_mounts_as_asked() {
+    mount_propagation(Runner::Libcontainer);
 }
 
 #[test]
