@@ -23,6 +23,18 @@ const BUSYBOX: &str = "/bin/busybox";
 const CHILD_BUNDLE_ENV: &str = "CRIUS_SPEC_TEST_BUNDLE";
 const CHILD_ID_ENV: &str = "CRIUS_SPEC_TEST_ID";
 
+/// The pod a test container belongs to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pod {
+    /// Its own network, IPC and UTS namespaces.
+    Own,
+    /// The same, privileged.
+    Privileged,
+    /// The host's network, IPC and UTS namespaces, and a PID namespace shared
+    /// by the pod.
+    HostWithSharedPid,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Runner {
     Runc,
@@ -120,7 +132,37 @@ impl Drop for Bundle {
     }
 }
 
-fn bundle(name: &str, runner: Runner, mut config: ContainerConfig, privileged_pod: bool) -> Bundle {
+/// A process holding a fresh PID namespace as its init, as a pod's shared
+/// PID namespace would be held.
+fn pin_pid_namespace() -> (Child, SandboxNamespaces) {
+    let child = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "--", "sleep", "120"])
+        .spawn()
+        .unwrap();
+    let children = format!("/proc/{0}/task/{0}/children", child.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let init = loop {
+        let init = std::fs::read_to_string(&children).unwrap_or_default();
+        let comm = format!("/proc/{}/comm", init.trim());
+        if !init.trim().is_empty()
+            && std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep")
+        {
+            break init.trim().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the PID namespace pinner did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let namespaces = SandboxNamespaces {
+        pid: Some(PathBuf::from(format!("/proc/{init}/ns/pid"))),
+        ..Default::default()
+    };
+    (child, namespaces)
+}
+
+fn bundle(name: &str, runner: Runner, mut config: ContainerConfig, pod: Pod) -> Bundle {
     let dir = tempfile::tempdir().unwrap();
     let rootfs = dir.path().join("rootfs");
     busybox_rootfs(&rootfs);
@@ -140,14 +182,21 @@ fn bundle(name: &str, runner: Runner, mut config: ContainerConfig, privileged_po
     });
 
     let id = format!("crius-spec-{name}-{runner:?}-{}", std::process::id()).to_lowercase();
-    let (pinner, namespaces) = pin_namespaces();
+    let (pinner, namespaces) = match pod {
+        Pod::Own | Pod::Privileged => pin_namespaces(),
+        Pod::HostWithSharedPid => pin_pid_namespace(),
+    };
     let image = ImageConfigView {
         user: "1000".into(),
         entrypoint: vec![BUSYBOX.into(), "sh".into(), "-c".into()],
         working_dir: "/home".into(),
         ..Default::default()
     };
-    let sandbox = pod_config(privileged_pod);
+    let mut sandbox = pod_config(pod == Pod::Privileged);
+    if pod == Pod::HostWithSharedPid {
+        // The fixture's IPC sysctl would reach the host's IPC namespace.
+        sandbox.linux.as_mut().unwrap().sysctls.clear();
+    }
     let host = HostCapabilities::detect().unwrap();
     let spec = container_spec(&ContainerSpecInput {
         container_id: &id,
@@ -334,7 +383,7 @@ fn restricted_container(runner: Runner) {
     };
     let mut config = container_config(sc);
     config.args = vec![PROBE.into()];
-    let b = bundle("plain", runner, config, false);
+    let b = bundle("plain", runner, config, Pod::Own);
     let result = run(runner, &b);
     let lines: Vec<&str> = result.lines().collect();
     let expected = [
@@ -367,7 +416,7 @@ fn privileged_container(runner: Runner) {
            [ -c /dev/kmsg ] && echo has-kmsg || echo no-kmsg; } > /out/result 2>&1"
             .into(),
     ];
-    let b = bundle("privileged", runner, config, true);
+    let b = bundle("privileged", runner, config, Pod::Privileged);
     let result = run(runner, &b);
     let mut lines = result.lines();
     let own = HostCapabilities::detect().unwrap().own_capabilities;
@@ -404,7 +453,7 @@ fn default_seccomp_without_no_new_privs(runner: Runner) {
     let mut config = container_config(sc);
     config.args =
         vec!["grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status > /out/result 2>&1".into()];
-    let b = bundle("seccomp", runner, config, false);
+    let b = bundle("seccomp", runner, config, Pod::Own);
     let result = run(runner, &b);
     assert_eq!(result, "NoNewPrivs:\t0\nSeccomp:\t2\n", "{runner:?}");
 }
@@ -487,7 +536,7 @@ fn propagation(runner: Runner, propagation: MountPropagation, shared_source: boo
             .into(),
     ];
     let name = format!("propagation-{}-{shared_source}", propagation as i32);
-    let b = bundle(&name, runner, config, true);
+    let b = bundle(&name, runner, config, Pod::Privileged);
     // The host mounts once the container runs (so after its bind was made),
     // while the container waits for it.
     let host_side = {
@@ -557,6 +606,50 @@ fn runc_propagates_mounts_as_asked() {
 #[test]
 fn libcontainer_propagates_mounts_as_asked() {
     mount_propagation(Runner::Libcontainer);
+}
+
+/// Host network, IPC and UTS, the pod's PID namespace joined, and a device.
+fn host_namespaces_and_a_device(runner: Runner) {
+    if let Some(why) = skip_reason(runner) {
+        eprintln!("skipping host namespaces under {runner:?}: {why}");
+        return;
+    }
+    let sc = LinuxContainerSecurityContext {
+        run_as_user: Some(Int64Value { value: 0 }),
+        namespace_options: Some(NamespaceOption {
+            network: NamespaceMode::Node as i32,
+            ipc: NamespaceMode::Node as i32,
+            pid: NamespaceMode::Pod as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut config = container_config(sc);
+    config.devices.push(k8s_cri::v1::Device {
+        container_path: "/dev/mynull".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rw".into(),
+    });
+    config.args = vec![
+        "{ hostname; cat /proc/1/comm; grep -c ' /dev/shm ' /proc/self/mounts; \
+           echo x > /dev/mynull && echo device-writable; } > /out/result 2>&1"
+            .into(),
+    ];
+    let b = bundle("hostns", runner, config, Pod::HostWithSharedPid);
+    let result = run(runner, &b);
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let expected = format!("{host}\nsleep\n1\ndevice-writable\n");
+    assert_eq!(result, expected, "{runner:?}");
+}
+
+#[test]
+fn runc_runs_in_host_namespaces_and_a_shared_pid_namespace() {
+    host_namespaces_and_a_device(Runner::Runc);
+}
+
+#[test]
+fn libcontainer_runs_in_host_namespaces_and_a_shared_pid_namespace() {
+    host_namespaces_and_a_device(Runner::Libcontainer);
 }
 
 #[test]
