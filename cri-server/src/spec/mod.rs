@@ -61,6 +61,7 @@ pub struct SandboxNamespaces {
 }
 
 pub struct ContainerSpecInput<'a> {
+    /// Names the container in log lines.
     pub container_id: &'a str,
     pub sandbox_id: &'a str,
     /// The image as the request named it, for the `io.kubernetes.cri.image-name` annotation.
@@ -198,6 +199,11 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         )?)
         .masked_paths(security::masked_paths(sc, privileged))
         .readonly_paths(security::readonly_paths(sc, privileged));
+    let seccomp_kind = if seccomp.is_some() {
+        "filtered"
+    } else {
+        "unconfined"
+    };
     if let Some(seccomp) = seccomp {
         linux = linux.seccomp(seccomp);
     }
@@ -221,12 +227,20 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         .linux(linux.build()?)
         .annotations(annotations(input))
         .build()?;
-    // Only a UTS namespace of the pod's own carries the pod's hostname. runc
-    // sets it even in a joined namespace, libcontainer only in one it creates:
-    // the pod's pinned UTS namespace must already carry it (the
-    // builder's default would be "youki").
+    // Only a UTS namespace of the pod's own carries the pod's hostname (and
+    // the builder's default, "youki", must go). runc sets it even in a joined
+    // namespace, libcontainer only in one it creates: the pod's pinned UTS
+    // namespace must carry it already.
     let own_uts = input.namespaces.uts.is_some() && !input.hostname.is_empty();
     spec.set_hostname(own_uts.then(|| input.hostname.to_string()));
+    tracing::debug!(
+        container = input.container_id,
+        uid = user.uid,
+        gid = user.gid,
+        privileged,
+        seccomp = seccomp_kind,
+        "built the OCI spec"
+    );
     Ok(spec)
 }
 
