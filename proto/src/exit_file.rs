@@ -1,9 +1,11 @@
 //! The exit file: where a shim records its container's exit status, so that
 //! criusd can read it even when the shim is gone.
 //!
-//! Format: one line, `<exit_code> <finished_at_unix_nanos>\n`. Written to a
-//! temporary file beside it and renamed into place, so a reader sees the
-//! whole record or no file.
+//! Format: one line, `<exit_code> <finished_at_unix_nanos>[ oom_killed]\n`:
+//! the flag word is there only when the OOM killer struck, so a record
+//! without it (as older shims wrote it) still reads. Written to a temporary
+//! file beside it and renamed into place, so a reader sees the whole record
+//! or no file.
 
 use std::fs;
 use std::io::{self, Write};
@@ -14,7 +16,11 @@ pub struct ExitRecord {
     /// The exit status, or 128+N when killed by signal N.
     pub exit_code: i32,
     pub finished_at_unix_nanos: i64,
+    /// The OOM killer killed a process of the container's cgroup.
+    pub oom_killed: bool,
 }
+
+const OOM_KILLED: &str = "oom_killed";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExitFileError {
@@ -36,9 +42,14 @@ pub fn write(path: &Path, record: ExitRecord) -> Result<(), ExitFileError> {
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
     let mut file = fs::File::create(&tmp).map_err(wrap)?;
+    let oom_flag = if record.oom_killed {
+        format!(" {OOM_KILLED}")
+    } else {
+        String::new()
+    };
     writeln!(
         file,
-        "{} {}",
+        "{} {}{oom_flag}",
         record.exit_code, record.finished_at_unix_nanos
     )
     .map_err(wrap)?;
@@ -62,10 +73,22 @@ pub fn read(path: &Path) -> Result<Option<ExitRecord>, ExitFileError> {
         path: path.to_owned(),
         content: content.clone(),
     };
-    let (code, finished) = content.trim_end().split_once(' ').ok_or_else(malformed)?;
+    let mut fields = content.trim_end().split(' ');
+    let (Some(code), Some(finished)) = (fields.next(), fields.next()) else {
+        return Err(malformed());
+    };
+    let oom_killed = match fields.next() {
+        None => false,
+        Some(OOM_KILLED) => true,
+        Some(_) => return Err(malformed()),
+    };
+    if fields.next().is_some() {
+        return Err(malformed());
+    }
     Ok(Some(ExitRecord {
         exit_code: code.parse().map_err(|_| malformed())?,
         finished_at_unix_nanos: finished.parse().map_err(|_| malformed())?,
+        oom_killed,
     }))
 }
 
@@ -81,6 +104,7 @@ mod tests {
         let record = ExitRecord {
             exit_code: 137,
             finished_at_unix_nanos: 1_700_000_000_123_456_789,
+            oom_killed: false,
         };
         write(&path, record).unwrap();
         assert_eq!(read(&path).unwrap(), Some(record));
@@ -88,10 +112,44 @@ mod tests {
     }
 
     #[test]
+    fn round_trips_an_oom_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exit");
+        let record = ExitRecord {
+            exit_code: 137,
+            finished_at_unix_nanos: 42,
+            oom_killed: true,
+        };
+        write(&path, record).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "137 42 oom_killed\n");
+        assert_eq!(read(&path).unwrap(), Some(record));
+    }
+
+    #[test]
+    fn reads_a_record_without_the_oom_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exit");
+        fs::write(&path, "1 42\n").unwrap();
+        assert_eq!(
+            read(&path).unwrap(),
+            Some(ExitRecord {
+                exit_code: 1,
+                finished_at_unix_nanos: 42,
+                oom_killed: false,
+            })
+        );
+    }
+
+    #[test]
     fn rejects_a_malformed_record() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("exit");
-        fs::write(&path, "137\n").unwrap();
-        assert!(matches!(read(&path), Err(ExitFileError::Malformed { .. })));
+        for content in ["137\n", "137 42 oom\n", "137 42 oom_killed extra\n"] {
+            fs::write(&path, content).unwrap();
+            assert!(
+                matches!(read(&path), Err(ExitFileError::Malformed { .. })),
+                "{content:?}"
+            );
+        }
     }
 }

@@ -11,12 +11,13 @@ use crius_proto::exit_file::{self, ExitRecord};
 use crius_proto::shim::v1::Status;
 use crius_runtime::oci_spec::runtime::{Process, Spec};
 use crius_runtime::{Pid, Runtime, Signal, Stdio};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::container_io;
-use crate::cri_log::CriLogWriter;
+use crate::container_io::{self, ReopenRequest};
+use crate::cri_log::CriLogFile;
 use crate::error::ShimError;
 use crate::exec::{self, ExecOutput};
+use crate::oom::OomCounter;
 use crate::reaper::{Exit, Reaper};
 
 /// How long Delete waits for a created container's init, killed by the
@@ -40,7 +41,17 @@ pub struct Container {
     reaper: Reaper,
     state: Mutex<State>,
     /// None until init's exit is recorded.
-    exit: watch::Sender<Option<Exit>>,
+    exit: watch::Sender<Option<InitExit>>,
+}
+
+/// Init's exit as the shim records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitExit {
+    /// The exit status, or 128+N when killed by signal N.
+    pub code: i32,
+    pub at: SystemTime,
+    /// The OOM killer killed a process of the container's cgroup.
+    pub oom_killed: bool,
 }
 
 #[derive(Default)]
@@ -57,6 +68,8 @@ struct Created {
     process: Process,
     /// The write end of the container's stdin pipe, kept so stdin stays open.
     _stdin: Option<OwnedFd>,
+    /// To the task that writes the CRI log.
+    log_reopen: mpsc::Sender<ReopenRequest>,
 }
 
 /// What State reports.
@@ -65,7 +78,7 @@ pub struct Snapshot {
     pub status: Status,
     pub created_at: Option<SystemTime>,
     pub started_at: Option<SystemTime>,
-    pub exit: Option<Exit>,
+    pub exit: Option<InitExit>,
     pub deleted: bool,
 }
 
@@ -104,14 +117,20 @@ impl Container {
             ));
         }
         let bundle = options.bundle.unwrap_or_else(|| self.config.bundle.clone());
-        let process = load_process(&bundle)?;
+        let (process, cgroups_path) = load_spec(&bundle)?;
         let log = match options.log_path.or_else(|| self.config.log_path.clone()) {
             Some(path) => Some(
-                CriLogWriter::open(&path)
+                CriLogFile::open(&path)
                     .with_context(|| format!("open the container log {}", path.display()))?,
             ),
             None => None,
         };
+        // Without a counter the container's exits are reported as no OOM kill.
+        let oom = cgroups_path.and_then(|path| {
+            OomCounter::locate(&path)
+                .inspect_err(|err| tracing::warn!(%err, "OOM kills will not be reported"))
+                .ok()
+        });
         let (stdout, stdout_writer) = container_io::pipe().context("create the stdout pipe")?;
         let (stderr, stderr_writer) = container_io::pipe().context("create the stderr pipe")?;
         let (stdin_reader, stdin_writer) = if options.stdin {
@@ -133,7 +152,14 @@ impl Container {
         let exited = self.reaper.watch(pid);
         tracing::info!(%pid, bundle = %bundle.display(), "created");
 
-        let mut output = tokio::spawn(container_io::forward_to_log(stdout, stderr, log));
+        // A request waits only while the log task finishes a write.
+        let (log_reopen, reopen_requests) = mpsc::channel(1);
+        let mut output = tokio::spawn(container_io::forward_to_log(
+            stdout,
+            stderr,
+            log,
+            reopen_requests,
+        ));
         let container = Arc::clone(self);
         tokio::spawn(async move {
             let Ok(exit) = exited.await else {
@@ -149,13 +175,22 @@ impl Container {
             {
                 tracing::debug!("container output still open after init exited");
             }
-            container.record_exit(exit);
+            // Delete, which removes the cgroup, waits for this record.
+            let oom_killed = oom.is_some_and(|counter| match counter.kills() {
+                Ok(kills) => kills > 0,
+                Err(err) => {
+                    tracing::warn!(%err, "reading the OOM kills failed");
+                    false
+                }
+            });
+            container.record_exit(exit, oom_killed);
         });
         self.lock().created = Some(Created {
             pid,
             at: SystemTime::now(),
             process,
             _stdin: stdin_writer,
+            log_reopen,
         });
         Ok(pid)
     }
@@ -218,7 +253,7 @@ impl Container {
     }
 
     /// Init's exit, once recorded.
-    pub async fn wait(&self) -> Result<Exit, ShimError> {
+    pub async fn wait(&self) -> Result<InitExit, ShimError> {
         if self.lock().created.is_none() {
             return Err(not_created());
         }
@@ -238,12 +273,7 @@ impl Container {
         let deadline = exec::deadline_after(timeout_ms);
         let process = {
             let state = self.lock();
-            let created = state.created.as_ref().ok_or_else(not_created)?;
-            if state.started_at.is_none() || self.exit.borrow().is_some() {
-                return Err(ShimError::FailedPrecondition(
-                    "the container is not running".into(),
-                ));
-            }
+            let created = self.running(&state)?;
             match request {
                 ExecRequest::Json(json) => exec::process_from_json(&json)?,
                 ExecRequest::Fields(fields) => exec::process_from_fields(&created.process, fields)?,
@@ -270,6 +300,22 @@ impl Container {
             "exec finished"
         );
         Ok(output)
+    }
+
+    /// Reopens the CRI log at its path, once the log task has taken every
+    /// earlier read.
+    pub async fn reopen_log(&self) -> Result<(), ShimError> {
+        let requests = self.running(&self.lock())?.log_reopen.clone();
+        let (reply, reopened) = oneshot::channel();
+        // The log task ends when every holder of the container's output has
+        // exited, which a running container's init has not.
+        requests.send(reply).await.map_err(|_| not_running())?;
+        reopened
+            .await
+            .map_err(|_| not_running())?
+            .context("reopen the container log")?;
+        tracing::info!("reopened the container log");
+        Ok(())
     }
 
     pub async fn delete(&self) -> Result<(), ShimError> {
@@ -308,16 +354,30 @@ impl Container {
         state.created.is_none() || state.deleted
     }
 
-    fn record_exit(&self, exit: Exit) {
-        tracing::info!(exit_code = exit.code, "init exited");
+    /// The created container if it was started and init has not exited.
+    fn running<'s>(&self, state: &'s State) -> Result<&'s Created, ShimError> {
+        let created = state.created.as_ref().ok_or_else(not_created)?;
+        if state.started_at.is_none() || self.exit.borrow().is_some() {
+            return Err(not_running());
+        }
+        Ok(created)
+    }
+
+    fn record_exit(&self, exit: Exit, oom_killed: bool) {
+        tracing::info!(exit_code = exit.code, oom_killed, "init exited");
         let record = ExitRecord {
             exit_code: exit.code,
             finished_at_unix_nanos: unix_nanos(exit.at),
+            oom_killed,
         };
         if let Err(err) = exit_file::write(&self.config.exit_file, record) {
             tracing::error!(%err, "recording the exit failed");
         }
-        self.exit.send_replace(Some(exit));
+        self.exit.send_replace(Some(InitExit {
+            code: exit.code,
+            at: exit.at,
+            oom_killed,
+        }));
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -329,13 +389,24 @@ fn not_created() -> ShimError {
     ShimError::FailedPrecondition("the container was not created".into())
 }
 
-fn load_process(bundle: &Path) -> Result<Process, ShimError> {
+fn not_running() -> ShimError {
+    ShimError::FailedPrecondition("the container is not running".into())
+}
+
+/// The container's process and its cgroup (`linux.cgroupsPath`) from config.json.
+fn load_spec(bundle: &Path) -> Result<(Process, Option<PathBuf>), ShimError> {
     let config = bundle.join("config.json");
     let spec = Spec::load(&config)
         .map_err(|e| ShimError::InvalidArgument(format!("{}: {e}", config.display())))?;
-    spec.process()
+    let process = spec
+        .process()
         .clone()
-        .ok_or_else(|| ShimError::InvalidArgument(format!("{}: no process", config.display())))
+        .ok_or_else(|| ShimError::InvalidArgument(format!("{}: no process", config.display())))?;
+    let cgroups_path = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.cgroups_path().clone());
+    Ok((process, cgroups_path))
 }
 
 /// Unix nanoseconds; 0 for "never" and for times before 1970.

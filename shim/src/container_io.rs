@@ -1,7 +1,6 @@
 //! The container's output as the shim holds it: pipes whose read ends the
 //! shim keeps, and the copy of stdout and stderr into the CRI log.
 
-use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::time::SystemTime;
@@ -10,8 +9,13 @@ use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::cri_log::{CriLogWriter, Stream};
+use crate::cri_log::{CriLogFile, Stream};
+
+/// A request to reopen the CRI log, answered once the new file takes the
+/// output (or with why it could not be opened).
+pub type ReopenRequest = oneshot::Sender<io::Result<()>>;
 
 /// A pipe as (read end, write end), both close-on-exec: the runtime dup2()s
 /// the container's end onto 0, 1 or 2, which clears the flag there.
@@ -26,11 +30,13 @@ pub fn receiver(read_end: OwnedFd) -> io::Result<pipe::Receiver> {
 
 /// Copies the container's stdout and stderr into the CRI log (or drops them
 /// without a log) until both pipes reach EOF, i.e. every holder of the write
-/// ends has exited.
+/// ends has exited. Reopens the log between two reads when asked; without a
+/// log that is done at once.
 pub async fn forward_to_log(
     mut stdout: pipe::Receiver,
     mut stderr: pipe::Receiver,
-    mut log: Option<CriLogWriter<File>>,
+    mut log: Option<CriLogFile>,
+    mut reopen_requests: mpsc::Receiver<ReopenRequest>,
 ) {
     let mut out_buf = vec![0; 8192];
     let mut err_buf = vec![0; 8192];
@@ -40,6 +46,12 @@ pub async fn forward_to_log(
         let (stream, read) = tokio::select! {
             read = stdout.read(&mut out_buf), if out_open => (Stream::Stdout, read.map(|n| &out_buf[..n])),
             read = stderr.read(&mut err_buf), if err_open => (Stream::Stderr, read.map(|n| &err_buf[..n])),
+            Some(reply) = reopen_requests.recv() => {
+                let reopened = log.as_mut().map_or(Ok(()), CriLogFile::reopen);
+                // The requester may have given up; the reopen stands.
+                let _ = reply.send(reopened);
+                continue;
+            }
         };
         let now = SystemTime::now();
         let written = match read {
@@ -48,9 +60,11 @@ pub async fn forward_to_log(
                     Stream::Stdout => out_open = false,
                     Stream::Stderr => err_open = false,
                 }
-                log.as_mut().map(|log| log.finish(stream, now))
+                log.as_mut().map(|log| log.writer().finish(stream, now))
             }
-            Ok(data) => log.as_mut().map(|log| log.write(stream, data, now)),
+            Ok(data) => log
+                .as_mut()
+                .map(|log| log.writer().write(stream, data, now)),
         };
         // A full disk must not stop the draining, or the container blocks on
         // its output; say so once per episode.

@@ -9,7 +9,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -55,19 +55,44 @@ pub struct CriLogWriter<W> {
     record: Vec<u8>,
 }
 
-impl CriLogWriter<File> {
+/// The CRI log file at its path, which kubelet rotates: it renames the file,
+/// then has the shim reopen the path.
+pub struct CriLogFile {
+    path: PathBuf,
+    writer: CriLogWriter<File>,
+}
+
+impl CriLogFile {
     /// Opens (appending) or creates the log file, and its parent directories.
     pub fn open(path: &Path) -> io::Result<Self> {
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(path)?;
-        Ok(CriLogWriter::new(file))
+        Ok(CriLogFile {
+            path: path.to_owned(),
+            writer: CriLogWriter::new(open_appending(path)?),
+        })
     }
+
+    /// Closes the file and opens (or creates) the one now at the path. On
+    /// error the old file stays in use. A line begun before carries on in
+    /// the new file.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        self.writer.sink = open_appending(&self.path)?;
+        Ok(())
+    }
+
+    pub fn writer(&mut self) -> &mut CriLogWriter<File> {
+        &mut self.writer
+    }
+}
+
+fn open_appending(path: &Path) -> io::Result<File> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
 }
 
 impl<W: Write> CriLogWriter<W> {
@@ -248,17 +273,64 @@ mod tests {
     fn open_creates_parent_directories_and_appends() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pods/p1/c1/0.log");
-        CriLogWriter::open(&path)
+        CriLogFile::open(&path)
             .unwrap()
+            .writer()
             .write(Stream::Stdout, b"one\n", at())
             .unwrap();
-        CriLogWriter::open(&path)
+        CriLogFile::open(&path)
             .unwrap()
+            .writer()
             .write(Stream::Stdout, b"two\n", at())
             .unwrap();
         assert_eq!(
             fs::read_to_string(&path).unwrap(),
             format!("{TS} stdout F one\n{TS} stdout F two\n")
+        );
+    }
+
+    #[test]
+    fn reopen_after_a_rename_writes_a_new_file_at_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let rotated = dir.path().join("0.log.1");
+        let mut log = CriLogFile::open(&path).unwrap();
+        log.writer()
+            .write(Stream::Stdout, b"before\nhalf ", at())
+            .unwrap();
+        fs::rename(&path, &rotated).unwrap();
+        // Until the reopen, the renamed file still takes the output.
+        log.writer()
+            .write(Stream::Stderr, b"still old\n", at())
+            .unwrap();
+        log.reopen().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "");
+        log.writer()
+            .write(Stream::Stdout, b"a line\nafter\n", at())
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(&rotated).unwrap(),
+            format!("{TS} stdout F before\n{TS} stderr F still old\n")
+        );
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("{TS} stdout F half a line\n{TS} stdout F after\n")
+        );
+    }
+
+    #[test]
+    fn a_failed_reopen_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/0.log");
+        let mut log = CriLogFile::open(&path).unwrap();
+        // The path's parent cannot be made: a file stands where the dir was.
+        fs::rename(dir.path().join("logs"), dir.path().join("old")).unwrap();
+        fs::write(dir.path().join("logs"), "").unwrap();
+        assert!(log.reopen().is_err());
+        log.writer().write(Stream::Stdout, b"kept\n", at()).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("old/0.log")).unwrap(),
+            format!("{TS} stdout F kept\n")
         );
     }
 }

@@ -10,6 +10,7 @@ mod cri_log;
 mod daemon;
 mod error;
 mod exec;
+mod oom;
 mod reaper;
 mod server;
 

@@ -9,8 +9,9 @@ use crius_proto::shim::v1::exec_sync_request::Process as ExecProcessKind;
 use crius_proto::shim::v1::shim_server::Shim;
 use crius_proto::shim::v1::{
     CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, ExecSyncRequest,
-    ExecSyncResponse, KillRequest, KillResponse, ShutdownRequest, ShutdownResponse, StartRequest,
-    StartResponse, StateRequest, StateResponse, WaitRequest, WaitResponse,
+    ExecSyncResponse, KillRequest, KillResponse, ReopenLogRequest, ReopenLogResponse,
+    ShutdownRequest, ShutdownResponse, StartRequest, StartResponse, StateRequest, StateResponse,
+    WaitRequest, WaitResponse,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -76,6 +77,7 @@ impl Shim for ShimService {
             started_at: nanos(snapshot.started_at),
             finished_at: nanos(snapshot.exit.map(|exit| exit.at)),
             deleted: snapshot.deleted,
+            oom_killed: snapshot.exit.is_some_and(|exit| exit.oom_killed),
         }))
     }
 
@@ -92,6 +94,7 @@ impl Shim for ShimService {
         Ok(Response::new(WaitResponse {
             exit_code: exit.code,
             finished_at: unix_nanos(exit.at),
+            oom_killed: exit.oom_killed,
         }))
     }
 
@@ -119,6 +122,12 @@ impl Shim for ShimService {
     async fn delete(&self, _: Request<DeleteRequest>) -> RpcResult<DeleteResponse> {
         self.container.delete().await?;
         Ok(Response::new(DeleteResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, name = "ReopenLog")]
+    async fn reopen_log(&self, _: Request<ReopenLogRequest>) -> RpcResult<ReopenLogResponse> {
+        self.container.reopen_log().await?;
+        Ok(Response::new(ReopenLogResponse {}))
     }
 
     #[tracing::instrument(skip_all, name = "Shutdown")]

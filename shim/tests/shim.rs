@@ -16,11 +16,11 @@ use crius_proto::shim::v1::exec_sync_request::Process as ExecProcessKind;
 use crius_proto::shim::v1::shim_client::ShimClient;
 use crius_proto::shim::v1::{
     CreateRequest, DeleteRequest, ExecProcess, ExecSyncRequest, ExecSyncResponse, KillRequest,
-    ShutdownRequest, StartRequest, StateRequest, Status, WaitRequest,
+    ReopenLogRequest, ShutdownRequest, StartRequest, StateRequest, Status, WaitRequest,
 };
 use crius_runtime::oci_spec::runtime::{
-    get_default_mounts, LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, ProcessBuilder,
-    RootBuilder, Spec, SpecBuilder,
+    get_default_mounts, LinuxBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
 };
 use hyper_util::rt::TokioIo;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
@@ -198,7 +198,7 @@ fn write_bundle(bundle: &Path, cgroup_name: &str, args: &[&str]) {
     let bin = rootfs.join("bin");
     fs::create_dir_all(&bin).unwrap();
     fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
-    for applet in ["sh", "echo", "sleep", "true", "cat"] {
+    for applet in ["sh", "echo", "sleep", "true", "cat", "dd"] {
         symlink("busybox", bin.join(applet)).unwrap();
     }
     let ldd = Command::new("ldd").arg("/bin/busybox").output().unwrap();
@@ -435,8 +435,10 @@ async fn a_container_through_its_whole_life() {
         .unwrap();
     let exited = wait.await.unwrap().unwrap().into_inner();
     assert_eq!(exited.exit_code, 137);
+    assert!(!exited.oom_killed, "a SIGKILL is no OOM kill");
     let record = exit_file::read(&paths.exit_file()).unwrap().unwrap();
     assert_eq!(record.exit_code, 137);
+    assert!(!record.oom_killed);
     assert_eq!(record.finished_at_unix_nanos, exited.finished_at);
     let state = client.state(StateRequest {}).await.unwrap().into_inner();
     assert_eq!(state.status(), Status::Stopped);
@@ -531,4 +533,125 @@ fn a_start_up_failure_is_reported_on_the_ready_pipe() {
         other => panic!("expected a failure report, got {other:?}"),
     }
     assert!(!paths.socket().exists());
+}
+
+/// Stops the container, deletes it and shuts the shim down.
+async fn finish(client: &mut ShimClient<Channel>, shim: Pid, cleanup: &mut Cleanup) {
+    client
+        .kill(KillRequest {
+            signal: Signal::SIGKILL as u32,
+            all: true,
+        })
+        .await
+        .unwrap();
+    client.wait(WaitRequest {}).await.unwrap();
+    client.delete(DeleteRequest {}).await.unwrap();
+    client.shutdown(ShutdownRequest {}).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while running(shim) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!running(shim), "the shim still runs after Shutdown");
+    cleanup.shim = None;
+}
+
+/// The numbers `n` of the `stdout F line n` records of a CRI log.
+fn line_numbers(log: &str) -> Vec<u64> {
+    log.lines()
+        .map(|record| {
+            let (_, content) = record.split_once(" stdout F line ").unwrap();
+            content.parse().unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn reopen_log_moves_the_output_to_a_new_file_after_rotation() {
+    require_root!();
+    let paths = ShimPaths::new();
+    let (_id, shim, mut client, mut cleanup) = start_shim(
+        "reopen",
+        &paths,
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.05; done",
+        ],
+    )
+    .await;
+    client.create(CreateRequest::default()).await.unwrap();
+    let err = client.reopen_log(ReopenLogRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    client.start(StartRequest {}).await.unwrap();
+    wait_for_log(&paths.log(), " stdout F line 2\n").await;
+
+    // kubelet's rotation: rename, then reopen.
+    let rotated = paths.log().with_extension("log.1");
+    fs::rename(paths.log(), &rotated).unwrap();
+    let started = Instant::now();
+    client.reopen_log(ReopenLogRequest {}).await.unwrap();
+    eprintln!("ReopenLog took {:?}", started.elapsed());
+    assert!(paths.log().exists(), "no new log file at the path");
+    let new_log = wait_for_log(&paths.log(), " stdout F line ").await;
+    // Nothing lost or doubled across the two files.
+    let old_lines = line_numbers(&fs::read_to_string(&rotated).unwrap());
+    let new_lines = line_numbers(&new_log);
+    assert!(!new_lines.is_empty(), "new log: {new_log:?}");
+    let all: Vec<u64> = old_lines.iter().chain(&new_lines).copied().collect();
+    assert_eq!(all, (0..all.len() as u64).collect::<Vec<_>>());
+
+    finish(&mut client, shim, &mut cleanup).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn reopen_log_is_refused_once_init_exited() {
+    require_root!();
+    let paths = ShimPaths::new();
+    let (_id, shim, mut client, mut cleanup) = start_shim("reopen-exited", &paths, &["true"]).await;
+    client.create(CreateRequest::default()).await.unwrap();
+    client.start(StartRequest {}).await.unwrap();
+    client.wait(WaitRequest {}).await.unwrap();
+    let err = client.reopen_log(ReopenLogRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert_eq!(err.message(), "the container is not running");
+    finish(&mut client, shim, &mut cleanup).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_oom_kill_is_reported_in_wait_state_and_the_exit_file() {
+    require_root!();
+    let paths = ShimPaths::new();
+    // A buffer larger than the limit: dd is killed by the OOM killer.
+    let (_id, shim, mut client, mut cleanup) = start_shim(
+        "oom",
+        &paths,
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+    )
+    .await;
+    let config = paths.bundle().join("config.json");
+    let mut spec = Spec::load(&config).unwrap();
+    let memory = LinuxMemoryBuilder::default()
+        .limit(16 * 1024 * 1024)
+        .build()
+        .unwrap();
+    let resources = LinuxResourcesBuilder::default()
+        .memory(memory)
+        .build()
+        .unwrap();
+    let mut linux = spec.linux().clone().unwrap();
+    linux.set_resources(Some(resources));
+    spec.set_linux(Some(linux));
+    spec.save(&config).unwrap();
+
+    client.create(CreateRequest::default()).await.unwrap();
+    client.start(StartRequest {}).await.unwrap();
+    let exited = client.wait(WaitRequest {}).await.unwrap().into_inner();
+    assert_eq!(exited.exit_code, 137);
+    assert!(exited.oom_killed);
+    let state = client.state(StateRequest {}).await.unwrap().into_inner();
+    assert!(state.oom_killed);
+    let record = exit_file::read(&paths.exit_file()).unwrap().unwrap();
+    assert!(record.oom_killed);
+    assert_eq!(record.exit_code, 137);
+    finish(&mut client, shim, &mut cleanup).await;
 }

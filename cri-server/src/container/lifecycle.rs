@@ -20,6 +20,9 @@ use crate::spec::{self, ContainerSpecInput, SandboxNamespaces};
 use crate::state::table::{Entry, TableError};
 use crate::{detached, new_id, now_nanos, Crius};
 
+/// Hex digits of the container id that name its bundle dir.
+const BUNDLE_NAME_LEN: usize = 16;
+
 fn not_found(kind: &str, id: &str) -> CriError {
     CriError::NotFound(format!("{kind} {id:?} not found"))
 }
@@ -94,7 +97,9 @@ pub async fn create_container(
             other => CriError::Internal(other.into()),
         })?;
     let record = ContainerRecord {
-        bundle: crius.config.state.join("c").join(&id),
+        // A short name keeps the shim's socket path far below the 107 bytes
+        // a unix socket allows; creating the dir fails on a collision.
+        bundle: crius.config.state.join("c").join(&id[..BUNDLE_NAME_LEN]),
         layer_dir: crius.config.root.join("containers").join(&id),
         log_path: log_path(&pod, &config),
         id: id.clone(),
@@ -166,7 +171,11 @@ async fn setup(
     image_name: &str,
     image: &spec::ImageConfigView,
 ) -> Result<(), CriError> {
-    std::fs::create_dir_all(&record.bundle)
+    if let Some(parent) = record.bundle.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::create_dir(&record.bundle)
         .with_context(|| format!("creating {}", record.bundle.display()))?;
     let rootfs = record.rootfs();
     std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
