@@ -15,6 +15,7 @@ pub mod server;
 pub mod shim_client;
 pub mod spec;
 pub mod state;
+pub mod stats;
 
 use std::path::PathBuf;
 use std::sync::RwLock;
@@ -44,6 +45,8 @@ pub struct Crius {
     pub shim_bin: PathBuf,
     /// What this host's cgroups can enforce, measured once.
     pub host: HostCapabilities,
+    /// The cgroup layout and each cgroup's previous CPU sample, for stats.
+    pub stats: stats::Sampler,
     pod_cidr: RwLock<String>,
 }
 
@@ -68,6 +71,7 @@ impl Crius {
             shims: Shims::default(),
             shim_bin,
             host: HostCapabilities::detect().context("probing the host's cgroups")?,
+            stats: stats::Sampler::for_host(),
             config,
             store,
             pod_cidr: RwLock::new(String::new()),

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::error::CriError;
 use crate::instrument::{rpc, unimplemented};
 use crate::pod::PodRecord;
-use crate::{container, pod, Crius};
+use crate::{container, pod, stats, Crius};
 
 pub use info::{CRI_API_VERSION, RUNTIME_NAME};
 
@@ -244,30 +244,50 @@ impl RuntimeService for RuntimeHandler {
 
     async fn container_stats(
         &self,
-        _request: Request<cri::ContainerStatsRequest>,
+        request: Request<cri::ContainerStatsRequest>,
     ) -> Reply<cri::ContainerStatsResponse> {
-        unimplemented("ContainerStats")
+        let id = request.into_inner().container_id;
+        rpc("ContainerStats", &id, async {
+            let stats = stats::container_stats(&self.crius, &id).await?;
+            Ok(cri::ContainerStatsResponse { stats: Some(stats) })
+        })
+        .await
     }
 
     async fn list_container_stats(
         &self,
-        _request: Request<cri::ListContainerStatsRequest>,
+        request: Request<cri::ListContainerStatsRequest>,
     ) -> Reply<cri::ListContainerStatsResponse> {
-        unimplemented("ListContainerStats")
+        let filter = request.into_inner().filter.unwrap_or_default();
+        rpc("ListContainerStats", "", async {
+            let stats = stats::list_container_stats(&self.crius, filter).await?;
+            Ok(cri::ListContainerStatsResponse { stats })
+        })
+        .await
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _request: Request<cri::PodSandboxStatsRequest>,
+        request: Request<cri::PodSandboxStatsRequest>,
     ) -> Reply<cri::PodSandboxStatsResponse> {
-        unimplemented("PodSandboxStats")
+        let id = request.into_inner().pod_sandbox_id;
+        rpc("PodSandboxStats", &id, async {
+            let stats = stats::pod_sandbox_stats(&self.crius, &id).await?;
+            Ok(cri::PodSandboxStatsResponse { stats: Some(stats) })
+        })
+        .await
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _request: Request<cri::ListPodSandboxStatsRequest>,
+        request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Reply<cri::ListPodSandboxStatsResponse> {
-        unimplemented("ListPodSandboxStats")
+        let filter = request.into_inner().filter.unwrap_or_default();
+        rpc("ListPodSandboxStats", "", async {
+            let stats = stats::list_pod_sandbox_stats(&self.crius, filter).await?;
+            Ok(cri::ListPodSandboxStatsResponse { stats })
+        })
+        .await
     }
 
     async fn update_runtime_config(

@@ -1,0 +1,66 @@
+//! Disk usage of a container's writable layer (its overlay `upper/` dir).
+
+use std::collections::HashSet;
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LayerUsage {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+/// Allocated bytes (as `du` counts) and inodes under `dir`, each hard-linked
+/// inode once. Entries that vanish during the walk (a container being
+/// removed, files deleted by the container) are skipped; an absent dir uses
+/// nothing.
+pub fn usage(dir: &Path) -> std::io::Result<LayerUsage> {
+    let mut usage = LayerUsage::default();
+    let mut seen = HashSet::new();
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        usage.inodes += 1;
+        usage.bytes += meta.blocks() * 512;
+        if meta.is_dir() {
+            let entries = match std::fs::read_dir(&path) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_allocated_bytes_and_inodes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let upper = tmp.path().join("upper");
+        std::fs::create_dir_all(upper.join("etc")).unwrap();
+        std::fs::write(upper.join("etc/data"), vec![7u8; 64 * 1024]).unwrap();
+        std::fs::hard_link(upper.join("etc/data"), upper.join("again")).unwrap();
+        let u = usage(&upper).unwrap();
+        assert_eq!(u.inodes, 3, "upper, etc, one file inode: {u:?}");
+        assert!(u.bytes >= 64 * 1024, "{u:?}");
+        assert_eq!(
+            usage(&tmp.path().join("absent")).unwrap(),
+            LayerUsage::default()
+        );
+    }
+}
