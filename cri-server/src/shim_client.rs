@@ -264,6 +264,15 @@ impl Shim {
         Ok(())
     }
 
+    pub async fn reopen_log(&self) -> Result<(), ShimError> {
+        self.client
+            .clone()
+            .reopen_log(pb::ReopenLogRequest {})
+            .await
+            .map_err(call_err("ReopenLog"))?;
+        Ok(())
+    }
+
     pub async fn shutdown(&self) -> Result<(), ShimError> {
         self.client
             .clone()

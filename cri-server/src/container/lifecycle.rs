@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use crius_proto::shim::v1 as pb;
 use k8s_cri::v1 as cri;
 
 use super::{container_name, ContainerRecord, ContainerState};
@@ -116,6 +117,7 @@ pub async fn create_container(
         started_at: 0,
         finished_at: 0,
         exit_code: 0,
+        oom_killed: false,
         pid: 0,
         stop_signal: image.config.stop_signal.clone(),
         process: Default::default(),
@@ -340,7 +342,7 @@ pub fn recover(crius: &Arc<Crius>) {
 fn watch_exit(crius: Arc<Crius>, entry: Arc<Entry<ContainerRecord>>, shim: shim_client::Shim) {
     tokio::spawn(async move {
         let exit = match shim.wait().await {
-            Ok(w) => Some((w.exit_code, w.finished_at)),
+            Ok(w) => Some(Exit::from(w)),
             Err(e) => {
                 tracing::warn!(container = %entry.snapshot().id, error = %e, "lost the shim while waiting for the exit");
                 read_exit_file(&entry.snapshot())
@@ -350,24 +352,46 @@ fn watch_exit(crius: Arc<Crius>, entry: Arc<Entry<ContainerRecord>>, shim: shim_
     });
 }
 
-fn read_exit_file(record: &ContainerRecord) -> Option<(i32, i64)> {
+/// Init's exit as the shim, or its exit file, reports it.
+struct Exit {
+    code: i32,
+    finished_at: i64,
+    oom_killed: bool,
+}
+
+impl From<pb::WaitResponse> for Exit {
+    fn from(w: pb::WaitResponse) -> Exit {
+        Exit {
+            code: w.exit_code,
+            finished_at: w.finished_at,
+            oom_killed: w.oom_killed,
+        }
+    }
+}
+
+fn read_exit_file(record: &ContainerRecord) -> Option<Exit> {
     let paths = ShimPaths::in_bundle(&record.bundle);
     crius_proto::exit_file::read(&paths.exit_file)
         .ok()
         .flatten()
-        .map(|r| (r.exit_code, r.finished_at_unix_nanos))
+        .map(|r| Exit {
+            code: r.exit_code,
+            finished_at: r.finished_at_unix_nanos,
+            oom_killed: r.oom_killed,
+        })
 }
 
-fn record_exit(crius: &Crius, entry: &Entry<ContainerRecord>, exit: Option<(i32, i64)>) {
+fn record_exit(crius: &Crius, entry: &Entry<ContainerRecord>, exit: Option<Exit>) {
     let result = crius.containers.update(entry, |c| {
         if matches!(c.state, ContainerState::Exited) {
             return;
         }
-        match exit {
-            Some((code, finished)) => {
+        match &exit {
+            Some(exit) => {
                 c.state = ContainerState::Exited;
-                c.exit_code = code;
-                c.finished_at = finished;
+                c.exit_code = exit.code;
+                c.finished_at = exit.finished_at;
+                c.oom_killed = exit.oom_killed;
             }
             None => c.state = ContainerState::Unknown,
         }
@@ -441,7 +465,7 @@ async fn stop_locked(
             .await
             .map_err(anyhow::Error::from)?;
         if let Ok(Ok(w)) = tokio::time::timeout(timeout, shim.wait()).await {
-            record_exit(crius, entry, Some((w.exit_code, w.finished_at)));
+            record_exit(crius, entry, Some(Exit::from(w)));
             return Ok(());
         }
     }
@@ -449,7 +473,7 @@ async fn stop_locked(
         .await
         .map_err(anyhow::Error::from)?;
     let w = shim.wait().await.map_err(anyhow::Error::from)?;
-    record_exit(crius, entry, Some((w.exit_code, w.finished_at)));
+    record_exit(crius, entry, Some(Exit::from(w)));
     Ok(())
 }
 

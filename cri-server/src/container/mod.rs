@@ -2,6 +2,7 @@
 
 mod exec;
 mod lifecycle;
+mod log;
 
 use std::path::PathBuf;
 
@@ -14,6 +15,7 @@ pub use exec::exec_sync;
 pub use lifecycle::{
     create_container, find, recover, remove_container, start_container, stop_container,
 };
+pub use log::reopen_container_log;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ContainerState {
@@ -40,6 +42,9 @@ pub struct ContainerRecord {
     pub started_at: i64,
     pub finished_at: i64,
     pub exit_code: i32,
+    /// The OOM killer killed a process of the container (reason OOMKilled).
+    #[serde(default)]
+    pub oom_killed: bool,
     pub pid: u32,
     /// `<state>/c/<id>`: config.json, the rootfs mount, the shim's socket and exit file.
     pub bundle: PathBuf,
@@ -107,6 +112,8 @@ impl ContainerRecord {
 
     pub fn status(&self) -> cri::ContainerStatus {
         let (reason, message) = match self.state {
+            // containerd's rule: an OOM kill names the exit, whatever its code.
+            ContainerState::Exited if self.oom_killed => ("OOMKilled", String::new()),
             ContainerState::Exited if self.exit_code == 0 => ("Completed", String::new()),
             ContainerState::Exited => ("Error", String::new()),
             ContainerState::Unknown => ("Unknown", "the container's shim is gone".to_string()),
@@ -181,6 +188,7 @@ mod tests {
             started_at: 2,
             finished_at: 3,
             exit_code,
+            oom_killed: false,
             pid: 42,
             bundle: PathBuf::from("/run/crius/c/c1"),
             layer_dir: PathBuf::from("/var/lib/crius/containers/c1"),
@@ -204,11 +212,26 @@ mod tests {
         assert_eq!(done.reason, "Completed");
         assert_eq!(done.state, cri::ContainerState::ContainerExited as i32);
         assert_eq!(record(ContainerState::Exited, 137).status().reason, "Error");
+        let oom = ContainerRecord {
+            oom_killed: true,
+            ..record(ContainerState::Exited, 137)
+        };
+        assert_eq!(oom.status().reason, "OOMKilled");
+        assert_eq!(oom.status().exit_code, 137);
         assert_eq!(record(ContainerState::Running, 0).status().reason, "");
         let s = record(ContainerState::Running, 0).status();
         assert_eq!(s.image.unwrap().image, "busybox");
         assert_eq!(s.image_ref, "docker.io/library/busybox@sha256:bb");
         assert_eq!(s.image_id, "sha256:aa");
+    }
+
+    #[test]
+    fn a_record_written_before_oom_reporting_reads_as_no_oom_kill() {
+        let mut json = serde_json::to_value(record(ContainerState::Exited, 1)).unwrap();
+        json.as_object_mut().unwrap().remove("oom_killed");
+        let old: ContainerRecord = serde_json::from_value(json).unwrap();
+        assert!(!old.oom_killed);
+        assert_eq!(old.status().reason, "Error");
     }
 
     #[test]

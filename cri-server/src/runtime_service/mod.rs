@@ -213,9 +213,14 @@ impl RuntimeService for RuntimeHandler {
 
     async fn reopen_container_log(
         &self,
-        _request: Request<cri::ReopenContainerLogRequest>,
+        request: Request<cri::ReopenContainerLogRequest>,
     ) -> Reply<cri::ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog")
+        let id = request.into_inner().container_id;
+        rpc("ReopenContainerLog", &id, async {
+            container::reopen_container_log(&self.crius, &id).await?;
+            Ok(cri::ReopenContainerLogResponse {})
+        })
+        .await
     }
 
     async fn exec_sync(
