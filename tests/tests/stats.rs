@@ -1,6 +1,7 @@
 //! CRI stats against a real criusd: a container that burns CPU, holds memory
 //! and writes a file shows it in ContainerStats, ListContainerStats and
-//! PodSandboxStats; created containers are listed too; filters select.
+//! PodSandboxStats; created containers are listed too; filters select; a
+//! stopped pod has no stats.
 
 use std::collections::HashMap;
 
@@ -218,6 +219,13 @@ async fn stats_of_containers_and_pods() {
         .into_inner()
         .stats;
     assert!(listed.is_empty(), "{listed:?}");
+    let err = rt
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     // Stopped containers are still listed, without failing on their cgroups.
     assert_eq!(list_ids(&mut rt, None).await, both);
 
