@@ -82,6 +82,7 @@ pub fn bind(socket: &Path) -> anyhow::Result<BoundSocket> {
 /// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight calls
 /// finish and removes the socket.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let signals = ShutdownSignals::install()?;
     let bound = bind(&config.socket)?;
     let crius = Arc::new(Crius::open(config)?);
     crate::container::recover(&crius);
@@ -103,7 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let result = tokio::select! {
         served = &mut serving => served,
-        () = shutdown_signal() => {
+        () = signals.recv() => {
             let _ = stop_tx.send(());
             // Idle client connections (kubelet keeps one open) must not hold
             // the exit hostage: in-flight calls get a bounded grace.
@@ -122,17 +123,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; only a kill stops criusd");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+/// SIGTERM and SIGINT, installed before the socket serves: a signal that
+/// arrives once clients can connect must never meet the default action.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
     }
 }
