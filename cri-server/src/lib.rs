@@ -4,6 +4,7 @@ mod cgroups;
 pub mod config;
 pub mod container;
 pub mod error;
+mod fs_usage;
 pub mod image;
 pub mod image_service;
 mod instrument;

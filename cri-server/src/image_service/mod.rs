@@ -1,7 +1,5 @@
 //! The CRI ImageService: thin handlers over `crate::image::ImageStore`.
 
-mod fs_usage;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -204,7 +202,7 @@ impl ImageService for ImageHandler {
         let dir = self.crius.images.images_dir().to_path_buf();
         rpc("ImageFsInfo", "", async move {
             let measured = dir.clone();
-            let usage = tokio::task::spawn_blocking(move || fs_usage::dir_usage(&measured))
+            let usage = tokio::task::spawn_blocking(move || crate::fs_usage::dir_usage(&measured))
                 .await
                 .map_err(anyhow::Error::from)?
                 .map_err(|e| anyhow::anyhow!("measuring {}: {e}", dir.display()))?;

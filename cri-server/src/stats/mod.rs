@@ -7,7 +7,6 @@
 //! cleaned-up container) leaves CPU and memory out rather than failing.
 
 mod cgroup;
-mod layer;
 mod rate;
 
 use std::collections::HashMap;
@@ -221,7 +220,7 @@ fn one_container(
         // Its pod is being removed: no cgroup to read.
         None => CgroupStats::default(),
     };
-    let layer = layer::usage(&record.layer_dir.join("upper"))
+    let layer = crate::fs_usage::dir_usage(&record.layer_dir.join("upper"))
         .with_context(|| format!("disk usage of container {}'s writable layer", record.id))?;
     Ok(cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {

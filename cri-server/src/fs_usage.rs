@@ -1,4 +1,5 @@
-//! Disk usage of a container's writable layer (its overlay `upper/` dir).
+//! Disk usage of a directory tree: a container's writable layer (its
+//! overlay `upper/` dir) for stats, the images dir for ImageFsInfo.
 
 use std::collections::HashSet;
 use std::io::ErrorKind;
@@ -6,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct LayerUsage {
+pub struct Usage {
     pub bytes: u64,
     pub inodes: u64,
 }
@@ -15,8 +16,8 @@ pub struct LayerUsage {
 /// inode once. Entries that vanish during the walk (a container being
 /// removed, files deleted by the container) are skipped; an absent dir uses
 /// nothing.
-pub fn usage(dir: &Path) -> std::io::Result<LayerUsage> {
-    let mut usage = LayerUsage::default();
+pub fn dir_usage(dir: &Path) -> std::io::Result<Usage> {
+    let mut usage = Usage::default();
     let mut seen = HashSet::new();
     let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(path) = stack.pop() {
@@ -55,12 +56,12 @@ mod tests {
         std::fs::create_dir_all(upper.join("etc")).unwrap();
         std::fs::write(upper.join("etc/data"), vec![7u8; 64 * 1024]).unwrap();
         std::fs::hard_link(upper.join("etc/data"), upper.join("again")).unwrap();
-        let u = usage(&upper).unwrap();
+        let u = dir_usage(&upper).unwrap();
         assert_eq!(u.inodes, 3, "upper, etc, one file inode: {u:?}");
         assert!(u.bytes >= 64 * 1024, "{u:?}");
         assert_eq!(
-            usage(&tmp.path().join("absent")).unwrap(),
-            LayerUsage::default()
+            dir_usage(&tmp.path().join("absent")).unwrap(),
+            Usage::default()
         );
     }
 }
