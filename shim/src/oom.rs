@@ -1,7 +1,9 @@
 //! Whether the kernel's OOM killer struck the container: the memory
 //! controller's `oom_kill` counter of the container's cgroup, read when init
 //! has exited and before Delete removes the cgroup. The cgroup is the
-//! container's own, made at create, so it starts at zero.
+//! container's own, made at create, so it starts at zero. The kernel counts a
+//! kill in the victim's own cgroup (also when a parent's limit was hit) and
+//! before it sends the SIGKILL, so the count is in place when init is reaped.
 //!
 //! cgroup v1 keeps the counter in `memory.oom_control` (kernel ≥ 4.13), v2 in
 //! `memory.events`; both files are `<key> <value>` lines.
