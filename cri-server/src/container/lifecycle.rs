@@ -132,27 +132,34 @@ pub async fn create_container(
         working_dir: image.config.working_dir.clone(),
         stop_signal: image.config.stop_signal.clone(),
     };
-    let crius2 = crius.clone();
-    let result = detached(async move {
+    let crius = crius.clone();
+    detached(async move {
         let mut record = record;
-        match setup(&crius2, &pod, &mut record, &layers, &image_name, &image_view).await {
-            Ok(()) => {
-                crius2.containers.insert(record).map_err(anyhow::Error::from)?;
-                Ok(())
-            }
-            Err(e) => {
-                if let Err(undo) = teardown(&crius2, &record).await {
-                    tracing::error!(container = %record.id, error = %format!("{undo:#}"), "rollback of a failed container left something behind");
+        let result = match setup(&crius, &pod, &mut record, &layers, &image_name, &image_view).await {
+            Ok(()) => crius
+                .containers
+                .insert(record.clone())
+                .map(drop)
+                .map_err(|e| CriError::Internal(e.into())),
+            Err(e) => Err(e),
+        };
+        let Err(e) = result else {
+            return Ok(id);
+        };
+        match teardown(&crius, &record).await {
+            Ok(()) => crius.containers.release_name(&name, &id),
+            Err(undo) => {
+                // Kept, not leaked: RemoveContainer retries the teardown.
+                tracing::error!(container = %id, error = %format!("{undo:#}"), "rollback of a failed container left something behind; kept as unknown");
+                record.state = ContainerState::Unknown;
+                if let Err(store) = crius.containers.insert(record) {
+                    tracing::error!(error = %store, "recording the half-made container");
                 }
-                Err(e)
             }
         }
+        Err(e)
     })
-    .await;
-    if result.is_err() {
-        crius.containers.release_name(&name, &id);
-    }
-    result.map(|()| id)
+    .await
 }
 
 fn log_path(pod: &PodRecord, config: &cri::ContainerConfig) -> String {

@@ -56,20 +56,14 @@ pub async fn run_pod(
         )),
         other => CriError::Internal(other.into()),
     })?;
-    let result = {
-        let crius = crius.clone();
-        let id = id.clone();
-        detached(async move {
-            create(&crius, id, config)
-                .await
-                .map_err(|e| CriError::Internal(e.context("running pod sandbox")))
-        })
-        .await
-    };
-    if result.is_err() {
-        crius.pods.release_name(&name, &id);
-    }
-    result.map(|()| id)
+    let crius = crius.clone();
+    detached(async move {
+        create(&crius, id.clone(), config)
+            .await
+            .map_err(|e| CriError::Internal(e.context("running pod sandbox")))?;
+        Ok(id)
+    })
+    .await
 }
 
 async fn create(
@@ -92,18 +86,29 @@ async fn create(
         owns_cgroup: false,
         config,
     };
-    match setup(crius, &mut pod).await {
-        Ok(()) => {
-            crius.pods.insert(pod)?;
-            Ok(())
-        }
-        Err(e) => {
-            if let Err(undo) = teardown(crius, &pod).await {
-                tracing::error!(pod = %pod.id, error = %format!("{undo:#}"), "rollback of a failed pod left something behind");
+    let result = match setup(crius, &mut pod).await {
+        Ok(()) => crius
+            .pods
+            .insert(pod.clone())
+            .map(drop)
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    let Err(e) = result else {
+        return Ok(());
+    };
+    match teardown(crius, &pod).await {
+        Ok(()) => crius.pods.release_name(&pod_name(&pod.config), &pod.id),
+        Err(undo) => {
+            // Kept, not leaked: RemovePodSandbox retries the teardown.
+            tracing::error!(pod = %pod.id, error = %format!("{undo:#}"), "rollback of a failed pod left something behind; kept as not ready");
+            pod.state = PodState::NotReady;
+            if let Err(store) = crius.pods.insert(pod) {
+                tracing::error!(error = %store, "recording the half-made pod");
             }
-            Err(e)
         }
     }
+    Err(e)
 }
 
 /// Each step records in `pod` what it made, so that `teardown` undoes exactly that.
