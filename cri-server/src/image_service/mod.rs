@@ -8,6 +8,7 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
+use crate::detached;
 use crate::error::CriError;
 use crate::image::{ImageError, ImageRecord, RegistryAuth};
 use crate::instrument::rpc;
@@ -162,10 +163,9 @@ impl ImageService for ImageHandler {
             // In a task of its own: a client that gives up must not leave a
             // shared pull (or a half-written layer) behind.
             let crius = self.crius.clone();
-            let pulled = tokio::spawn(async move { crius.images.pull(&image, &auth).await })
-                .await
-                .map_err(|e| CriError::Internal(anyhow::anyhow!("pull task: {e}")))?
-                .map_err(cri_error)?;
+            let pulled =
+                detached(async move { crius.images.pull(&image, &auth).await.map_err(cri_error) })
+                    .await?;
             Ok(cri::PullImageResponse {
                 image_ref: pulled.id,
             })
@@ -186,10 +186,7 @@ impl ImageService for ImageHandler {
         rpc("RemoveImage", &image, async {
             let image = image_name(request.image)?;
             let crius = self.crius.clone();
-            tokio::spawn(async move { crius.images.remove(&image).await })
-                .await
-                .map_err(|e| CriError::Internal(anyhow::anyhow!("remove task: {e}")))?
-                .map_err(cri_error)?;
+            detached(async move { crius.images.remove(&image).await.map_err(cri_error) }).await?;
             Ok(cri::RemoveImageResponse {})
         })
         .await
