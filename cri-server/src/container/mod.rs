@@ -137,7 +137,30 @@ impl ContainerRecord {
             log_path: self.log_path.clone(),
             resources: None,
             image_id: self.image_id.clone(),
-            user: None,
+            user: Some(self.user()),
+        }
+    }
+}
+
+impl ContainerRecord {
+    /// The identity of the container's first process, as its spec resolved
+    /// it (CRI's SupplementalGroupsPolicy makes kubelet read it back).
+    pub fn user(&self) -> cri::ContainerUser {
+        let user = self.process.user();
+        let mut groups: Vec<i64> = user
+            .additional_gids()
+            .iter()
+            .flatten()
+            .map(|g| i64::from(*g))
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: i64::from(user.uid()),
+                gid: i64::from(user.gid()),
+                supplemental_groups: groups,
+            }),
         }
     }
 }
@@ -232,6 +255,19 @@ mod tests {
         let old: ContainerRecord = serde_json::from_value(json).unwrap();
         assert!(!old.oom_killed);
         assert_eq!(old.status().reason, "Error");
+    }
+
+    #[test]
+    fn status_reports_the_resolved_user() {
+        let mut r = record(ContainerState::Running, 0);
+        let mut user = oci_spec::runtime::User::default();
+        user.set_uid(1000);
+        user.set_gid(1000);
+        user.set_additional_gids(Some(vec![50000, 1000, 1234, 1000]));
+        r.process.set_user(user);
+        let linux = r.status().user.unwrap().linux.unwrap();
+        assert_eq!((linux.uid, linux.gid), (1000, 1000));
+        assert_eq!(linux.supplemental_groups, vec![1000, 1234, 50000]);
     }
 
     #[test]

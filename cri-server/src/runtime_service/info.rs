@@ -64,8 +64,10 @@ pub fn status(crius: &Crius, verbose: bool) -> Result<cri::StatusResponse, CriEr
                 user_namespaces: false,
             }),
         }],
+        // The spec builder applies Merge and Strict, and ContainerStatus
+        // reports the resolved user.
         features: Some(cri::RuntimeFeatures {
-            supplemental_groups_policy: false,
+            supplemental_groups_policy: true,
         }),
     })
 }
