@@ -1,5 +1,6 @@
 //! One wrapper around every CRI call: a span with the RPC name and object id,
-//! one log line for the outcome, and the error → gRPC status mapping.
+//! the caller's deadline, one log line for the outcome, and the error → gRPC
+//! status mapping.
 
 use std::future::Future;
 
@@ -14,7 +15,16 @@ where
 {
     let span = tracing::info_span!("cri", rpc = name, id = id);
     async move {
-        let result = call.await;
+        let result = match crate::deadline::current() {
+            Some(deadline) => tokio::time::timeout_at(deadline, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(CriError::DeadlineExceeded(format!(
+                        "{name}: the request's deadline passed"
+                    )))
+                }),
+            None => call.await,
+        };
         match &result {
             Ok(_) => tracing::debug!("ok"),
             Err(e) => tracing::warn!(error = %e, "failed"),

@@ -3,6 +3,7 @@
 mod cgroups;
 pub mod config;
 pub mod container;
+mod deadline;
 pub mod error;
 mod fs_usage;
 pub mod image;

@@ -14,6 +14,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
+use crate::deadline::DeadlineLayer;
 use crate::image_service::ImageHandler;
 use crate::runtime_service::RuntimeHandler;
 use crate::Crius;
@@ -96,6 +97,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut serving = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(DeadlineLayer)
             .add_service(runtime)
             .add_service(image)
             .serve_with_incoming_shutdown(UnixListenerStream::new(bound.listener), async {
