@@ -89,6 +89,12 @@ pub enum CniError {
         msg: String,
         details: String,
     },
+    #[error("CNI plugin {plugin} {command} did not finish within {after:?}; killed")]
+    Timeout {
+        plugin: String,
+        command: &'static str,
+        after: std::time::Duration,
+    },
     #[error("CNI plugin {plugin} returned a bad result: {message}")]
     BadResult { plugin: String, message: String },
     #[error("CNI cache {path}: {source}")]

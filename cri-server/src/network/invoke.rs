@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -159,8 +160,23 @@ pub(crate) fn find_plugin(plugin: &str, bin_dirs: &[PathBuf]) -> Result<PathBuf,
     })
 }
 
+/// How long one plugin run may take. The pod's creation runs in its own task,
+/// past any client deadline, so a hung plugin must not hold it forever.
+const PLUGIN_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Runs one plugin and returns its stdout (the result; empty for DEL and CHECK).
 pub(crate) async fn run_plugin(
+    binary: &Path,
+    plugin: &str,
+    command: Command,
+    env: &[(&'static str, String)],
+    stdin: &Value,
+) -> Result<Vec<u8>, CniError> {
+    run_plugin_within(PLUGIN_TIMEOUT, binary, plugin, command, env, stdin).await
+}
+
+async fn run_plugin_within(
+    timeout: Duration,
     binary: &Path,
     plugin: &str,
     command: Command,
@@ -176,15 +192,27 @@ pub(crate) async fn run_plugin(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Dropped at the timeout: the plugin is killed (and reaped by tokio).
+        .kill_on_drop(true)
         .spawn()
         .map_err(spawn_err)?;
     let input = serde_json::to_vec(stdin).expect("a JSON value serializes");
-    if let Some(mut pipe) = child.stdin.take() {
-        // A plugin that exits without reading (a usage error) closes the pipe;
-        // its exit status then tells what went wrong.
-        let _ = pipe.write_all(&input).await;
-    }
-    let output = child.wait_with_output().await.map_err(spawn_err)?;
+    let run = async {
+        if let Some(mut pipe) = child.stdin.take() {
+            // A plugin that exits without reading (a usage error) closes the pipe;
+            // its exit status then tells what went wrong.
+            let _ = pipe.write_all(&input).await;
+        }
+        child.wait_with_output().await
+    };
+    let output = tokio::time::timeout(timeout, run)
+        .await
+        .map_err(|_| CniError::Timeout {
+            plugin: plugin.to_string(),
+            command: command.as_str(),
+            after: timeout,
+        })?
+        .map_err(spawn_err)?;
     if output.status.success() {
         Ok(output.stdout)
     } else {
@@ -201,6 +229,61 @@ pub(crate) async fn run_plugin(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_hung_plugin_is_killed_at_the_timeout() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = dir.path().join("hang");
+        let pid_file = dir.path().join("pid");
+        std::fs::write(
+            &plugin,
+            format!(
+                "#!/bin/sh\necho $$ > {}\nexec sleep 30\n",
+                pid_file.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A script just written can be busy (ETXTBSY) while another test
+        // thread forks with the write fd still open: try again then.
+        let (started, err) = loop {
+            let started = std::time::Instant::now();
+            let err = run_plugin_within(
+                Duration::from_millis(300),
+                &plugin,
+                "hang",
+                Command::Add,
+                &[],
+                &Value::Null,
+            )
+            .await
+            .unwrap_err();
+            match &err {
+                CniError::Spawn { source, .. } if source.raw_os_error() == Some(libc::ETXTBSY) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                _ => break (started, err),
+            }
+        };
+        assert!(matches!(err, CniError::Timeout { .. }), "{err}");
+        assert!(err.to_string().contains("hang ADD"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |s| s.contains(") Z "))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !gone() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(gone(), "the hung plugin {pid} still runs");
+    }
     use crate::network::cni::{PortMapping, Protocol};
 
     fn pod() -> PodNetwork {
