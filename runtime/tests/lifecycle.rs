@@ -486,6 +486,9 @@ fn a_reused_init_pid_is_not_the_container() {
     assert_eq!(wait(pid), WaitStatus::Exited(pid, 0));
 
     // Stand in an unrelated live process for one that got init's pid after it was reaped.
+    // Start times count clock ticks (10 ms): a real reuse of the pid comes
+    // much later, and so must the stand-in, or it looks like init itself.
+    std::thread::sleep(std::time::Duration::from_millis(30));
     let mut unrelated = std::process::Command::new("sleep")
         .arg("100")
         .spawn()
