@@ -27,6 +27,11 @@ impl ImageHandler {
 type Reply<T> = Result<Response<T>, Status>;
 
 /// `image.image` of a request: required.
+/// The image a request names, for its span (validated later by `image_name`).
+fn span_image(spec: Option<&cri::ImageSpec>) -> String {
+    spec.map(|s| s.image.clone()).unwrap_or_default()
+}
+
 fn image_name(spec: Option<cri::ImageSpec>) -> Result<String, CriError> {
     match spec.map(|s| s.image) {
         Some(image) if !image.is_empty() => Ok(image),
@@ -118,11 +123,7 @@ impl ImageService for ImageHandler {
     ) -> Reply<cri::ImageStatusResponse> {
         let request = request.into_inner();
         let verbose = request.verbose;
-        let image = request
-            .image
-            .as_ref()
-            .map(|s| s.image.clone())
-            .unwrap_or_default();
+        let image = span_image(request.image.as_ref());
         rpc("ImageStatus", &image, async {
             let image = image_name(request.image)?;
             // An unknown image is no error: kubelet asks before it pulls.
@@ -152,11 +153,7 @@ impl ImageService for ImageHandler {
         request: Request<cri::PullImageRequest>,
     ) -> Reply<cri::PullImageResponse> {
         let request = request.into_inner();
-        let image = request
-            .image
-            .as_ref()
-            .map(|s| s.image.clone())
-            .unwrap_or_default();
+        let image = span_image(request.image.as_ref());
         rpc("PullImage", &image, async {
             let image = image_name(request.image)?;
             let auth = registry_auth(request.auth)?;
@@ -178,11 +175,7 @@ impl ImageService for ImageHandler {
         request: Request<cri::RemoveImageRequest>,
     ) -> Reply<cri::RemoveImageResponse> {
         let request = request.into_inner();
-        let image = request
-            .image
-            .as_ref()
-            .map(|s| s.image.clone())
-            .unwrap_or_default();
+        let image = span_image(request.image.as_ref());
         rpc("RemoveImage", &image, async {
             let image = image_name(request.image)?;
             let crius = self.crius.clone();
