@@ -1,6 +1,7 @@
 //! One wrapper around every CRI call: a span with the RPC name and object id,
-//! the caller's deadline, one log line for the outcome, and the error → gRPC
-//! status mapping.
+//! the caller's deadline, one log line for the outcome with the call's
+//! duration (`elapsed_ms`, what a probe's timeout is judged by), and the
+//! error → gRPC status mapping.
 
 use std::future::Future;
 
@@ -15,6 +16,7 @@ where
 {
     let span = tracing::info_span!("cri", rpc = name, id = id);
     async move {
+        let start = std::time::Instant::now();
         let result = match crate::deadline::current() {
             Some(deadline) => tokio::time::timeout_at(deadline, call)
                 .await
@@ -25,9 +27,10 @@ where
                 }),
             None => call.await,
         };
+        let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
         match &result {
-            Ok(_) => tracing::debug!("ok"),
-            Err(e) => tracing::warn!(error = %e, "failed"),
+            Ok(_) => tracing::debug!(elapsed_ms, "ok"),
+            Err(e) => tracing::warn!(error = %e, elapsed_ms, "failed"),
         }
         result.map(Response::new).map_err(Status::from)
     }

@@ -38,13 +38,18 @@ async fn first_pod_end_to_end() {
     let dup = run_pod(&mut rt, &pod_a).await.unwrap_err();
     assert_eq!(dup.code(), tonic::Code::AlreadyExists, "{dup:?}");
 
-    let shell = run_container(
-        &mut rt,
-        &pod_a_id,
-        &pod_a,
-        container_config("shell", &busybox, &["sh", "-c", "echo hello; sleep 600"]),
-    )
-    .await;
+    let mut shell_config =
+        container_config("shell", &busybox, &["sh", "-c", "echo hello; sleep 600"]);
+    shell_config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        security_context: None,
+    });
+    let shell = run_container(&mut rt, &pod_a_id, &pod_a, shell_config).await;
     let log_file = logs.join("shell.log");
     wait_for("hello in the CRI log", || {
         std::fs::read_to_string(&log_file).is_ok_and(|l| l.contains(" stdout F hello\n"))
@@ -54,6 +59,16 @@ async fn first_pod_end_to_end() {
     assert_eq!(status.log_path, log_file.display().to_string());
     assert_eq!(status.labels["role"], "shell");
     assert!(status.started_at >= status.created_at && status.created_at > 0);
+    // The limits it runs with, as kubelet reads them back (in-place resize).
+    let applied = status.resources.and_then(|r| r.linux).expect("resources");
+    assert_eq!(
+        (
+            applied.memory_limit_in_bytes,
+            applied.cpu_quota,
+            applied.cpu_period
+        ),
+        (64 << 20, 50_000, 100_000)
+    );
 
     // ExecSync: both streams and the exit code.
     let r = exec(

@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_cri::v1 as cri;
 
 use super::lifecycle::find;
-use super::ContainerState;
+use super::{not_running, shim_call_error, ContainerState};
 use crate::error::CriError;
 use crate::spec;
 use crate::Crius;
@@ -17,10 +17,7 @@ pub async fn exec_sync(
 ) -> Result<cri::ExecSyncResponse, CriError> {
     let record = find(crius, &req.container_id)?.snapshot();
     if record.state != ContainerState::Running {
-        return Err(CriError::FailedPrecondition(format!(
-            "container {} is not running",
-            record.id
-        )));
+        return Err(not_running(&record.id));
     }
     let process = spec::exec_process(&record.process, &req.cmd, false)?;
     let process_json = serde_json::to_vec(&process).map_err(anyhow::Error::from)?;
@@ -33,7 +30,7 @@ pub async fn exec_sync(
     let reply = shim
         .exec_sync(process_json, timeout)
         .await
-        .map_err(anyhow::Error::from)?;
+        .map_err(|e| shim_call_error(&record.id, e))?;
     if reply.timed_out {
         return Err(CriError::DeadlineExceeded(format!(
             "command {:?} timed out after {}s",

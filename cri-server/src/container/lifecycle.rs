@@ -121,6 +121,7 @@ pub async fn create_container(
         pid: 0,
         stop_signal: image.config.stop_signal.clone(),
         process: Default::default(),
+        resources: None,
         config,
     };
     let layers = crius.images.layer_dirs(&image);
@@ -135,7 +136,9 @@ pub async fn create_container(
     let crius = crius.clone();
     detached(async move {
         let mut record = record;
-        let result = match setup(&crius, &pod, &mut record, &layers, &image_name, &image_view).await {
+        // The annotation names the image as the user did, not kubelet's image ID.
+        let annotated_name = super::reported_image(record.config.image.as_ref()).image;
+        let result = match setup(&crius, &pod, &mut record, &layers, &annotated_name, &image_view).await {
             Ok(()) => crius
                 .containers
                 .insert(record.clone())
@@ -232,6 +235,7 @@ async fn setup(
         host: &crius.host,
     })?;
     record.process = spec.process().clone().unwrap_or_default();
+    record.resources = spec::applied_resources(&spec);
     let config_json = record.bundle.join("config.json");
     spec.save(&config_json)
         .with_context(|| format!("writing {}", config_json.display()))?;

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use super::lifecycle::find;
-use super::ContainerState;
+use super::{not_running, shim_call_error, ContainerState};
 use crate::error::CriError;
-use crate::shim_client::ShimError;
 use crate::Crius;
 
 pub async fn reopen_container_log(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
@@ -19,16 +18,7 @@ pub async fn reopen_container_log(crius: &Arc<Crius>, id: &str) -> Result<(), Cr
         .get(&record.id, &record.bundle)
         .await
         .map_err(anyhow::Error::from)?;
-    match shim.reopen_log().await {
-        Ok(()) => Ok(()),
-        // It exited since the record was read.
-        Err(ShimError::Call { status, .. }) if status.code() == tonic::Code::FailedPrecondition => {
-            Err(not_running(&record.id))
-        }
-        Err(e) => Err(anyhow::Error::from(e).into()),
-    }
-}
-
-fn not_running(id: &str) -> CriError {
-    CriError::FailedPrecondition(format!("container {id} is not running"))
+    shim.reopen_log()
+        .await
+        .map_err(|e| shim_call_error(&record.id, e))
 }

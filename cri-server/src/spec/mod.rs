@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 pub use error::SpecError;
 pub use host::HostCapabilities;
 pub use process::exec_process;
+pub use resources::applied_resources;
 pub use seccomp::default_profile as default_seccomp_profile;
 
 /// The parts of an image's config that shape its containers.
@@ -64,7 +65,9 @@ pub struct ContainerSpecInput<'a> {
     /// Names the container in log lines.
     pub container_id: &'a str,
     pub sandbox_id: &'a str,
-    /// The image as the request named it, for the `io.kubernetes.cri.image-name` annotation.
+    /// The image as the user named it (kubelet's `user_specified_image`, else
+    /// the request's image), for the `io.kubernetes.cri.image-name`
+    /// annotation, as containerd 2.x sets it (container_create.go).
     pub image_name: &'a str,
     pub config: &'a ContainerConfig,
     pub sandbox: &'a PodSandboxConfig,

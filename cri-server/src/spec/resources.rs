@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1::LinuxContainerResources;
+use k8s_cri::v1::{HugepageLimit, LinuxContainerResources};
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxHugepageLimitBuilder,
-    LinuxMemoryBuilder, LinuxResources, LinuxResourcesBuilder,
+    LinuxMemoryBuilder, LinuxResources, LinuxResourcesBuilder, Spec,
 };
 
 use super::{HostCapabilities, SpecError};
@@ -134,6 +134,57 @@ pub(super) fn oom_score_adj(
     Ok(Some((r.oom_score_adj as i32).max(host.min_oom_score_adj)))
 }
 
+/// What a built spec applies, as ContainerStatus.resources reports it:
+/// linux.resources' cpu, memory, hugepage and unified settings and the
+/// process' oom_score_adj; zero where the spec sets nothing, `None` without a
+/// linux section (containerd's `copyResourcesToStatus`,
+/// internal/cri/server/helpers.go).
+pub fn applied_resources(spec: &Spec) -> Option<LinuxContainerResources> {
+    let linux = spec.linux().as_ref()?;
+    let mut out = LinuxContainerResources {
+        oom_score_adj: spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.oom_score_adj())
+            .map_or(0, i64::from),
+        ..Default::default()
+    };
+    let Some(r) = linux.resources() else {
+        return Some(out);
+    };
+    if let Some(cpu) = r.cpu() {
+        out.cpu_period = cpu
+            .period()
+            .map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        out.cpu_quota = cpu.quota().unwrap_or(0);
+        out.cpu_shares = cpu
+            .shares()
+            .map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        out.cpuset_cpus = cpu.cpus().clone().unwrap_or_default();
+        out.cpuset_mems = cpu.mems().clone().unwrap_or_default();
+    }
+    if let Some(memory) = r.memory() {
+        out.memory_limit_in_bytes = memory.limit().unwrap_or(0);
+        out.memory_swap_limit_in_bytes = memory.swap().unwrap_or(0);
+    }
+    out.hugepage_limits = r
+        .hugepage_limits()
+        .iter()
+        .flatten()
+        .map(|h| HugepageLimit {
+            page_size: h.page_size().clone(),
+            limit: u64::try_from(h.limit()).unwrap_or(0),
+        })
+        .collect();
+    if let Some(unified) = r.unified() {
+        out.unified = unified
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+    }
+    Some(out)
+}
+
 fn non_negative(v: i64, field: &'static str) -> Result<u64, SpecError> {
     u64::try_from(v).map_err(|_| SpecError::invalid(field, format!("{v} is negative")))
 }
@@ -141,7 +192,6 @@ fn non_negative(v: i64, field: &'static str) -> Result<u64, SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::HugepageLimit;
 
     fn host() -> HostCapabilities {
         HostCapabilities {
@@ -266,6 +316,13 @@ mod tests {
         };
         let r = resources(Some(&req), &v2, false, vec![]).unwrap();
         assert_eq!(r.unified().as_ref().unwrap()["memory.high"], "1M");
+    }
+
+    #[test]
+    fn no_linux_section_applies_nothing() {
+        let mut spec = Spec::default();
+        spec.set_linux(None);
+        assert_eq!(applied_resources(&spec), None);
     }
 
     #[test]
