@@ -38,6 +38,11 @@ where
     .await
 }
 
+/// The response stream of a server-streaming RPC: boxed, so a handler can
+/// return any stream (tonic needs one concrete type per RPC).
+pub type ReplyStream<T> =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
 /// The answer of every RPC whose issue has not landed yet.
 pub fn unimplemented<T>(name: &'static str) -> Result<Response<T>, Status> {
     tracing::debug!(rpc = name, "unimplemented");

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use k8s_cri::v1::image_service_server::ImageServiceServer;
-use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use crius_proto::cri::image_service_server::ImageServiceServer;
+use crius_proto::cri::runtime_service_server::RuntimeServiceServer;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -146,5 +146,137 @@ impl ShutdownSignals {
             _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crius_proto::cri;
+    use crius_proto::cri::image_service_client::ImageServiceClient;
+    use crius_proto::cri::runtime_service_client::RuntimeServiceClient;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::{UnixListener, UnixStream};
+    use tokio_stream::wrappers::UnixListenerStream;
+    use tonic::transport::{Channel, Endpoint};
+    use tonic::Code;
+
+    use super::*;
+
+    /// Both services served in-process on a socket of their own (no criusd,
+    /// no network), and a channel to them.
+    async fn serve() -> (tempfile::TempDir, Channel) {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = Config {
+            root: tmp.path().join("root"),
+            state: tmp.path().join("state"),
+            ..Default::default()
+        };
+        let crius = Arc::new(Crius::open(config).unwrap());
+        let socket = tmp.path().join("crius.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RuntimeServiceServer::new(RuntimeHandler::new(
+                    crius.clone(),
+                )))
+                .add_service(ImageServiceServer::new(ImageHandler::new(crius)))
+                .serve_with_incoming(UnixListenerStream::new(listener)),
+        );
+        let channel =
+            Endpoint::from_static("http://[::]:50051")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let socket = socket.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?))
+                    }
+                }))
+                .await
+                .unwrap();
+        (tmp, channel)
+    }
+
+    /// The call reached our handler (not tonic's answer to an unknown
+    /// method, which names nothing) and it answered UNIMPLEMENTED naming it.
+    macro_rules! assert_unimplemented {
+        ($call:expr, $name:literal) => {
+            match $call.await {
+                Ok(_) => panic!("{} answered", $name),
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Unimplemented, "{}: {status:?}", $name);
+                    assert!(status.message().contains($name), "{}: {status:?}", $name);
+                }
+            }
+        };
+    }
+
+    #[tokio::test]
+    async fn rpcs_not_built_yet_are_routed_and_unimplemented_by_name() {
+        let (_tmp, channel) = serve().await;
+        let mut rt = RuntimeServiceClient::new(channel.clone());
+        let mut img = ImageServiceClient::new(channel);
+        assert_unimplemented!(
+            rt.stream_pod_sandboxes(cri::StreamPodSandboxesRequest::default()),
+            "StreamPodSandboxes"
+        );
+        assert_unimplemented!(
+            rt.stream_containers(cri::StreamContainersRequest::default()),
+            "StreamContainers"
+        );
+        assert_unimplemented!(
+            rt.update_container_resources(cri::UpdateContainerResourcesRequest::default()),
+            "UpdateContainerResources"
+        );
+        assert_unimplemented!(rt.exec(cri::ExecRequest::default()), "Exec");
+        assert_unimplemented!(rt.attach(cri::AttachRequest::default()), "Attach");
+        assert_unimplemented!(
+            rt.port_forward(cri::PortForwardRequest::default()),
+            "PortForward"
+        );
+        assert_unimplemented!(
+            rt.stream_container_stats(cri::StreamContainerStatsRequest::default()),
+            "StreamContainerStats"
+        );
+        assert_unimplemented!(
+            rt.stream_pod_sandbox_stats(cri::StreamPodSandboxStatsRequest::default()),
+            "StreamPodSandboxStats"
+        );
+        assert_unimplemented!(
+            rt.checkpoint_container(cri::CheckpointContainerRequest::default()),
+            "CheckpointContainer"
+        );
+        assert_unimplemented!(
+            rt.checkpoint_pod(cri::CheckpointPodRequest::default()),
+            "CheckpointPod"
+        );
+        assert_unimplemented!(
+            rt.restore_pod(cri::RestorePodRequest::default()),
+            "RestorePod"
+        );
+        assert_unimplemented!(
+            rt.get_container_events(cri::GetEventsRequest::default()),
+            "GetContainerEvents"
+        );
+        assert_unimplemented!(
+            rt.list_metric_descriptors(cri::ListMetricDescriptorsRequest::default()),
+            "ListMetricDescriptors"
+        );
+        assert_unimplemented!(
+            rt.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest::default()),
+            "ListPodSandboxMetrics"
+        );
+        assert_unimplemented!(
+            rt.stream_pod_sandbox_metrics(cri::StreamPodSandboxMetricsRequest::default()),
+            "StreamPodSandboxMetrics"
+        );
+        assert_unimplemented!(
+            rt.update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest::default()),
+            "UpdatePodSandboxResources"
+        );
+        assert_unimplemented!(
+            img.stream_images(cri::StreamImagesRequest::default()),
+            "StreamImages"
+        );
     }
 }

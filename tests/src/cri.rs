@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use crius_proto::cri;
+use crius_proto::cri::image_service_client::ImageServiceClient;
+use crius_proto::cri::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
 pub type Runtime = RuntimeServiceClient<Channel>;

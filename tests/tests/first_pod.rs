@@ -4,12 +4,12 @@
 
 use std::time::{Duration, Instant};
 
+use crius_proto::cri;
 use crius_tests::cri::{
     container_config, container_status, exec, pod_config, pull, run_container, run_pod, wait_for,
 };
 use crius_tests::registry::TestRegistry;
 use crius_tests::{processes, require_root, Daemon, DaemonOptions};
-use k8s_cri::v1 as cri;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn first_pod_end_to_end() {

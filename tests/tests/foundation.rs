@@ -1,8 +1,8 @@
 //! The foundation against a real criusd: Version, Status, RuntimeConfig over the
 //! socket; start-up errors; the single-instance lock; graceful shutdown.
 
+use crius_proto::cri;
 use crius_tests::{run_criusd, short_tempdir, Daemon, DaemonOptions};
-use k8s_cri::v1 as cri;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn version_over_the_socket() {

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crius_proto::cri;
+use crius_proto::cri::image_service_client::ImageServiceClient;
 use crius_tests::registry::TestRegistry;
 use crius_tests::{require_root, Daemon, DaemonOptions};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
 use tonic::transport::Channel;
 use tonic::Code;
 

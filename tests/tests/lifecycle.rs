@@ -1,13 +1,13 @@
 //! Failure paths and restarts against a real criusd: a failed create leaves
 //! nothing behind and frees its name; containers outlive a criusd restart.
 
+use crius_proto::cri;
 use crius_tests::cri::{
     container_config, container_status, create_container, exec, pod_config, pull, run_container,
     run_pod, wait_for,
 };
 use crius_tests::registry::TestRegistry;
 use crius_tests::{mounts_under, require_root, Daemon, DaemonOptions};
-use k8s_cri::v1 as cri;
 
 fn daemon() -> Daemon {
     Daemon::start_with(DaemonOptions {

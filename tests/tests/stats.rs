@@ -5,12 +5,12 @@
 
 use std::collections::HashMap;
 
+use crius_proto::cri;
 use crius_tests::cri::{
     container_config, create_container, exec, pod_config, pull, run_container, run_pod, Runtime,
 };
 use crius_tests::registry::TestRegistry;
 use crius_tests::{require_root, Daemon, DaemonOptions};
-use k8s_cri::v1 as cri;
 
 /// About a tenth of a second of CPU in busybox's shell.
 const BURN: &str = "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done";

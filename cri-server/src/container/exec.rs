@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_cri::v1 as cri;
+use crius_proto::cri;
 
 use super::lifecycle::find;
 use super::{not_running, shim_call_error, ContainerState};

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use crius_proto::cri;
 use crius_proto::shim::v1 as pb;
-use k8s_cri::v1 as cri;
 
 use super::{container_name, ContainerRecord, ContainerState};
 use crate::error::CriError;

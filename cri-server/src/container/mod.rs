@@ -6,7 +6,7 @@ mod log;
 
 use std::path::PathBuf;
 
-use k8s_cri::v1 as cri;
+use crius_proto::cri;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CriError;
@@ -141,6 +141,9 @@ impl ContainerRecord {
             }),
             image_id: self.image_id.clone(),
             user: Some(self.user()),
+            // ContainerConfig.stop_signal is not honoured yet: reported as the
+            // runtime default.
+            stop_signal: cri::Signal::RuntimeDefault as i32,
         }
     }
 }

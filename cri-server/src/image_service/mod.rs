@@ -4,14 +4,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_server::ImageService;
+use crius_proto::cri;
+use crius_proto::cri::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
 use crate::detached;
 use crate::error::CriError;
 use crate::image::{ImageError, ImageRecord, RegistryAuth};
-use crate::instrument::rpc;
+use crate::instrument::{rpc, unimplemented, ReplyStream};
 use crate::Crius;
 
 pub struct ImageHandler {
@@ -94,6 +94,8 @@ fn cri_image(record: &ImageRecord) -> cri::Image {
 
 #[tonic::async_trait]
 impl ImageService for ImageHandler {
+    type StreamImagesStream = ReplyStream<cri::StreamImagesResponse>;
+
     async fn list_images(
         &self,
         request: Request<cri::ListImagesRequest>,
@@ -115,6 +117,13 @@ impl ImageService for ImageHandler {
             })
         })
         .await
+    }
+
+    async fn stream_images(
+        &self,
+        _request: Request<cri::StreamImagesRequest>,
+    ) -> Reply<Self::StreamImagesStream> {
+        unimplemented("StreamImages")
     }
 
     async fn image_status(

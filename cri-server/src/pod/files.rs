@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use k8s_cri::v1 as cri;
+use crius_proto::cri;
 
 /// resolv.conf from the pod's DNS config, or the host's when there is none.
 pub fn resolv_conf(dns: Option<&cri::DnsConfig>, host_resolv: &Path) -> std::io::Result<String> {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use k8s_cri::v1 as cri;
+use crius_proto::cri;
 
 use super::{files, pod_name, PodRecord, PodState};
 use crate::error::CriError;

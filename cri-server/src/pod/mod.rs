@@ -7,7 +7,7 @@ mod lifecycle;
 
 use std::path::PathBuf;
 
-use k8s_cri::v1 as cri;
+use crius_proto::cri;
 use serde::{Deserialize, Serialize};
 
 use crate::state::table::Record;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1 as cri;
+use crius_proto::cri;
 
 use crate::config::CgroupDriver;
 use crate::error::CriError;
@@ -66,8 +66,12 @@ pub fn status(crius: &Crius, verbose: bool) -> Result<cri::StatusResponse, CriEr
         }],
         // The spec builder applies Merge and Strict, and ContainerStatus
         // reports the resolved user.
+        // Mount.mount_options and user namespaces with the host network are
+        // not served.
         features: Some(cri::RuntimeFeatures {
             supplemental_groups_policy: true,
+            user_namespaces_host_network: false,
+            mount_options: false,
         }),
     })
 }

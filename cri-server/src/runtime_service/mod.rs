@@ -4,12 +4,12 @@ mod info;
 
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_server::RuntimeService;
+use crius_proto::cri;
+use crius_proto::cri::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use crate::error::CriError;
-use crate::instrument::{rpc, unimplemented};
+use crate::instrument::{rpc, unimplemented, ReplyStream};
 use crate::pod::PodRecord;
 use crate::{container, pod, stats, Crius};
 
@@ -40,6 +40,11 @@ type Reply<T> = Result<Response<T>, Status>;
 impl RuntimeService for RuntimeHandler {
     type GetContainerEventsStream =
         tokio_stream::Empty<Result<cri::ContainerEventResponse, Status>>;
+    type StreamPodSandboxesStream = ReplyStream<cri::StreamPodSandboxesResponse>;
+    type StreamContainersStream = ReplyStream<cri::StreamContainersResponse>;
+    type StreamContainerStatsStream = ReplyStream<cri::StreamContainerStatsResponse>;
+    type StreamPodSandboxStatsStream = ReplyStream<cri::StreamPodSandboxStatsResponse>;
+    type StreamPodSandboxMetricsStream = ReplyStream<cri::StreamPodSandboxMetricsResponse>;
 
     async fn version(&self, _request: Request<cri::VersionRequest>) -> Reply<cri::VersionResponse> {
         rpc("Version", "", async { Ok(info::version()) }).await
@@ -121,6 +126,13 @@ impl RuntimeService for RuntimeHandler {
         .await
     }
 
+    async fn stream_pod_sandboxes(
+        &self,
+        _request: Request<cri::StreamPodSandboxesRequest>,
+    ) -> Reply<Self::StreamPodSandboxesStream> {
+        unimplemented("StreamPodSandboxes")
+    }
+
     async fn create_container(
         &self,
         request: Request<cri::CreateContainerRequest>,
@@ -187,6 +199,13 @@ impl RuntimeService for RuntimeHandler {
             Ok(cri::ListContainersResponse { containers })
         })
         .await
+    }
+
+    async fn stream_containers(
+        &self,
+        _request: Request<cri::StreamContainersRequest>,
+    ) -> Reply<Self::StreamContainersStream> {
+        unimplemented("StreamContainers")
     }
 
     async fn container_status(
@@ -271,6 +290,13 @@ impl RuntimeService for RuntimeHandler {
         .await
     }
 
+    async fn stream_container_stats(
+        &self,
+        _request: Request<cri::StreamContainerStatsRequest>,
+    ) -> Reply<Self::StreamContainerStatsStream> {
+        unimplemented("StreamContainerStats")
+    }
+
     async fn pod_sandbox_stats(
         &self,
         request: Request<cri::PodSandboxStatsRequest>,
@@ -293,6 +319,13 @@ impl RuntimeService for RuntimeHandler {
             Ok(cri::ListPodSandboxStatsResponse { stats })
         })
         .await
+    }
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        _request: Request<cri::StreamPodSandboxStatsRequest>,
+    ) -> Reply<Self::StreamPodSandboxStatsStream> {
+        unimplemented("StreamPodSandboxStats")
     }
 
     async fn update_runtime_config(
@@ -318,6 +351,20 @@ impl RuntimeService for RuntimeHandler {
         unimplemented("CheckpointContainer")
     }
 
+    async fn checkpoint_pod(
+        &self,
+        _request: Request<cri::CheckpointPodRequest>,
+    ) -> Reply<cri::CheckpointPodResponse> {
+        unimplemented("CheckpointPod")
+    }
+
+    async fn restore_pod(
+        &self,
+        _request: Request<cri::RestorePodRequest>,
+    ) -> Reply<cri::RestorePodResponse> {
+        unimplemented("RestorePod")
+    }
+
     async fn get_container_events(
         &self,
         _request: Request<cri::GetEventsRequest>,
@@ -339,6 +386,13 @@ impl RuntimeService for RuntimeHandler {
         unimplemented("ListPodSandboxMetrics")
     }
 
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _request: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> Reply<Self::StreamPodSandboxMetricsStream> {
+        unimplemented("StreamPodSandboxMetrics")
+    }
+
     async fn runtime_config(
         &self,
         _request: Request<cri::RuntimeConfigRequest>,
@@ -347,5 +401,12 @@ impl RuntimeService for RuntimeHandler {
             Ok(info::runtime_config(&self.crius))
         })
         .await
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        _request: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> Reply<cri::UpdatePodSandboxResourcesResponse> {
+        unimplemented("UpdatePodSandboxResources")
     }
 }

@@ -6,7 +6,7 @@ use std::fs::Metadata;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1::ContainerConfig;
+use crius_proto::cri::ContainerConfig;
 use nix::sys::stat::{major, minor};
 use oci_spec::runtime::{
     LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
@@ -191,7 +191,7 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::Device;
+    use crius_proto::cri::Device;
 
     fn config(devices: Vec<Device>) -> ContainerConfig {
         ContainerConfig {

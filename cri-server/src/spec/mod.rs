@@ -25,7 +25,7 @@ mod user;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
+use crius_proto::cri::{ContainerConfig, PodSandboxConfig};
 use oci_spec::runtime::{
     LinuxBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };

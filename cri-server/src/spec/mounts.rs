@@ -4,7 +4,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use k8s_cri::v1::{ContainerConfig, MountPropagation};
+use crius_proto::cri::{ContainerConfig, MountPropagation};
 use oci_spec::runtime::{Mount, MountBuilder};
 
 use super::SpecError;
@@ -261,7 +261,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::Mount as CriMount;
+    use crius_proto::cri::Mount as CriMount;
 
     fn summary(m: &Mounts) -> Vec<(String, String, String, Vec<String>)> {
         m.mounts

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use k8s_cri::v1::{LinuxContainerSecurityContext, NamespaceMode};
+use crius_proto::cri::{LinuxContainerSecurityContext, NamespaceMode};
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType};
 
 use super::{HostCapabilities, SandboxNamespaces, SpecError};
@@ -88,7 +88,7 @@ fn joined(typ: LinuxNamespaceType, path: &Path) -> Result<LinuxNamespace, SpecEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{NamespaceOption, UserNamespace};
+    use crius_proto::cri::{NamespaceOption, UserNamespace};
     use std::path::PathBuf;
 
     fn host(cgroup_v2: bool) -> HostCapabilities {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1::ContainerConfig;
+use crius_proto::cri::ContainerConfig;
 use oci_spec::runtime::Process;
 
 use super::{ImageConfigView, SpecError};
@@ -71,7 +71,14 @@ pub(super) fn env(
                 format!("envs[{i}].key {:?} is not a variable name", kv.key),
             ));
         }
-        set_env(&mut env, format!("{}={}", kv.key, kv.value));
+        // CRI carries values as bytes; an OCI spec's env is UTF-8 strings.
+        let Ok(value) = std::str::from_utf8(&kv.value) else {
+            return Err(SpecError::invalid(
+                "config.envs",
+                format!("envs[{i}] ({}) has a value that is not UTF-8", kv.key),
+            ));
+        };
+        set_env(&mut env, format!("{}={value}", kv.key));
     }
     if !env.iter().any(|e| env_key(e) == "HOME") {
         env.push(format!("HOME={home}"));
@@ -136,7 +143,7 @@ pub fn exec_process(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::KeyValue;
+    use crius_proto::cri::KeyValue;
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -261,6 +268,29 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn env_value_must_be_utf8() {
+        let cfg = ContainerConfig {
+            envs: vec![KeyValue {
+                key: "RAW".into(),
+                value: vec![0x66, 0xff],
+            }],
+            ..Default::default()
+        };
+        let err = env(&cfg, &ImageConfigView::default(), "h", "/").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SpecError::InvalidArgument {
+                    field: "config.envs",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("RAW"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1::{HugepageLimit, LinuxContainerResources};
+use crius_proto::cri::{HugepageLimit, LinuxContainerResources};
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxHugepageLimitBuilder,
     LinuxMemoryBuilder, LinuxResources, LinuxResourcesBuilder, Spec,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::{
+use crius_proto::cri::{
     ContainerConfig, Int64Value, LinuxContainerSecurityContext, Mount as CriMount,
     MountPropagation, NamespaceMode, NamespaceOption, SecurityProfile,
 };
@@ -625,7 +625,7 @@ fn host_namespaces_and_a_device(runner: Runner) {
         ..Default::default()
     };
     let mut config = container_config(sc);
-    config.devices.push(k8s_cri::v1::Device {
+    config.devices.push(crius_proto::cri::Device {
         container_path: "/dev/mynull".into(),
         host_path: "/dev/null".into(),
         permissions: "rw".into(),

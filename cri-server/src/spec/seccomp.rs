@@ -10,7 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1::{security_profile::ProfileType, LinuxContainerSecurityContext, SecurityProfile};
+use crius_proto::cri::{
+    security_profile::ProfileType, LinuxContainerSecurityContext, SecurityProfile,
+};
 use oci_spec::runtime::{
     Arch, Capabilities, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg,
     LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompFilterFlag, LinuxSeccompOperator,

@@ -3,7 +3,9 @@
 
 use std::str::FromStr;
 
-use k8s_cri::v1::{security_profile::ProfileType, LinuxContainerSecurityContext, SecurityProfile};
+use crius_proto::cri::{
+    security_profile::ProfileType, LinuxContainerSecurityContext, SecurityProfile,
+};
 use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities, LinuxCapabilitiesBuilder};
 
 use super::SpecError;
@@ -242,7 +244,7 @@ fn paths_or_default(given: Option<&[String]>, default: &[&str], privileged: bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::Capability as CriCapability;
+    use crius_proto::cri::Capability as CriCapability;
 
     const ALL: u64 = (1 << 41) - 1;
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1::PodSandboxConfig;
+use crius_proto::cri::PodSandboxConfig;
 
 use super::{SandboxNamespaces, SpecError};
 
@@ -74,7 +74,7 @@ pub(super) fn sysctls(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::LinuxPodSandboxConfig;
+    use crius_proto::cri::LinuxPodSandboxConfig;
 
     fn pod(sysctls: &[(&str, &str)]) -> PodSandboxConfig {
         PodSandboxConfig {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use k8s_cri::v1::{
+use crius_proto::cri::{
     Capability as CriCapability, ContainerConfig, ContainerMetadata, Int64Value, KeyValue,
     LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
     LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
@@ -307,7 +307,7 @@ fn security_context_settings() {
             add_ambient_capabilities: vec![],
         }),
         masked_paths: vec!["/bin/ls".into()],
-        seccomp: Some(k8s_cri::v1::SecurityProfile::default()),
+        seccomp: Some(crius_proto::cri::SecurityProfile::default()),
         ..Default::default()
     };
     let mut f = Fixture::new(sc);

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 
-use k8s_cri::v1::{LinuxContainerSecurityContext, SupplementalGroupsPolicy};
+use crius_proto::cri::{LinuxContainerSecurityContext, SupplementalGroupsPolicy};
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 
@@ -287,7 +287,7 @@ fn read_in_root(rootfs: &Path, path: &str) -> Result<Option<String>, SpecError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::Int64Value;
+    use crius_proto::cri::Int64Value;
 
     const PASSWD: &str = "\
 root:x:0:0:root:/root:/bin/sh

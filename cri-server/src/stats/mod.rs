@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
-use k8s_cri::v1 as cri;
+use crius_proto::cri;
 
 pub use cgroup::CgroupFs;
 
@@ -75,6 +75,7 @@ impl CgroupStats {
                 timestamp,
                 usage_core_nano_seconds: value(nanos),
                 usage_nano_cores: nano_cores.and_then(value),
+                psi: None,
             }),
             memory: usage.memory.map(|m| cri::MemoryUsage {
                 timestamp,
@@ -84,6 +85,7 @@ impl CgroupStats {
                 rss_bytes: value(m.rss),
                 page_faults: value(m.page_faults),
                 major_page_faults: value(m.major_page_faults),
+                psi: None,
             }),
             swap: usage.swap.map(|s| cri::SwapUsage {
                 timestamp,
@@ -232,6 +234,7 @@ fn one_container(
         cpu: usage.cpu,
         memory: usage.memory,
         swap: usage.swap,
+        io: None,
         writable_layer: Some(cri::FilesystemUsage {
             timestamp: now_nanos(),
             fs_id: Some(cri::FilesystemIdentifier {
@@ -271,6 +274,7 @@ fn one_pod(
             network: None,
             process: totals.process,
             containers,
+            io: None,
         }),
         windows: None,
     })

@@ -1,10 +1,10 @@
 //! A CRI client over a unix socket.
 
 use anyhow::{bail, Context};
+use crius_proto::cri;
+use crius_proto::cri::image_service_client::ImageServiceClient;
+use crius_proto::cri::runtime_service_client::RuntimeServiceClient;
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use std::path::PathBuf;
 use tonic::transport::{Channel, Endpoint, Uri};
 

@@ -3,7 +3,7 @@
 use crate::client::Runtime;
 use crate::stats::Summary;
 use anyhow::{bail, Context};
-use k8s_cri::v1 as cri;
+use crius_proto::cri;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 

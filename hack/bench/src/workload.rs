@@ -4,7 +4,7 @@
 
 use crate::client::Runtime;
 use anyhow::Context;
-use k8s_cri::v1 as cri;
+use crius_proto::cri;
 use std::path::Path;
 
 /// What every pod of a run is made of.
