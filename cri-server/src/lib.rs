@@ -1,6 +1,6 @@
 //! crius: the CRI server. `criusd` is a thin binary over this library.
 
-mod cgroups;
+pub mod cgroups;
 pub mod config;
 pub mod container;
 mod deadline;
@@ -20,7 +20,7 @@ pub mod state;
 pub mod stats;
 
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use config::Config;
 use container::ContainerRecord;
@@ -47,6 +47,8 @@ pub struct Crius {
     pub shim_bin: PathBuf,
     /// What this host's cgroups can enforce, measured once.
     pub host: HostCapabilities,
+    /// The cgroup driver: names, places and removes pod and container cgroups.
+    pub cgroups: Arc<dyn cgroups::CgroupDriver>,
     /// The cgroup layout and each cgroup's previous CPU sample, for stats.
     pub stats: stats::Sampler,
     pod_cidr: RwLock<String>,
@@ -65,6 +67,8 @@ impl Crius {
             .with_file_name("crius-shim");
         let images = image::ImageStore::open(&config, store.clone())
             .with_context(|| format!("opening the image store under {}", config.root.display()))?;
+        let cgroup_layout =
+            cgroups::CgroupLayout::detect().context("detecting the host's cgroups")?;
         Ok(Crius {
             images,
             pods: Table::load(store.clone()).context("loading pods")?,
@@ -72,8 +76,13 @@ impl Crius {
             cni: Cni::from_config(&config),
             shims: Shims::default(),
             shim_bin,
-            host: HostCapabilities::detect().context("probing the host's cgroups")?,
-            stats: stats::Sampler::for_host(),
+            host: HostCapabilities::detect(cgroup_layout.limits())
+                .context("probing the host's capabilities")?,
+            cgroups: Arc::new(cgroups::Cgroupfs::new(
+                cgroup_layout.clone(),
+                &config.cgroup_parent,
+            )),
+            stats: stats::Sampler::new(cgroup_layout),
             config,
             store,
             pod_cidr: RwLock::new(String::new()),

@@ -183,15 +183,14 @@ impl Shim {
         })
     }
 
+    /// Creates the container from the bundle the shim was started with (its
+    /// output goes to the shim's --log-path); with `stdin` the shim keeps the
+    /// container's stdin open. Returns init's host pid.
     pub async fn create(&self, stdin: bool) -> Result<u32, ShimError> {
         let r = self
             .client
             .clone()
-            .create(pb::CreateRequest {
-                bundle: String::new(),
-                stdin,
-                log_path: String::new(),
-            })
+            .create(pb::CreateRequest { stdin })
             .await
             .map_err(call_err("Create"))?;
         Ok(r.into_inner().pid)
@@ -238,6 +237,9 @@ impl Shim {
             .into_inner())
     }
 
+    /// Runs `process_json` (an OCI `process` object, `terminal` false) in
+    /// the running container and returns its output; the shim kills it
+    /// after `timeout` (zero: never).
     pub async fn exec_sync(
         &self,
         process_json: Vec<u8>,
@@ -247,7 +249,7 @@ impl Shim {
             .client
             .clone()
             .exec_sync(pb::ExecSyncRequest {
-                process: Some(pb::exec_sync_request::Process::ProcessJson(process_json)),
+                process_json,
                 timeout_ms: timeout.as_millis() as u64,
             })
             .await

@@ -30,6 +30,8 @@ use crate::stdio::{ContainerStdio, Stdio};
 #[derive(Debug, Clone)]
 pub struct Runtime {
     state_root: PathBuf,
+    /// The cgroup driver of the containers it creates: systemd when true.
+    systemd_cgroups: bool,
 }
 
 impl Runtime {
@@ -38,7 +40,18 @@ impl Runtime {
     pub fn new(state_root: impl Into<PathBuf>) -> Runtime {
         Runtime {
             state_root: state_root.into(),
+            systemd_cgroups: false,
         }
+    }
+
+    /// The same runtime with the cgroup driver set: `false` (the default) is
+    /// cgroupfs, where `linux.cgroupsPath` is a path under each hierarchy;
+    /// `true` is systemd, where it is `<slice>:<prefix>:<name>` and each
+    /// container becomes the scope `<prefix>-<name>.scope`. The daemon's
+    /// `cgroups` module names both. Applies to containers created after.
+    pub fn with_systemd_cgroups(mut self, systemd: bool) -> Runtime {
+        self.systemd_cgroups = systemd;
+        self
     }
 
     pub fn state_root(&self) -> &Path {
@@ -191,7 +204,7 @@ impl Runtime {
         let container = with_own_oom_score(id, step, || {
             self.builder(id, io)?
                 .as_init(bundle)
-                .with_systemd(false)
+                .with_systemd(self.systemd_cgroups)
                 .with_detach(true)
                 .build()
         })?;

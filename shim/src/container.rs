@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use crius_proto::exit_file::{self, ExitRecord};
 use crius_proto::shim::v1::Status;
-use crius_runtime::oci_spec::runtime::{Process, Spec};
+use crius_runtime::oci_spec::runtime::Spec;
 use crius_runtime::{Pid, Runtime, Signal, Stdio};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -64,8 +64,6 @@ struct State {
 struct Created {
     pid: Pid,
     at: SystemTime,
-    /// The container's own process from config.json: the base of an exec.
-    process: Process,
     /// The write end of the container's stdin pipe, kept so stdin stays open.
     _stdin: Option<OwnedFd>,
     /// To the task that writes the CRI log.
@@ -80,19 +78,6 @@ pub struct Snapshot {
     pub started_at: Option<SystemTime>,
     pub exit: Option<InitExit>,
     pub deleted: bool,
-}
-
-/// What Create needs beyond the shim's configuration.
-pub struct CreateOptions {
-    pub bundle: Option<PathBuf>,
-    pub stdin: bool,
-    pub log_path: Option<PathBuf>,
-}
-
-/// The process an ExecSync runs.
-pub enum ExecRequest {
-    Json(Vec<u8>),
-    Fields(crius_proto::shim::v1::ExecProcess),
 }
 
 impl Container {
@@ -110,17 +95,19 @@ impl Container {
         &self.config.id
     }
 
-    pub fn create(self: &Arc<Self>, options: CreateOptions) -> Result<Pid, ShimError> {
+    /// Creates the container from the shim's bundle; with `stdin`, its stdin
+    /// is a pipe the shim holds open, else /dev/null.
+    pub fn create(self: &Arc<Self>, stdin: bool) -> Result<Pid, ShimError> {
         if self.lock().created.is_some() {
             return Err(ShimError::FailedPrecondition(
                 "the container was already created".into(),
             ));
         }
-        let bundle = options.bundle.unwrap_or_else(|| self.config.bundle.clone());
-        let (process, cgroups_path) = load_spec(&bundle)?;
-        let log = match options.log_path.or_else(|| self.config.log_path.clone()) {
+        let bundle = &self.config.bundle;
+        let cgroups_path = load_spec(bundle)?;
+        let log = match &self.config.log_path {
             Some(path) => Some(
-                CriLogFile::open(&path)
+                CriLogFile::open(path)
                     .with_context(|| format!("open the container log {}", path.display()))?,
             ),
             None => None,
@@ -133,7 +120,7 @@ impl Container {
         });
         let (stdout, stdout_writer) = container_io::pipe().context("create the stdout pipe")?;
         let (stderr, stderr_writer) = container_io::pipe().context("create the stderr pipe")?;
-        let (stdin_reader, stdin_writer) = if options.stdin {
+        let (stdin_reader, stdin_writer) = if stdin {
             let (reader, writer) = container_io::pipe().context("create the stdin pipe")?;
             (Some(reader), Some(writer))
         } else {
@@ -147,7 +134,7 @@ impl Container {
             stdout: Some(stdout_writer),
             stderr: Some(stderr_writer),
         };
-        let pid = self.runtime.create(self.id(), &bundle, stdio)?;
+        let pid = self.runtime.create(self.id(), bundle, stdio)?;
         // Before any await, so the reaper cannot take init unwatched.
         let exited = self.reaper.watch(pid);
         tracing::info!(%pid, bundle = %bundle.display(), "created");
@@ -188,7 +175,6 @@ impl Container {
         self.lock().created = Some(Created {
             pid,
             at: SystemTime::now(),
-            process,
             _stdin: stdin_writer,
             log_reopen,
         });
@@ -265,20 +251,16 @@ impl Container {
         Ok(exit.expect("wait_for(Option::is_some) yields Some"))
     }
 
+    /// Runs the OCI process `process_json` in the running container and
+    /// collects its output; see [`exec::supervise`] for the timeout.
     pub async fn exec_sync(
         &self,
-        request: ExecRequest,
+        process_json: &[u8],
         timeout_ms: u64,
     ) -> Result<ExecOutput, ShimError> {
         let deadline = exec::deadline_after(timeout_ms);
-        let process = {
-            let state = self.lock();
-            let created = self.running(&state)?;
-            match request {
-                ExecRequest::Json(json) => exec::process_from_json(&json)?,
-                ExecRequest::Fields(fields) => exec::process_from_fields(&created.process, fields)?,
-            }
-        };
+        self.running(&self.lock())?;
+        let process = exec::process_from_json(process_json)?;
         let (stdout, stdout_writer) = container_io::pipe().context("create the stdout pipe")?;
         let (stderr, stderr_writer) = container_io::pipe().context("create the stderr pipe")?;
         let stdout = container_io::receiver(stdout).context("watch the stdout pipe")?;
@@ -393,20 +375,22 @@ fn not_running() -> ShimError {
     ShimError::FailedPrecondition("the container is not running".into())
 }
 
-/// The container's process and its cgroup (`linux.cgroupsPath`) from config.json.
-fn load_spec(bundle: &Path) -> Result<(Process, Option<PathBuf>), ShimError> {
+/// The container's cgroup (`linux.cgroupsPath`) from config.json, which must
+/// have a process.
+fn load_spec(bundle: &Path) -> Result<Option<PathBuf>, ShimError> {
     let config = bundle.join("config.json");
     let spec = Spec::load(&config)
         .map_err(|e| ShimError::InvalidArgument(format!("{}: {e}", config.display())))?;
-    let process = spec
-        .process()
-        .clone()
-        .ok_or_else(|| ShimError::InvalidArgument(format!("{}: no process", config.display())))?;
-    let cgroups_path = spec
+    if spec.process().is_none() {
+        return Err(ShimError::InvalidArgument(format!(
+            "{}: no process",
+            config.display()
+        )));
+    }
+    Ok(spec
         .linux()
         .as_ref()
-        .and_then(|linux| linux.cgroups_path().clone());
-    Ok((process, cgroups_path))
+        .and_then(|linux| linux.cgroups_path().clone()))
 }
 
 /// Unix nanoseconds; 0 for "never" and for times before 1970.

@@ -4,7 +4,6 @@
 use std::pin::pin;
 use std::time::Duration;
 
-use crius_proto::shim::v1::ExecProcess;
 use crius_runtime::oci_spec::runtime::Process;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -33,40 +32,18 @@ pub struct ExecOutput {
     pub timed_out: bool,
 }
 
-/// An exec process given as an OCI `process` object in JSON.
+/// An exec process given as an OCI `process` object in JSON: args must be
+/// given and `terminal` false.
 pub fn process_from_json(json: &[u8]) -> Result<Process, ShimError> {
     let process: Process = serde_json::from_slice(json)
         .map_err(|e| ShimError::InvalidArgument(format!("exec process JSON: {e}")))?;
+    if process.args().as_ref().is_none_or(Vec::is_empty) {
+        return Err(ShimError::InvalidArgument("exec args are empty".into()));
+    }
     if process.terminal() == Some(true) {
         return Err(ShimError::InvalidArgument(
             "ExecSync cannot run a terminal".into(),
         ));
-    }
-    Ok(process)
-}
-
-/// An exec process given by fields: the container's own process (`base`,
-/// from config.json) with the given args, and env, cwd and user where given.
-pub fn process_from_fields(base: &Process, fields: ExecProcess) -> Result<Process, ShimError> {
-    if fields.args.is_empty() {
-        return Err(ShimError::InvalidArgument("exec args are empty".into()));
-    }
-    let mut process = base.clone();
-    process.set_terminal(Some(false));
-    process.set_console_size(None);
-    process.set_args(Some(fields.args));
-    if !fields.env.is_empty() {
-        process.set_env(Some(fields.env));
-    }
-    if !fields.cwd.is_empty() {
-        process.set_cwd(fields.cwd.into());
-    }
-    if let Some(user) = fields.user {
-        let process_user = process.user_mut();
-        process_user.set_uid(user.uid);
-        process_user.set_gid(user.gid);
-        process_user.set_additional_gids(Some(user.additional_gids));
-        process_user.set_username(None);
     }
     Ok(process)
 }
@@ -179,7 +156,6 @@ mod tests {
     use std::process::{Command, Stdio};
     use std::time::SystemTime;
 
-    use crius_proto::shim::v1::User;
     use nix::sys::wait::waitpid;
 
     use super::*;
@@ -318,75 +294,33 @@ mod tests {
         panic!("exec process {pid} survived its dropped supervision");
     }
 
-    fn base() -> Process {
-        serde_json::from_str(
-            r#"{"user":{"uid":1000,"gid":1000,"umask":18},"args":["/pause"],
-                "env":["PATH=/bin"],"cwd":"/work","noNewPrivileges":true,
-                "capabilities":{"bounding":["CAP_CHOWN"]}}"#,
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn fields_override_only_what_they_give() {
-        let process = process_from_fields(
-            &base(),
-            ExecProcess {
-                args: vec!["ls".into(), "-l".into()],
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            process.args().as_deref(),
-            Some(&["ls".into(), "-l".into()][..])
-        );
-        assert_eq!(process.env().as_deref(), Some(&["PATH=/bin".into()][..]));
-        assert_eq!(process.cwd().to_str(), Some("/work"));
-        assert_eq!(process.user().uid(), 1000);
-        assert_eq!(process.no_new_privileges(), Some(true));
-        assert_eq!(process.capabilities(), base().capabilities());
-        assert_eq!(process.terminal(), Some(false));
-
-        let process = process_from_fields(
-            &base(),
-            ExecProcess {
-                args: vec!["id".into()],
-                env: vec!["A=1".into()],
-                cwd: "/tmp".into(),
-                user: Some(User {
-                    uid: 0,
-                    gid: 5,
-                    additional_gids: vec![6, 7],
-                }),
-            },
-        )
-        .unwrap();
-        assert_eq!(process.env().as_deref(), Some(&["A=1".into()][..]));
-        assert_eq!(process.cwd().to_str(), Some("/tmp"));
-        assert_eq!(process.user().uid(), 0);
-        assert_eq!(process.user().gid(), 5);
-        assert_eq!(
-            process.user().additional_gids().as_deref(),
-            Some(&[6, 7][..])
-        );
-        assert_eq!(process.user().umask(), Some(18));
-    }
-
-    #[test]
-    fn empty_args_are_refused() {
-        let err = process_from_fields(&base(), ExecProcess::default()).unwrap_err();
-        assert!(matches!(err, ShimError::InvalidArgument(_)));
-    }
-
     #[test]
     fn json_processes_must_not_ask_for_a_terminal() {
         let process =
             process_from_json(br#"{"user":{"uid":0,"gid":0},"args":["true"],"cwd":"/"}"#).unwrap();
         assert_eq!(process.args().as_deref(), Some(&["true".into()][..]));
-        let err = process_from_json(br#"{"terminal":true,"user":{"uid":0,"gid":0},"cwd":"/"}"#)
-            .unwrap_err();
-        assert!(matches!(err, ShimError::InvalidArgument(_)));
+        let err = process_from_json(
+            br#"{"terminal":true,"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ShimError::InvalidArgument(m) if m.contains("terminal")),
+            "{err}"
+        );
         assert!(process_from_json(b"not json").is_err());
+    }
+
+    #[test]
+    fn json_processes_must_give_args() {
+        for json in [
+            &br#"{"user":{"uid":0,"gid":0},"cwd":"/"}"#[..],
+            br#"{"user":{"uid":0,"gid":0},"args":[],"cwd":"/"}"#,
+        ] {
+            let err = process_from_json(json).unwrap_err();
+            assert!(
+                matches!(&err, ShimError::InvalidArgument(m) if m == "exec args are empty"),
+                "{err}"
+            );
+        }
     }
 }

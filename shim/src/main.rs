@@ -57,7 +57,8 @@ struct Args {
     /// Where init's exit status is recorded.
     #[arg(long)]
     exit_file: PathBuf,
-    /// The CRI log file, unless Create names one.
+    /// The CRI log file to write the container's stdout and stderr to;
+    /// without one the output is discarded.
     #[arg(long)]
     log_path: Option<PathBuf>,
     /// The level of the shim's own log.

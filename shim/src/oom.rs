@@ -7,6 +7,13 @@
 //!
 //! cgroup v1 keeps the counter in `memory.oom_control` (kernel ≥ 4.13), v2 in
 //! `memory.events`; both files are `<key> <value>` lines.
+//!
+//! OOM counting lives here, not in the daemon (see the daemon's `cgroups`
+//! module doc): the shim outlives daemon restarts and reaps init. The hierarchy
+//! is found with libcgroups, the runtime's own rule (v2 when /sys/fs/cgroup is
+//! cgroup2, else the v1 memory hierarchy, also on a hybrid host); the daemon's
+//! `cgroups::layout` follows the same rule and a test there holds the two to
+//! one answer. The shim does not import the daemon crate for these few lines.
 
 use std::fs;
 use std::io;

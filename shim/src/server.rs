@@ -1,22 +1,22 @@
 //! The gRPC face of the shim: thin handlers over [`Container`], each in its
 //! own span; errors become a `Status` in one place (`error.rs`).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crius_proto::shim::v1::exec_sync_request::Process as ExecProcessKind;
 use crius_proto::shim::v1::shim_server::Shim;
 use crius_proto::shim::v1::{
-    CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, ExecSyncRequest,
+    AttachRequest, AttachResponse, CloseStdinRequest, CloseStdinResponse, CreateRequest,
+    CreateResponse, DeleteRequest, DeleteResponse, ExecRequest, ExecResponse, ExecSyncRequest,
     ExecSyncResponse, KillRequest, KillResponse, ReopenLogRequest, ReopenLogResponse,
-    ShutdownRequest, ShutdownResponse, StartRequest, StartResponse, StateRequest, StateResponse,
-    WaitRequest, WaitResponse,
+    ResizePtyRequest, ResizePtyResponse, ShutdownRequest, ShutdownResponse, StartRequest,
+    StartResponse, StateRequest, StateResponse, UpdateRequest, UpdateResponse, WaitRequest,
+    WaitResponse,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::container::{unix_nanos, Container, CreateOptions, ExecRequest};
+use crate::container::{unix_nanos, Container};
 use crate::error::ShimError;
 
 pub struct ShimService {
@@ -36,8 +36,9 @@ impl ShimService {
 
 type RpcResult<T> = Result<Response<T>, Status>;
 
-fn non_empty_path(path: String) -> Option<PathBuf> {
-    (!path.is_empty()).then(|| PathBuf::from(path))
+/// The answer of a call the API reserves for a later issue.
+fn reserved(call: &str) -> Status {
+    Status::unimplemented(format!("shim call {call} is not implemented yet"))
 }
 
 fn nanos(time: Option<SystemTime>) -> i64 {
@@ -49,11 +50,7 @@ impl Shim for ShimService {
     #[tracing::instrument(skip_all, name = "Create")]
     async fn create(&self, request: Request<CreateRequest>) -> RpcResult<CreateResponse> {
         let request = request.into_inner();
-        let pid = self.container.create(CreateOptions {
-            bundle: non_empty_path(request.bundle),
-            stdin: request.stdin,
-            log_path: non_empty_path(request.log_path),
-        })?;
+        let pid = self.container.create(request.stdin)?;
         Ok(Response::new(CreateResponse {
             pid: pid.as_raw() as u32,
         }))
@@ -101,14 +98,9 @@ impl Shim for ShimService {
     #[tracing::instrument(skip_all, name = "ExecSync")]
     async fn exec_sync(&self, request: Request<ExecSyncRequest>) -> RpcResult<ExecSyncResponse> {
         let request = request.into_inner();
-        let process = match request.process {
-            Some(ExecProcessKind::ProcessJson(json)) => ExecRequest::Json(json),
-            Some(ExecProcessKind::Fields(fields)) => ExecRequest::Fields(fields),
-            None => return Err(ShimError::InvalidArgument("no exec process given".into()).into()),
-        };
         let output = self
             .container
-            .exec_sync(process, request.timeout_ms)
+            .exec_sync(&request.process_json, request.timeout_ms)
             .await?;
         Ok(Response::new(ExecSyncResponse {
             stdout: output.stdout,
@@ -142,5 +134,25 @@ impl Shim for ShimService {
         // The server finishes this reply before it stops.
         self.shutdown.send_replace(true);
         Ok(Response::new(ShutdownResponse {}))
+    }
+
+    async fn exec(&self, _: Request<ExecRequest>) -> RpcResult<ExecResponse> {
+        Err(reserved("Exec"))
+    }
+
+    async fn attach(&self, _: Request<AttachRequest>) -> RpcResult<AttachResponse> {
+        Err(reserved("Attach"))
+    }
+
+    async fn resize_pty(&self, _: Request<ResizePtyRequest>) -> RpcResult<ResizePtyResponse> {
+        Err(reserved("ResizePty"))
+    }
+
+    async fn close_stdin(&self, _: Request<CloseStdinRequest>) -> RpcResult<CloseStdinResponse> {
+        Err(reserved("CloseStdin"))
+    }
+
+    async fn update(&self, _: Request<UpdateRequest>) -> RpcResult<UpdateResponse> {
+        Err(reserved("Update"))
     }
 }

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crius_proto::exit_file;
 use crius_proto::ready::{self, Readiness};
-use crius_proto::shim::v1::exec_sync_request::Process as ExecProcessKind;
 use crius_proto::shim::v1::shim_client::ShimClient;
 use crius_proto::shim::v1::{
-    CreateRequest, DeleteRequest, ExecProcess, ExecSyncRequest, ExecSyncResponse, KillRequest,
-    ReopenLogRequest, ShutdownRequest, StartRequest, StateRequest, Status, WaitRequest,
+    AttachRequest, CloseStdinRequest, CreateRequest, DeleteRequest, ExecRequest, ExecSyncRequest,
+    ExecSyncResponse, KillRequest, ReopenLogRequest, ResizePtyRequest, ShutdownRequest,
+    StartRequest, StateRequest, Status, UpdateRequest, WaitRequest,
 };
 use crius_runtime::oci_spec::runtime::{
     get_default_mounts, LinuxBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder,
@@ -251,12 +251,18 @@ fn write_bundle(bundle: &Path, cgroup_name: &str, args: &[&str]) {
     spec.save(bundle.join("config.json")).unwrap();
 }
 
+/// An ExecSync of `args` with the container's env and cwd, as criusd sends
+/// it: the whole OCI process as JSON.
 fn exec_request(args: &[&str], timeout_ms: u64) -> ExecSyncRequest {
+    let process = ProcessBuilder::default()
+        .args(args.iter().map(|arg| arg.to_string()).collect::<Vec<_>>())
+        .env(vec!["PATH=/bin".to_owned()])
+        .cwd("/")
+        .terminal(false)
+        .build()
+        .unwrap();
     ExecSyncRequest {
-        process: Some(ExecProcessKind::Fields(ExecProcess {
-            args: args.iter().map(|arg| arg.to_string()).collect(),
-            ..Default::default()
-        })),
+        process_json: serde_json::to_vec(&process).unwrap(),
         timeout_ms,
     }
 }
@@ -533,6 +539,66 @@ fn a_start_up_failure_is_reported_on_the_ready_pipe() {
         other => panic!("expected a failure report, got {other:?}"),
     }
     assert!(!paths.socket().exists());
+}
+
+/// The calls reserved for later issues answer UNIMPLEMENTED naming the call;
+/// no container (nor root) is needed to ask.
+#[tokio::test(flavor = "current_thread")]
+async fn reserved_calls_answer_unimplemented_naming_the_call() {
+    let paths = ShimPaths::new();
+    fs::create_dir_all(paths.bundle()).unwrap();
+    assert_eq!(spawn_shim("reserved", &paths), Readiness::Ready);
+    let shim = server_pid(&paths.socket());
+    let mut cleanup = Cleanup {
+        cgroup_name: "reserved-none".into(),
+        shim: Some(shim),
+    };
+    let mut client = connect(&paths.socket()).await;
+
+    let answers = [
+        ("Exec", client.exec(ExecRequest::default()).await.map(drop)),
+        (
+            "Attach",
+            client.attach(AttachRequest::default()).await.map(drop),
+        ),
+        (
+            "ResizePty",
+            client
+                .resize_pty(ResizePtyRequest::default())
+                .await
+                .map(drop),
+        ),
+        (
+            "CloseStdin",
+            client
+                .close_stdin(CloseStdinRequest::default())
+                .await
+                .map(drop),
+        ),
+        (
+            "Update",
+            client.update(UpdateRequest::default()).await.map(drop),
+        ),
+    ];
+    for (call, answer) in answers {
+        let err = answer.expect_err(call);
+        assert_eq!(err.code(), tonic::Code::Unimplemented, "{call}: {err:?}");
+        assert_eq!(
+            err.message(),
+            format!("shim call {call} is not implemented yet")
+        );
+    }
+    // The shim serves on after them.
+    let state = client.state(StateRequest {}).await.unwrap().into_inner();
+    assert_eq!(state.status(), Status::Unspecified);
+
+    client.shutdown(ShutdownRequest {}).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while running(shim) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!running(shim), "the shim still runs after Shutdown");
+    cleanup.shim = None;
 }
 
 /// Stops the container, deletes it and shuts the shim down.

@@ -178,3 +178,83 @@ async fn containers_outlive_a_criusd_restart() {
     wait_for("shims to exit", || daemon.shim_pids().is_empty());
     assert_eq!(daemon.leaks(), Vec::<String>::new());
 }
+
+/// A container with a terminal is refused until the shim owns ptys, before
+/// anything is made; a pod asking for a shared PID namespace still gets one
+/// PID namespace per container, with a warning naming the pod.
+#[tokio::test(flavor = "multi_thread")]
+async fn unserved_requests_are_refused_or_warned_about() {
+    if !require_root() {
+        return;
+    }
+    let daemon = daemon();
+    let mut rt = daemon.runtime().await;
+    let busybox = TestRegistry::shared().image("crius/busybox:latest");
+    pull(&mut daemon.images().await, &busybox).await;
+    let mut pod = pod_config("unserved", &daemon.dir.path().join("logs"));
+    pod.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod_id = run_pod(&mut rt, &pod).await.expect("RunPodSandbox");
+
+    let mut tty = container_config("c", &busybox, &["sleep", "600"]);
+    tty.tty = true;
+    tty.stdin = true;
+    let err = create_container(&mut rt, &pod_id, &pod, tty)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().starts_with("config.tty: "),
+        "{}",
+        err.message()
+    );
+    assert!(dir_is_empty(&daemon.state.join("c")));
+    assert!(dir_is_empty(&daemon.root.join("containers")));
+    assert!(mounts_under(&daemon.state.join("c")).is_empty());
+    assert!(daemon.shim_pids().is_empty());
+    let listed = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(listed.is_empty(), "{listed:?}");
+
+    // The name is free; without a tty the container runs, in a PID
+    // namespace of its own: its process is PID 1 there.
+    let id = run_container(
+        &mut rt,
+        &pod_id,
+        &pod,
+        container_config("c", &busybox, &["sleep", "600"]),
+    )
+    .await;
+    let r = exec(&mut rt, &id, &["cat", "/proc/1/cmdline"], 5)
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, b"sleep\x00600\x00");
+    let log = daemon.log_text();
+    let warning = log
+        .lines()
+        .find(|line| line.contains("shared PID namespace"))
+        .unwrap_or_else(|| panic!("no warning in the criusd log:\n{log}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains(&pod_id), "{warning}");
+    assert!(warning.contains("unserved_e2e_uid-unserved_0"), "{warning}");
+
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("RemovePodSandbox");
+    wait_for("shims to exit", || daemon.shim_pids().is_empty());
+    assert_eq!(daemon.leaks(), Vec::<String>::new());
+}

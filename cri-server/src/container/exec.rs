@@ -5,17 +5,19 @@ use std::time::Duration;
 
 use crius_proto::cri;
 
-use super::lifecycle::find;
 use super::{not_running, shim_call_error, ContainerState};
 use crate::error::CriError;
 use crate::spec;
 use crate::Crius;
 
+/// Runs `req.cmd` in the running container to completion: its output and
+/// exit code. Errors: NotFound for an unknown id, FailedPrecondition when it
+/// is not running, DeadlineExceeded when `req.timeout` (seconds) passes.
 pub async fn exec_sync(
     crius: &Arc<Crius>,
     req: cri::ExecSyncRequest,
 ) -> Result<cri::ExecSyncResponse, CriError> {
-    let record = find(crius, &req.container_id)?.snapshot();
+    let record = crius.containers.find(&req.container_id)?.snapshot();
     if record.state != ContainerState::Running {
         return Err(not_running(&record.id));
     }

@@ -15,51 +15,24 @@ use crius_proto::shim::v1 as pb;
 use super::{container_name, ContainerRecord, ContainerState};
 use crate::error::CriError;
 use crate::image::snapshot;
-use crate::pod::{PodRecord, PodState};
+use crate::pod::PodRecord;
 use crate::shim_client::{self, ShimPaths};
 use crate::spec::{self, ContainerSpecInput, SandboxNamespaces};
-use crate::state::table::{Entry, TableError};
+use crate::state::table::Entry;
 use crate::{detached, new_id, now_nanos, Crius};
 
 /// Hex digits of the container id that name its bundle dir.
 const BUNDLE_NAME_LEN: usize = 16;
 
-fn not_found(kind: &str, id: &str) -> CriError {
-    CriError::NotFound(format!("{kind} {id:?} not found"))
-}
-
-fn lookup_err(e: TableError) -> CriError {
-    match e {
-        TableError::Ambiguous(_) => CriError::NotFound(e.to_string()),
-        other => CriError::Internal(other.into()),
-    }
-}
-
-pub fn find(crius: &Crius, id: &str) -> Result<Arc<Entry<ContainerRecord>>, CriError> {
-    find_if_any(crius, id)?.ok_or_else(|| not_found("container", id))
-}
-
-/// For the idempotent calls, where an unknown id is no error.
-fn find_if_any(crius: &Crius, id: &str) -> Result<Option<Arc<Entry<ContainerRecord>>>, CriError> {
-    crius.containers.get(id).map_err(lookup_err)
-}
-
+/// Creates the container in `pod` (found and checked ready by the caller):
+/// its id. Errors: InvalidArgument for a bad config, NotFound for an
+/// unknown image, AlreadyExists for a taken name, Internal for a failed
+/// step (undone, or kept UNKNOWN for RemoveContainer). Not idempotent.
 pub async fn create_container(
     crius: &Arc<Crius>,
+    pod: PodRecord,
     req: cri::CreateContainerRequest,
 ) -> Result<String, CriError> {
-    let pod_entry = crius
-        .pods
-        .get(&req.pod_sandbox_id)
-        .map_err(lookup_err)?
-        .ok_or_else(|| not_found("pod sandbox", &req.pod_sandbox_id))?;
-    let pod = pod_entry.snapshot();
-    if pod.state != PodState::Ready {
-        return Err(CriError::FailedPrecondition(format!(
-            "pod sandbox {} is not ready",
-            pod.id
-        )));
-    }
     let config = req
         .config
         .ok_or_else(|| CriError::invalid("config", "is required"))?;
@@ -73,6 +46,7 @@ pub async fn create_container(
             "must not be empty",
         ));
     }
+    refuse_unserved(&config)?;
     let image_name = config
         .image
         .as_ref()
@@ -88,15 +62,7 @@ pub async fn create_container(
     let id = new_id();
     let pod_name = crate::pod::pod_name(&pod.config);
     let name = container_name(&config, &pod_name);
-    crius
-        .containers
-        .reserve_name(&name, &id)
-        .map_err(|e| match e {
-            TableError::NameTaken { name, holder } => {
-                CriError::AlreadyExists(format!("container name {name:?} is reserved for {holder}"))
-            }
-            other => CriError::Internal(other.into()),
-        })?;
+    crius.containers.reserve_name(&name, &id)?;
     let record = ContainerRecord {
         // A short name keeps the shim's socket path far below the 107 bytes
         // a unix socket allows; creating the dir fails on a collision.
@@ -165,6 +131,20 @@ pub async fn create_container(
     .await
 }
 
+/// Refuses, before anything is reserved or made, what a container may ask for
+/// but crius cannot serve yet: a terminal (`tty`), whose pty the shim will
+/// own with the streaming issue (today the runtime would fail the create, as
+/// no console socket is given).
+fn refuse_unserved(config: &cri::ContainerConfig) -> Result<(), CriError> {
+    if config.tty {
+        return Err(CriError::invalid(
+            "config.tty",
+            "a terminal is not supported yet; run the container without tty",
+        ));
+    }
+    Ok(())
+}
+
 fn log_path(pod: &PodRecord, config: &cri::ContainerConfig) -> String {
     if pod.config.log_directory.is_empty() || config.log_path.is_empty() {
         return String::new();
@@ -202,7 +182,7 @@ async fn setup(
     if pod.namespace_options().pid == cri::NamespaceMode::Pod as i32 {
         // The pod's shared PID namespace needs its pause process, which the
         // shim's sandbox mode brings; until then each container has its own.
-        tracing::debug!(pod = %pod.id, container = %record.id, "pod-shared PID namespace not built yet: the container gets its own");
+        tracing::warn!(pod = %pod.id, pod_name = %record.pod_name, container = %record.id, "the pod asks for a shared PID namespace, which is not served yet: the container gets its own");
     }
     let namespaces = SandboxNamespaces {
         network: pod.netns.clone(),
@@ -226,7 +206,9 @@ async fn setup(
         rootfs: &rootfs,
         namespaces: &namespaces,
         target_pid_namespace: None,
-        cgroups_path: format!("{}/{}", pod.cgroup_parent, record.id),
+        cgroups_path: crius
+            .cgroups
+            .container_cgroups_path(&pod.cgroup_parent, &record.id),
         hostname: &hostname,
         resolv_conf: Some(&resolv),
         hosts_file: Some(&hosts),
@@ -297,8 +279,10 @@ async fn teardown(crius: &Arc<Crius>, record: &ContainerRecord) -> anyhow::Resul
     Ok(())
 }
 
+/// Releases a created container's process. Errors: NotFound for an unknown
+/// id, FailedPrecondition unless it is created (so not idempotent).
 pub async fn start_container(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
-    let entry = find(crius, id)?;
+    let entry = crius.containers.find(id)?;
     let crius = crius.clone();
     detached(async move {
         let _op = entry.op.lock().await;
@@ -438,7 +422,7 @@ pub async fn stop_container(
     id: &str,
     timeout_secs: i64,
 ) -> Result<(), CriError> {
-    let Some(entry) = find_if_any(crius, id)? else {
+    let Some(entry) = crius.containers.find_if_any(id)? else {
         return Ok(());
     };
     let crius = crius.clone();
@@ -490,7 +474,7 @@ async fn stop_locked(
 
 /// Kills the container if it runs and removes everything it holds. Unknown ids succeed.
 pub async fn remove_container(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
-    let Some(entry) = find_if_any(crius, id)? else {
+    let Some(entry) = crius.containers.find_if_any(id)? else {
         return Ok(());
     };
     let crius = crius.clone();
@@ -511,6 +495,22 @@ pub async fn remove_container(crius: &Arc<Crius>, id: &str) -> Result<(), CriErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tty_is_refused_naming_the_field() {
+        let mut config = cri::ContainerConfig::default();
+        assert!(refuse_unserved(&config).is_ok());
+        config.stdin = true;
+        assert!(refuse_unserved(&config).is_ok());
+        config.tty = true;
+        let status = tonic::Status::from(refuse_unserved(&config).unwrap_err());
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().starts_with("config.tty: "),
+            "{}",
+            status.message()
+        );
+    }
 
     #[test]
     fn stop_signals_by_name_or_number() {

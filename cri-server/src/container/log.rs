@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use super::lifecycle::find;
 use super::{not_running, shim_call_error, ContainerState};
 use crate::error::CriError;
 use crate::Crius;
 
+/// Has the shim reopen the log at its path. Errors: NotFound for an unknown
+/// id, FailedPrecondition when the container is not running. Idempotent.
 pub async fn reopen_container_log(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
-    let record = find(crius, id)?.snapshot();
+    let record = crius.containers.find(id)?.snapshot();
     if record.state != ContainerState::Running {
         return Err(not_running(&record.id));
     }

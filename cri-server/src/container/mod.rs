@@ -11,12 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::CriError;
 use crate::shim_client::ShimError;
+use crate::state::filter::Selector;
 use crate::state::table::Record;
 
 pub use exec::exec_sync;
-pub use lifecycle::{
-    create_container, find, recover, remove_container, start_container, stop_container,
-};
+pub use lifecycle::{create_container, recover, remove_container, start_container, stop_container};
 pub use log::reopen_container_log;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +64,7 @@ pub struct ContainerRecord {
 
 impl Record for ContainerRecord {
     const KIND: &'static str = "containers";
+    const NOUN: &'static str = "container";
     fn id(&self) -> &str {
         &self.id
     }
@@ -205,23 +205,15 @@ fn shim_call_error(id: &str, e: ShimError) -> CriError {
     }
 }
 
-/// ListContainers' filter.
+/// ListContainers' filter: true when it selects `c`.
 pub fn matches(c: &ContainerRecord, filter: &cri::ContainerFilter) -> bool {
-    if !filter.id.is_empty() && !c.id.starts_with(&filter.id) {
-        return false;
-    }
-    if !filter.pod_sandbox_id.is_empty() && !c.pod_id.starts_with(&filter.pod_sandbox_id) {
-        return false;
-    }
-    if let Some(s) = &filter.state {
-        if s.state != c.cri_state() as i32 {
-            return false;
-        }
-    }
-    filter
-        .label_selector
-        .iter()
-        .all(|(k, v)| c.config.labels.get(k) == Some(v))
+    let state = filter.state.as_ref().map(|s| s.state);
+    c.pod_id.starts_with(&filter.pod_sandbox_id)
+        && Selector::new(&filter.id, state, &filter.label_selector).selects(
+            &c.id,
+            c.cri_state() as i32,
+            &c.config.labels,
+        )
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! RunPodSandbox, StopPodSandbox, RemovePodSandbox.
+//! RunPodSandbox, and the pod's own part of StopPodSandbox and
+//! RemovePodSandbox (the RPC layer stops and removes its containers).
 //!
 //! Creation runs in a spawned task, so that a client that gives up does not
 //! abandon a half-made pod; on any failure the same idempotent teardown that
@@ -14,8 +15,8 @@ use super::{files, pod_name, PodRecord, PodState};
 use crate::error::CriError;
 use crate::namespaces::{self, NamespaceKinds};
 use crate::network::cni::{PodNetwork, PortMapping, Protocol};
-use crate::state::table::TableError;
-use crate::{cgroups, container, detached, new_id, now_nanos, Crius};
+use crate::state::table::Entry;
+use crate::{detached, new_id, now_nanos, Crius};
 
 fn validate(config: &cri::PodSandboxConfig) -> Result<(), CriError> {
     let m = config
@@ -34,6 +35,10 @@ fn validate(config: &cri::PodSandboxConfig) -> Result<(), CriError> {
     Ok(())
 }
 
+/// Makes the pod (namespaces, network, files, cgroup parent) and records
+/// it: its id. Errors: InvalidArgument for a bad config or an unknown
+/// runtime handler, AlreadyExists for a taken name, Internal for a failed
+/// step (undone, or kept NOTREADY for RemovePodSandbox). Not idempotent.
 pub async fn run_pod(
     crius: &Arc<Crius>,
     req: cri::RunPodSandboxRequest,
@@ -50,12 +55,7 @@ pub async fn run_pod(
     }
     let id = new_id();
     let name = pod_name(&config);
-    crius.pods.reserve_name(&name, &id).map_err(|e| match e {
-        TableError::NameTaken { name, holder } => CriError::AlreadyExists(format!(
-            "pod sandbox name {name:?} is reserved for {holder}"
-        )),
-        other => CriError::Internal(other.into()),
-    })?;
+    crius.pods.reserve_name(&name, &id)?;
     let crius = crius.clone();
     detached(async move {
         create(&crius, id.clone(), config)
@@ -71,21 +71,8 @@ async fn create(
     id: String,
     config: cri::PodSandboxConfig,
 ) -> anyhow::Result<()> {
-    let mut pod = PodRecord {
-        dir: crius.config.state.join("pods").join(&id),
-        id,
-        runtime_handler: String::new(),
-        created_at: now_nanos(),
-        state: PodState::Ready,
-        netns: None,
-        ipcns: None,
-        utsns: None,
-        ip: String::new(),
-        additional_ips: Vec::new(),
-        cgroup_parent: String::new(),
-        owns_cgroup: false,
-        config,
-    };
+    let dir = crius.config.state.join("pods").join(&id);
+    let mut pod = PodRecord::new(id, dir, config, now_nanos());
     let result = match setup(crius, &mut pod).await {
         Ok(()) => crius
             .pods
@@ -152,12 +139,9 @@ async fn setup(crius: &Arc<Crius>, pod: &mut PodRecord) -> anyhow::Result<()> {
         .as_ref()
         .map(|l| l.cgroup_parent.clone())
         .unwrap_or_default();
-    if given.is_empty() {
-        pod.cgroup_parent = format!("/{}/{}", crius.config.cgroup_parent, pod.id);
-        pod.owns_cgroup = true;
-    } else {
-        pod.cgroup_parent = given;
-    }
+    let cgroup = crius.cgroups.pod_cgroup(&pod.id, &given)?;
+    pod.cgroup_parent = cgroup.name;
+    pod.owns_cgroup = cgroup.owned;
     Ok(())
 }
 
@@ -192,7 +176,7 @@ fn pod_network(pod: &PodRecord, netns: &Path) -> PodNetwork {
 }
 
 /// Releases the pod's network, namespaces, files and cgroup. Idempotent.
-async fn teardown(crius: &Arc<Crius>, pod: &PodRecord) -> anyhow::Result<()> {
+async fn teardown(crius: &Crius, pod: &PodRecord) -> anyhow::Result<()> {
     if let Some(netns) = &pod.netns {
         crius.cni.del(&pod_network(pod, netns)).await?;
     }
@@ -208,75 +192,40 @@ async fn teardown(crius: &Arc<Crius>, pod: &PodRecord) -> anyhow::Result<()> {
     })
     .await??;
     if pod.owns_cgroup {
-        cgroups::remove(&pod.cgroup_parent)?;
+        crius.cgroups.remove(&pod.cgroup_parent)?;
     }
     Ok(())
 }
 
-fn containers_of(crius: &Crius, pod_id: &str) -> Vec<String> {
-    crius
-        .containers
-        .list()
-        .into_iter()
-        .filter(|c| c.pod_id == pod_id)
-        .map(|c| c.id)
-        .collect()
-}
-
-/// Stops every container of the pod and releases its network. Unknown pods succeed.
-pub async fn stop_pod(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
-    let Some(entry) = crius
-        .pods
-        .get(id)
-        .map_err(|e| CriError::NotFound(e.to_string()))?
-    else {
-        return Ok(());
-    };
-    let crius = crius.clone();
-    detached(async move {
-        let _op = entry.op.lock().await;
-        let pod = entry.snapshot();
-        for c in containers_of(&crius, &pod.id) {
-            container::stop_container(&crius, &c, 0).await?;
-        }
-        if pod.state == PodState::Ready {
-            if let Some(netns) = &pod.netns {
-                crius
-                    .cni
-                    .del(&pod_network(&pod, netns))
-                    .await
-                    .map_err(anyhow::Error::from)?;
-            }
+/// Releases a ready pod's network and marks it not ready; the caller holds
+/// the entry's op lock and has stopped the pod's containers first.
+/// Idempotent: a pod not ready is left as it is. Errors: Internal (CNI DEL,
+/// store).
+pub async fn stop_pod(crius: &Crius, entry: &Entry<PodRecord>) -> Result<(), CriError> {
+    let pod = entry.snapshot();
+    if pod.state == PodState::Ready {
+        if let Some(netns) = &pod.netns {
             crius
-                .pods
-                .update(&entry, |p| p.state = PodState::NotReady)
+                .cni
+                .del(&pod_network(&pod, netns))
+                .await
                 .map_err(anyhow::Error::from)?;
         }
-        Ok(())
-    })
-    .await
+        crius
+            .pods
+            .update(entry, |p| p.state = PodState::NotReady)
+            .map_err(anyhow::Error::from)?;
+    }
+    Ok(())
 }
 
-/// Stops the pod, removes its containers and everything it holds. Unknown pods succeed.
-pub async fn remove_pod(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
-    let Some(entry) = crius
-        .pods
-        .get(id)
-        .map_err(|e| CriError::NotFound(e.to_string()))?
-    else {
-        return Ok(());
-    };
-    let pod_id = entry.snapshot().id;
-    stop_pod(crius, &pod_id).await?;
-    let crius = crius.clone();
-    detached(async move {
-        let _op = entry.op.lock().await;
-        for c in containers_of(&crius, &pod_id) {
-            container::remove_container(&crius, &c).await?;
-        }
-        teardown(&crius, &entry.snapshot()).await?;
-        crius.pods.remove(&pod_id).map_err(anyhow::Error::from)?;
-        Ok(())
-    })
-    .await
+/// Releases everything the pod holds (network, namespaces, files, cgroup)
+/// and deletes its record; the caller holds the entry's op lock and has
+/// stopped the pod and removed its containers first. Idempotent. Errors:
+/// Internal (a teardown step, store).
+pub async fn remove_pod(crius: &Crius, entry: &Entry<PodRecord>) -> Result<(), CriError> {
+    let pod = entry.snapshot();
+    teardown(crius, &pod).await?;
+    crius.pods.remove(&pod.id)?;
+    Ok(())
 }

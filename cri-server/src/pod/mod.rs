@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use crius_proto::cri;
 use serde::{Deserialize, Serialize};
 
+use crate::state::filter::Selector;
 use crate::state::table::Record;
 
 pub use files::{hostname, node_hostname};
@@ -36,7 +37,8 @@ pub struct PodRecord {
     pub utsns: Option<PathBuf>,
     pub ip: String,
     pub additional_ips: Vec<String>,
-    /// The cgroup under which each container gets `<cgroup_parent>/<container id>`.
+    /// The pod's cgroup as the cgroup driver named it (`CgroupDriver::pod_cgroup`);
+    /// the driver places each container's cgroup in it.
     pub cgroup_parent: String,
     /// True when crius made the cgroup parent (no CRI cgroup_parent given) and removes it.
     pub owns_cgroup: bool,
@@ -44,6 +46,7 @@ pub struct PodRecord {
 
 impl Record for PodRecord {
     const KIND: &'static str = "pods";
+    const NOUN: &'static str = "pod sandbox";
     fn id(&self) -> &str {
         &self.id
     }
@@ -63,6 +66,26 @@ pub fn pod_name(config: &cri::PodSandboxConfig) -> String {
 }
 
 impl PodRecord {
+    /// A ready pod as RunPodSandbox starts it, holding nothing yet: each
+    /// setup step records what it makes.
+    pub fn new(id: String, dir: PathBuf, config: cri::PodSandboxConfig, created_at: i64) -> Self {
+        PodRecord {
+            id,
+            config,
+            runtime_handler: String::new(),
+            created_at,
+            state: PodState::Ready,
+            dir,
+            netns: None,
+            ipcns: None,
+            utsns: None,
+            ip: String::new(),
+            additional_ips: Vec::new(),
+            cgroup_parent: String::new(),
+            owns_cgroup: false,
+        }
+    }
+
     pub fn namespace_options(&self) -> cri::NamespaceOption {
         self.config
             .linux
@@ -128,20 +151,14 @@ impl PodRecord {
     }
 }
 
-/// ListPodSandbox's filter.
+/// ListPodSandbox's filter: true when it selects `pod`.
 pub fn matches(pod: &PodRecord, filter: &cri::PodSandboxFilter) -> bool {
-    if !filter.id.is_empty() && !pod.id.starts_with(&filter.id) {
-        return false;
-    }
-    if let Some(s) = &filter.state {
-        if s.state != pod.cri_state() as i32 {
-            return false;
-        }
-    }
-    filter
-        .label_selector
-        .iter()
-        .all(|(k, v)| pod.config.labels.get(k) == Some(v))
+    let state = filter.state.as_ref().map(|s| s.state);
+    Selector::new(&filter.id, state, &filter.label_selector).selects(
+        &pod.id,
+        pod.cri_state() as i32,
+        &pod.config.labels,
+    )
 }
 
 #[cfg(test)]

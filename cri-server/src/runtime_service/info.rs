@@ -4,15 +4,50 @@ use std::collections::HashMap;
 
 use crius_proto::cri;
 
+use super::Reply;
 use crate::config::CgroupDriver;
 use crate::error::CriError;
+use crate::instrument::rpc;
 use crate::network;
 use crate::Crius;
 
 pub const RUNTIME_NAME: &str = "crius";
 pub const CRI_API_VERSION: &str = "v1";
 
-pub fn version() -> cri::VersionResponse {
+/// Version: the runtime's name and version. Never fails.
+pub async fn version(_req: cri::VersionRequest) -> Reply<cri::VersionResponse> {
+    rpc("Version", "", async { Ok(version_response()) }).await
+}
+
+/// Status: the runtime's and the network's readiness; with `verbose`, the
+/// config and pod CIDR in `info`. Errors: Internal if they do not encode.
+pub async fn status(crius: &Crius, req: cri::StatusRequest) -> Reply<cri::StatusResponse> {
+    rpc("Status", "", async { status_response(crius, req.verbose) }).await
+}
+
+/// RuntimeConfig: the cgroup driver. Never fails.
+pub async fn runtime_config(
+    crius: &Crius,
+    _req: cri::RuntimeConfigRequest,
+) -> Reply<cri::RuntimeConfigResponse> {
+    rpc("RuntimeConfig", "", async {
+        Ok(runtime_config_response(crius))
+    })
+    .await
+}
+
+/// UpdateRuntimeConfig: keeps the pod CIDR kubelet sends. Idempotent.
+pub async fn update_runtime_config(
+    crius: &Crius,
+    req: cri::UpdateRuntimeConfigRequest,
+) -> Reply<cri::UpdateRuntimeConfigResponse> {
+    rpc("UpdateRuntimeConfig", "", async {
+        Ok(apply_runtime_config(crius, req))
+    })
+    .await
+}
+
+fn version_response() -> cri::VersionResponse {
     cri::VersionResponse {
         // The version of the kubelet runtime API, not of crius (as containerd and CRI-O answer).
         version: "0.1.0".into(),
@@ -22,7 +57,7 @@ pub fn version() -> cri::VersionResponse {
     }
 }
 
-pub fn status(crius: &Crius, verbose: bool) -> Result<cri::StatusResponse, CriError> {
+fn status_response(crius: &Crius, verbose: bool) -> Result<cri::StatusResponse, CriError> {
     let runtime_ready = cri::RuntimeCondition {
         r#type: "RuntimeReady".into(),
         status: true,
@@ -76,7 +111,7 @@ pub fn status(crius: &Crius, verbose: bool) -> Result<cri::StatusResponse, CriEr
     })
 }
 
-pub fn runtime_config(crius: &Crius) -> cri::RuntimeConfigResponse {
+fn runtime_config_response(crius: &Crius) -> cri::RuntimeConfigResponse {
     // The proto's zero value is SYSTEMD, so the driver is always set explicitly.
     let driver = match crius.config.cgroup_driver {
         CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
@@ -89,7 +124,7 @@ pub fn runtime_config(crius: &Crius) -> cri::RuntimeConfigResponse {
     }
 }
 
-pub fn update_runtime_config(
+fn apply_runtime_config(
     crius: &Crius,
     req: cri::UpdateRuntimeConfigRequest,
 ) -> cri::UpdateRuntimeConfigResponse {
@@ -136,7 +171,7 @@ mod tests {
     fn network_ready_follows_the_conf_dir() {
         let confs = tempfile::tempdir().unwrap();
         let (_tmp, crius) = crius_with_conf_dir(confs.path());
-        let s = status(&crius, false).unwrap();
+        let s = status_response(&crius, false).unwrap();
         assert!(condition(&s, "RuntimeReady").status);
         let net = condition(&s, "NetworkReady");
         assert!(!net.status);
@@ -148,7 +183,7 @@ mod tests {
             r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"}]}"#,
         )
         .unwrap();
-        let s = status(&crius, false).unwrap();
+        let s = status_response(&crius, false).unwrap();
         assert!(condition(&s, "NetworkReady").status);
         assert!(s.info.is_empty());
     }
@@ -157,7 +192,7 @@ mod tests {
     fn verbose_status_carries_the_config() {
         let confs = tempfile::tempdir().unwrap();
         let (_tmp, crius) = crius_with_conf_dir(confs.path());
-        let s = status(&crius, true).unwrap();
+        let s = status_response(&crius, true).unwrap();
         let config: serde_json::Value = serde_json::from_str(&s.info["config"]).unwrap();
         assert_eq!(config["cgroup_driver"], "cgroupfs");
     }
@@ -166,7 +201,7 @@ mod tests {
     fn pod_cidr_is_kept() {
         let confs = tempfile::tempdir().unwrap();
         let (_tmp, crius) = crius_with_conf_dir(confs.path());
-        update_runtime_config(
+        apply_runtime_config(
             &crius,
             cri::UpdateRuntimeConfigRequest {
                 runtime_config: Some(cri::RuntimeConfig {
@@ -178,7 +213,7 @@ mod tests {
         );
         assert_eq!(crius.pod_cidr(), "10.244.0.0/24");
         assert_eq!(
-            runtime_config(&crius).linux.unwrap().cgroup_driver,
+            runtime_config_response(&crius).linux.unwrap().cgroup_driver,
             cri::CgroupDriver::Cgroupfs as i32
         );
     }

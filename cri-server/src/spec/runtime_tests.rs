@@ -197,7 +197,7 @@ fn bundle(name: &str, runner: Runner, mut config: ContainerConfig, pod: Pod) -> 
         // The fixture's IPC sysctl would reach the host's IPC namespace.
         sandbox.linux.as_mut().unwrap().sysctls.clear();
     }
-    let host = HostCapabilities::detect().unwrap();
+    let host = host_capabilities();
     let spec = container_spec(&ContainerSpecInput {
         container_id: &id,
         sandbox_id: "p1",
@@ -419,7 +419,7 @@ fn privileged_container(runner: Runner) {
     let b = bundle("privileged", runner, config, Pod::Privileged);
     let result = run(runner, &b);
     let mut lines = result.lines();
-    let own = HostCapabilities::detect().unwrap().own_capabilities;
+    let own = host_capabilities().own_capabilities;
     let cap_eff = lines.next().unwrap_or_default();
     assert!(
         cap_eff.ends_with(&format!("{own:016x}")),
@@ -670,4 +670,10 @@ fn runc_runs_a_privileged_container() {
 #[test]
 fn libcontainer_runs_a_privileged_container() {
     privileged_container(Runner::Libcontainer);
+}
+
+/// This host's capabilities, cgroup facts from the one detection.
+fn host_capabilities() -> HostCapabilities {
+    let cgroups = crate::cgroups::CgroupLayout::detect().unwrap().limits();
+    HostCapabilities::detect(cgroups).unwrap()
 }

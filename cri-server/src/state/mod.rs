@@ -7,6 +7,7 @@
 //! and small, are read once at start-up and then served from memory, and can be
 //! inspected and repaired by hand; no dependency is needed.
 
+pub mod filter;
 pub mod table;
 
 use std::fs::{self, File, OpenOptions};

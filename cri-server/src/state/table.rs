@@ -9,10 +9,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{Store, StoreError};
+use crate::error::CriError;
 
 pub trait Record: Serialize + DeserializeOwned + Clone + Send + 'static {
     /// The store's kind directory.
     const KIND: &'static str;
+    /// How errors name a record of this kind ("pod sandbox", "container").
+    const NOUN: &'static str;
     fn id(&self) -> &str;
     /// The unique name CRI reserves for the record.
     fn name(&self) -> String;
@@ -43,12 +46,34 @@ pub struct Table<R> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    #[error("name {name:?} is reserved for {holder:?}")]
-    NameTaken { name: String, holder: String },
-    #[error("id prefix {0:?} is ambiguous")]
-    Ambiguous(String),
+    #[error("{noun} {id:?} not found")]
+    NotFound { noun: &'static str, id: String },
+    #[error("{noun} name {name:?} is reserved for {holder}")]
+    NameTaken {
+        noun: &'static str,
+        name: String,
+        holder: String,
+    },
+    #[error("{noun} id prefix {prefix:?} is ambiguous")]
+    Ambiguous { noun: &'static str, prefix: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The one mapping of table errors to CRI codes: an unknown id is NotFound
+/// (as CRI expects), and so is an ambiguous id prefix (kubelet always sends
+/// full ids; crictl users see which prefix was too short); a taken name is
+/// AlreadyExists; a store fault is Internal.
+impl From<TableError> for CriError {
+    fn from(e: TableError) -> CriError {
+        match e {
+            TableError::NotFound { .. } | TableError::Ambiguous { .. } => {
+                CriError::NotFound(e.to_string())
+            }
+            TableError::NameTaken { .. } => CriError::AlreadyExists(e.to_string()),
+            TableError::Store(_) => CriError::Internal(e.into()),
+        }
+    }
 }
 
 impl<R: Record> Table<R> {
@@ -78,10 +103,13 @@ impl<R: Record> Table<R> {
         self.inner.lock().expect("table lock")
     }
 
+    /// Reserves `name` for `id`. Errors: `NameTaken` (AlreadyExists) when
+    /// another id holds it, even the same id (not idempotent).
     pub fn reserve_name(&self, name: &str, id: &str) -> Result<(), TableError> {
         let mut inner = self.inner();
         if let Some(holder) = inner.names.get(name) {
             return Err(TableError::NameTaken {
+                noun: R::NOUN,
                 name: name.to_string(),
                 holder: holder.clone(),
             });
@@ -110,8 +138,20 @@ impl<R: Record> Table<R> {
         Ok(entry)
     }
 
-    /// Finds a record by full id or unique id prefix.
-    pub fn get(&self, id: &str) -> Result<Option<Arc<Entry<R>>>, TableError> {
+    /// The one lookup of a record, by full id or unique id prefix: its
+    /// entry. Errors: `NotFound` naming the id when nothing matches (an empty
+    /// id matches nothing), `Ambiguous` when a prefix matches several
+    /// records; both become CRI's NotFound.
+    pub fn find(&self, id: &str) -> Result<Arc<Entry<R>>, TableError> {
+        self.find_if_any(id)?.ok_or_else(|| TableError::NotFound {
+            noun: R::NOUN,
+            id: id.to_string(),
+        })
+    }
+
+    /// As [`Table::find`], for the idempotent calls (Stop, Remove), where an
+    /// unknown id is no error: `None`. Errors: `Ambiguous` only.
+    pub fn find_if_any(&self, id: &str) -> Result<Option<Arc<Entry<R>>>, TableError> {
         if id.is_empty() {
             return Ok(None);
         }
@@ -123,7 +163,10 @@ impl<R: Record> Table<R> {
         match (found.next(), found.next()) {
             (Some((_, e)), None) => Ok(Some(e.clone())),
             (None, _) => Ok(None),
-            (Some(_), Some(_)) => Err(TableError::Ambiguous(id.to_string())),
+            (Some(_), Some(_)) => Err(TableError::Ambiguous {
+                noun: R::NOUN,
+                prefix: id.to_string(),
+            }),
         }
     }
 
@@ -152,6 +195,12 @@ impl<R: Record> Table<R> {
         Ok(())
     }
 
+    /// A snapshot of every record `wanted` selects, in no order.
+    pub fn select(&self, wanted: impl Fn(&R) -> bool) -> Vec<R> {
+        self.list().into_iter().filter(|r| wanted(r)).collect()
+    }
+
+    /// A snapshot of every record, in no order.
     pub fn list(&self) -> Vec<R> {
         let entries: Vec<_> = self.inner().entries.values().cloned().collect();
         entries.iter().map(|e| e.snapshot()).collect()
@@ -176,6 +225,7 @@ mod tests {
 
     impl Record for Thing {
         const KIND: &'static str = "things";
+        const NOUN: &'static str = "thing";
         fn id(&self) -> &str {
             &self.id
         }
@@ -222,7 +272,7 @@ mod tests {
         t.update(&e, |r| r.n = 7).unwrap();
         drop(t);
         let t: Table<Thing> = Table::load(Store::open(tmp.path()).unwrap()).unwrap();
-        assert_eq!(t.get("abc").unwrap().unwrap().snapshot().n, 7);
+        assert_eq!(t.find("abc").unwrap().snapshot().n, 7);
         assert!(t.reserve_name("a", "x").is_err());
     }
 
@@ -232,9 +282,41 @@ mod tests {
         let t: Table<Thing> = Table::load(Store::open(tmp.path()).unwrap()).unwrap();
         t.insert(thing("abc1", "a")).unwrap();
         t.insert(thing("abc2", "b")).unwrap();
-        assert!(matches!(t.get("abc"), Err(TableError::Ambiguous(_))));
-        assert_eq!(t.get("abc2").unwrap().unwrap().snapshot().name, "b");
-        assert!(t.get("zzz").unwrap().is_none());
-        assert!(t.get("").unwrap().is_none());
+        assert!(matches!(t.find("abc"), Err(TableError::Ambiguous { .. })));
+        assert!(matches!(
+            t.find_if_any("abc"),
+            Err(TableError::Ambiguous { .. })
+        ));
+        assert_eq!(t.find("abc2").unwrap().snapshot().name, "b");
+        assert_eq!(t.find("abc1").unwrap().snapshot().name, "a");
+        assert!(t.find_if_any("zzz").unwrap().is_none());
+        assert!(t.find_if_any("").unwrap().is_none());
+        assert!(matches!(t.find("zzz"), Err(TableError::NotFound { .. })));
+        assert!(matches!(t.find(""), Err(TableError::NotFound { .. })));
+    }
+
+    /// Every lookup means the same to a CRI client: an unknown id or an
+    /// ambiguous prefix is NotFound naming the kind and the id, a taken name
+    /// AlreadyExists, a store fault Internal.
+    #[test]
+    fn lookup_errors_have_one_meaning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t: Table<Thing> = Table::load(Store::open(tmp.path()).unwrap()).unwrap();
+        t.reserve_name("a", "abc1").unwrap();
+        t.insert(thing("abc1", "a")).unwrap();
+        t.insert(thing("abc2", "b")).unwrap();
+
+        let status = |e: TableError| tonic::Status::from(CriError::from(e));
+        let unknown = status(t.find("zzz").err().unwrap());
+        assert_eq!(unknown.code(), tonic::Code::NotFound);
+        assert_eq!(unknown.message(), r#"thing "zzz" not found"#);
+        let ambiguous = status(t.find("abc").err().unwrap());
+        assert_eq!(ambiguous.code(), tonic::Code::NotFound);
+        assert_eq!(ambiguous.message(), r#"thing id prefix "abc" is ambiguous"#);
+        let taken = status(t.reserve_name("a", "other").err().unwrap());
+        assert_eq!(taken.code(), tonic::Code::AlreadyExists);
+        assert_eq!(taken.message(), r#"thing name "a" is reserved for abc1"#);
+        let store = status(TableError::Store(StoreError::InvalidId("../x".into())));
+        assert_eq!(store.code(), tonic::Code::Internal);
     }
 }

@@ -2,11 +2,10 @@
 //! processes from its cgroup; the writable layer's disk), as containerd
 //! reports them.
 //!
-//! A container's cgroup is `<pod cgroup parent>/<container id>`; a pod's
-//! totals are its cgroup parent's. A cgroup already gone (an exited and
+//! The cgroup driver says where a container's and a pod's cgroups are; the
+//! `cgroups` module reads them. A pod's totals are its cgroup's. A cgroup already gone (an exited and
 //! cleaned-up container) leaves CPU and memory out rather than failing.
 
-mod cgroup;
 mod rate;
 
 use std::collections::HashMap;
@@ -15,29 +14,24 @@ use std::sync::Arc;
 use anyhow::Context;
 use crius_proto::cri;
 
-pub use cgroup::CgroupFs;
-
+use crate::cgroups::{CgroupError, CgroupLayout, CgroupUsage};
 use crate::container::{self, ContainerRecord};
 use crate::error::CriError;
 use crate::pod::{self, PodRecord};
 use crate::{now_nanos, Crius};
-use cgroup::{CgroupReadError, CgroupUsage};
 use rate::CpuRates;
 
 /// The host's cgroup layout and the previous CPU sample of each cgroup,
 /// from which usage_nano_cores is computed.
 #[derive(Debug)]
 pub struct Sampler {
-    cgroups: CgroupFs,
+    cgroups: CgroupLayout,
     rates: CpuRates,
 }
 
 impl Sampler {
-    pub fn for_host() -> Sampler {
-        Sampler::new(CgroupFs::detect())
-    }
-
-    pub fn new(cgroups: CgroupFs) -> Sampler {
+    /// A sampler reading `cgroups`, with no previous samples. Pure.
+    pub fn new(cgroups: CgroupLayout) -> Sampler {
         Sampler {
             cgroups,
             rates: CpuRates::default(),
@@ -45,7 +39,7 @@ impl Sampler {
     }
 
     /// `cgroup`'s usage now, as CRI messages.
-    fn sample(&self, cgroup: &str) -> Result<CgroupStats, CgroupReadError> {
+    fn sample(&self, cgroup: &str) -> Result<CgroupStats, CgroupError> {
         let usage = self.cgroups.usage(cgroup)?;
         let at = now_nanos();
         let nano_cores = usage
@@ -105,7 +99,7 @@ pub async fn container_stats(
     crius: &Arc<Crius>,
     id: &str,
 ) -> Result<cri::ContainerStats, CriError> {
-    let record = container::find(crius, id)?.snapshot();
+    let record = crius.containers.find(id)?.snapshot();
     blocking(crius, move |crius| {
         let parents = cgroup_parents(crius);
         one_container(crius, &parents, &record)
@@ -127,11 +121,9 @@ pub async fn list_container_stats(
     };
     blocking(crius, move |crius| {
         let parents = cgroup_parents(crius);
-        crius
-            .containers
-            .list()
+        let selected = crius.containers.select(|c| container::matches(c, &filter));
+        selected
             .iter()
-            .filter(|c| container::matches(c, &filter))
             .map(|c| one_container(crius, &parents, c))
             .collect()
     })
@@ -144,12 +136,7 @@ pub async fn pod_sandbox_stats(
     crius: &Arc<Crius>,
     id: &str,
 ) -> Result<cri::PodSandboxStats, CriError> {
-    let pod = crius
-        .pods
-        .get(id)
-        .map_err(|e| CriError::NotFound(e.to_string()))?
-        .map(|e| e.snapshot())
-        .ok_or_else(|| CriError::NotFound(format!("pod sandbox {id:?} not found")))?;
+    let pod = crius.pods.find(id)?.snapshot();
     if pod.state != pod::PodState::Ready {
         return Err(CriError::FailedPrecondition(format!(
             "pod sandbox {:?} is not ready",
@@ -177,11 +164,9 @@ pub async fn list_pod_sandbox_stats(
     };
     blocking(crius, move |crius| {
         let containers = crius.containers.list();
-        crius
-            .pods
-            .list()
+        let selected = crius.pods.select(|p| pod::matches(p, &filter));
+        selected
             .iter()
-            .filter(|p| pod::matches(p, &filter))
             .map(|p| one_pod(crius, p, &containers))
             .collect()
     })
@@ -216,8 +201,9 @@ fn one_container(
 ) -> Result<cri::ContainerStats, CriError> {
     let usage = match cgroup_parents.get(&record.pod_id) {
         Some(parent) => crius
-            .stats
-            .sample(&format!("{parent}/{}", record.id))
+            .cgroups
+            .container_dir(parent, &record.id)
+            .and_then(|dir| crius.stats.sample(&dir))
             .with_context(|| format!("stats of container {}", record.id))?,
         // Its pod is being removed: no cgroup to read.
         None => CgroupStats::default(),
@@ -252,8 +238,9 @@ fn one_pod(
     containers: &[ContainerRecord],
 ) -> Result<cri::PodSandboxStats, CriError> {
     let totals = crius
-        .stats
-        .sample(&pod.cgroup_parent)
+        .cgroups
+        .pod_dir(&pod.cgroup_parent)
+        .and_then(|dir| crius.stats.sample(&dir))
         .with_context(|| format!("stats of pod sandbox {}", pod.id))?;
     let parents = HashMap::from([(pod.id.clone(), pod.cgroup_parent.clone())]);
     let containers = containers
@@ -282,8 +269,8 @@ fn one_pod(
 
 #[cfg(test)]
 mod tests {
-    use super::cgroup::{MemoryUsage, SwapUsage};
     use super::*;
+    use crate::cgroups::{MemoryUsage, SwapUsage};
 
     #[test]
     fn usage_becomes_cri_messages() {
@@ -332,18 +319,15 @@ mod tests {
 
     #[test]
     fn samples_give_a_rate_from_the_second_on() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("pod/ctr");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("cpu.stat"), "usage_usec 1000\n").unwrap();
-        let sampler = Sampler::new(CgroupFs::V2 {
-            root: root.path().to_path_buf(),
-        });
+        let host = crate::cgroups::fixture::Host::v2("cpu memory");
+        let stat = "sys/fs/cgroup/pod/ctr/cpu.stat";
+        host.write(stat, "usage_usec 1000\n");
+        let sampler = Sampler::new(host.layout());
         let first = sampler.sample("/pod/ctr").unwrap().cpu.unwrap();
         assert_eq!(first.usage_core_nano_seconds, value(1_000_000));
         assert_eq!(first.usage_nano_cores, value(0));
         std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(dir.join("cpu.stat"), "usage_usec 6000\n").unwrap();
+        host.write(stat, "usage_usec 6000\n");
         let second = sampler.sample("/pod/ctr").unwrap().cpu.unwrap();
         let rate = second.usage_nano_cores.unwrap().value;
         // 5 ms of CPU over a bit more than 20 ms: under a quarter core.

@@ -1,39 +1,21 @@
-//! One cgroup's CPU time, memory, swap and process count, read from the v1
-//! controller hierarchies or from the unified v2 tree.
+//! Usage reading: one cgroup's CPU time, memory, swap and process count,
+//! from the v1 controller hierarchies (v1 and hybrid hosts) or the unified
+//! v2 tree. Moved from `stats/cgroup.rs`; stats turns it into CRI messages.
 //!
 //! The files are read directly rather than through libcgroups: its per-
-//! controller readers are private, and its managers find v1 mounts through
-//! /proc and fail outright when an optional file (memsw, kmem) is absent.
+//! controller readers are private, and its managers fail outright when an
+//! optional file (memsw, kmem) is absent.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Memory limits above this are "unlimited": the kernel rounds v1's
-/// unlimited value down to a page multiple, so it is not `i64::MAX` (as
+use super::{CgroupError, CgroupLayout, CgroupVersion};
+
+/// Memory limits above this many bytes are "unlimited": the kernel rounds
+/// v1's unlimited value down to a page multiple, so it is not `i64::MAX` (as
 /// containerd and cAdvisor decide).
 const UNLIMITED_FROM: u64 = 1 << 62;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CgroupReadError {
-    #[error("reading {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: unexpected content {content:?}")]
-    Parse { path: PathBuf, content: String },
-}
-
-/// Where this host's cgroups are, and which version holds CPU and memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CgroupFs {
-    /// One hierarchy per controller under `root` (`root/memory/...`); a hybrid
-    /// host's `root/unified` holds no CPU or memory controller.
-    V1 { root: PathBuf },
-    /// The unified tree at `root`.
-    V2 { root: PathBuf },
-}
 
 /// What one cgroup has used. A part is `None` when its controller or file is
 /// absent (a cgroup already removed, swap accounting off).
@@ -43,9 +25,11 @@ pub struct CgroupUsage {
     pub cpu_nanos: Option<u64>,
     pub memory: Option<MemoryUsage>,
     pub swap: Option<SwapUsage>,
+    /// Live processes (tasks) in the cgroup and below.
     pub processes: Option<u64>,
 }
 
+/// Memory, all in bytes except the fault counts.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryUsage {
     pub usage: u64,
@@ -54,17 +38,19 @@ pub struct MemoryUsage {
     /// `None`: unlimited.
     pub limit: Option<u64>,
     pub rss: u64,
+    /// Page faults since the cgroup was made (a count).
     pub page_faults: u64,
     pub major_page_faults: u64,
 }
 
 impl MemoryUsage {
-    /// Limit less working set; `None` when unlimited.
+    /// Limit less working set, in bytes; `None` when unlimited.
     pub fn available(&self) -> Option<u64> {
         self.limit.map(|l| l.saturating_sub(self.working_set))
     }
 }
 
+/// Swap, in bytes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SwapUsage {
     pub usage: u64,
@@ -73,59 +59,43 @@ pub struct SwapUsage {
 }
 
 impl SwapUsage {
+    /// Limit less usage, in bytes; `None` when unlimited.
     pub fn available(&self) -> Option<u64> {
         self.limit.map(|l| l.saturating_sub(self.usage))
     }
 }
 
-impl CgroupFs {
-    /// This host's layout under /sys/fs/cgroup.
-    pub fn detect() -> CgroupFs {
-        CgroupFs::detect_at(Path::new("/sys/fs/cgroup"))
-    }
-
-    fn detect_at(root: &Path) -> CgroupFs {
-        let root = root.to_path_buf();
-        if root.join("cgroup.controllers").exists() {
-            CgroupFs::V2 { root }
-        } else {
-            CgroupFs::V1 { root }
-        }
-    }
-
-    /// Reads what `cgroup` (a path like `/crius/<pod>/<container>`) has used.
-    pub fn usage(&self, cgroup: &str) -> Result<CgroupUsage, CgroupReadError> {
-        let relative = cgroup.trim_start_matches('/');
-        match self {
-            CgroupFs::V1 { root } => v1_usage(root, relative),
-            CgroupFs::V2 { root } => v2_usage(&root.join(relative)),
+impl CgroupLayout {
+    /// What `cgroup` (a path relative to each hierarchy's root, such as
+    /// `/crius/<pod>/<container>`) has used. A cgroup that is gone (or a
+    /// path climbing out with `..`) reads as all `None`, not an error.
+    /// Errors: a file unreadable for another reason, or with content that is
+    /// not what the kernel writes, named. Reads only.
+    pub fn usage(&self, cgroup: &str) -> Result<CgroupUsage, CgroupError> {
+        match self.version() {
+            CgroupVersion::V2 => match self.controller_dir("memory", cgroup) {
+                Some(dir) => v2_usage(&dir),
+                None => Ok(CgroupUsage::default()),
+            },
+            CgroupVersion::V1 | CgroupVersion::Hybrid => {
+                let mut usage = CgroupUsage::default();
+                if let Some(dir) = self.controller_dir("cpuacct", cgroup) {
+                    usage.cpu_nanos = read_u64(&dir.join("cpuacct.usage"))?;
+                }
+                if let Some(dir) = self.controller_dir("memory", cgroup) {
+                    usage.memory = v1_memory(&dir)?;
+                    usage.swap = v1_swap(&dir)?;
+                }
+                if let Some(dir) = self.controller_dir("pids", cgroup) {
+                    usage.processes = read_u64(&dir.join("pids.current"))?;
+                }
+                Ok(usage)
+            }
         }
     }
 }
 
-fn v1_usage(root: &Path, relative: &str) -> Result<CgroupUsage, CgroupReadError> {
-    let hierarchy = |names: &[&str]| {
-        names
-            .iter()
-            .map(|n| root.join(n))
-            .find(|p| p.exists())
-            .map(|p| p.join(relative))
-    };
-    let mut usage = CgroupUsage::default();
-    if let Some(dir) = hierarchy(&["cpuacct", "cpu,cpuacct", "cpuacct,cpu"]) {
-        usage.cpu_nanos = read_u64(&dir.join("cpuacct.usage"))?;
-    }
-    if let Some(dir) = hierarchy(&["memory"]) {
-        usage.memory = v1_memory(&dir)?;
-        usage.swap = v1_swap(&dir)?;
-    }
-    if let Some(dir) = hierarchy(&["pids"]) {
-        usage.processes = read_u64(&dir.join("pids.current"))?;
-    }
-    Ok(usage)
-}
-
-fn v1_memory(dir: &Path) -> Result<Option<MemoryUsage>, CgroupReadError> {
+fn v1_memory(dir: &Path) -> Result<Option<MemoryUsage>, CgroupError> {
     let Some(usage) = read_u64(&dir.join("memory.usage_in_bytes"))? else {
         return Ok(None);
     };
@@ -145,7 +115,7 @@ fn v1_memory(dir: &Path) -> Result<Option<MemoryUsage>, CgroupReadError> {
 }
 
 /// v1 counts memory and swap together (memsw); swap is the difference.
-fn v1_swap(dir: &Path) -> Result<Option<SwapUsage>, CgroupReadError> {
+fn v1_swap(dir: &Path) -> Result<Option<SwapUsage>, CgroupError> {
     let (Some(both), Some(memory)) = (
         read_u64(&dir.join("memory.memsw.usage_in_bytes"))?,
         read_u64(&dir.join("memory.usage_in_bytes"))?,
@@ -162,7 +132,7 @@ fn v1_swap(dir: &Path) -> Result<Option<SwapUsage>, CgroupReadError> {
     }))
 }
 
-fn v2_usage(dir: &Path) -> Result<CgroupUsage, CgroupReadError> {
+fn v2_usage(dir: &Path) -> Result<CgroupUsage, CgroupError> {
     let cpu_nanos = read_keyed(&dir.join("cpu.stat"))?
         .and_then(|s| s.get("usage_usec").copied())
         .map(|usec| usec.saturating_mul(1000));
@@ -174,7 +144,7 @@ fn v2_usage(dir: &Path) -> Result<CgroupUsage, CgroupReadError> {
     })
 }
 
-fn v2_memory(dir: &Path) -> Result<Option<MemoryUsage>, CgroupReadError> {
+fn v2_memory(dir: &Path) -> Result<Option<MemoryUsage>, CgroupError> {
     let Some(usage) = read_u64(&dir.join("memory.current"))? else {
         return Ok(None);
     };
@@ -193,7 +163,7 @@ fn v2_memory(dir: &Path) -> Result<Option<MemoryUsage>, CgroupReadError> {
     }))
 }
 
-fn v2_swap(dir: &Path) -> Result<Option<SwapUsage>, CgroupReadError> {
+fn v2_swap(dir: &Path) -> Result<Option<SwapUsage>, CgroupError> {
     let Some(usage) = read_u64(&dir.join("memory.swap.current"))? else {
         return Ok(None);
     };
@@ -204,35 +174,35 @@ fn v2_swap(dir: &Path) -> Result<Option<SwapUsage>, CgroupReadError> {
 }
 
 /// The file's trimmed text; `None` when it (or its cgroup) is gone.
-fn read_text(path: &Path) -> Result<Option<String>, CgroupReadError> {
+fn read_text(path: &Path) -> Result<Option<String>, CgroupError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text.trim().to_string())),
         // ENODEV: the cgroup was removed between open and read.
         Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV) => {
             Ok(None)
         }
-        Err(source) => Err(CgroupReadError::Io {
+        Err(source) => Err(CgroupError::Io {
             path: path.to_path_buf(),
             source,
         }),
     }
 }
 
-fn parse_error(path: &Path, content: &str) -> CgroupReadError {
-    CgroupReadError::Parse {
+fn parse_error(path: &Path, content: &str) -> CgroupError {
+    CgroupError::Parse {
         path: path.to_path_buf(),
         content: content.to_string(),
     }
 }
 
-fn read_u64(path: &Path) -> Result<Option<u64>, CgroupReadError> {
+fn read_u64(path: &Path) -> Result<Option<u64>, CgroupError> {
     read_text(path)?
         .map(|t| t.parse().map_err(|_| parse_error(path, &t)))
         .transpose()
 }
 
 /// A limit file: `Some(None)` for unlimited (v2's "max", or v1's huge value).
-fn read_limit(path: &Path) -> Result<Option<Option<u64>>, CgroupReadError> {
+fn read_limit(path: &Path) -> Result<Option<Option<u64>>, CgroupError> {
     let Some(text) = read_text(path)? else {
         return Ok(None);
     };
@@ -244,7 +214,7 @@ fn read_limit(path: &Path) -> Result<Option<Option<u64>>, CgroupReadError> {
 }
 
 /// A flat keyed file such as memory.stat or cpu.stat: `key value` lines.
-fn read_keyed(path: &Path) -> Result<Option<HashMap<String, u64>>, CgroupReadError> {
+fn read_keyed(path: &Path) -> Result<Option<HashMap<String, u64>>, CgroupError> {
     let Some(text) = read_text(path)? else {
         return Ok(None);
     };
@@ -262,28 +232,20 @@ fn read_keyed(path: &Path) -> Result<Option<HashMap<String, u64>>, CgroupReadErr
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixture::Host;
     use super::*;
-
-    fn write(dir: &Path, files: &[(&str, &str)]) {
-        std::fs::create_dir_all(dir).unwrap();
-        for (name, content) in files {
-            std::fs::write(dir.join(name), content).unwrap();
-        }
-    }
 
     const V1_MEMORY_STAT: &str = "cache 4096\nrss 8192\ntotal_cache 409600\ntotal_rss 1048576\n\
         total_pgfault 300\ntotal_pgmajfault 2\ntotal_inactive_file 204800\n";
 
-    /// A v1 host as this one: cpu,cpuacct with a cpuacct symlink, memory, pids.
-    fn v1_tree(root: &Path, cgroup: &str) {
-        std::fs::create_dir_all(root.join("cpu,cpuacct")).unwrap();
-        std::os::unix::fs::symlink("cpu,cpuacct", root.join("cpuacct")).unwrap();
-        write(
-            &root.join("cpu,cpuacct").join(cgroup),
-            &[("cpuacct.usage", "123456789\n")],
+    /// `cgroup`'s v1 files: CPU in `cpu_hierarchy`, memory with swap, pids.
+    fn v1_cgroup(host: &Host, cpu_hierarchy: &str, cgroup: &str) {
+        host.write(
+            &format!("sys/fs/cgroup/{cpu_hierarchy}/{cgroup}/cpuacct.usage"),
+            "123456789\n",
         );
-        write(
-            &root.join("memory").join(cgroup),
+        host.write_all(
+            &format!("sys/fs/cgroup/memory/{cgroup}"),
             &[
                 ("memory.usage_in_bytes", "2097152\n"),
                 ("memory.limit_in_bytes", "9223372036854771712\n"),
@@ -292,31 +254,10 @@ mod tests {
                 ("memory.stat", V1_MEMORY_STAT),
             ],
         );
-        write(&root.join("pids").join(cgroup), &[("pids.current", "3\n")]);
+        host.write(&format!("sys/fs/cgroup/pids/{cgroup}/pids.current"), "3\n");
     }
 
-    #[test]
-    fn detects_the_version() {
-        let root = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            CgroupFs::detect_at(root.path()),
-            CgroupFs::V1 { .. }
-        ));
-        write(root.path(), &[("cgroup.controllers", "cpu memory pids\n")]);
-        assert!(matches!(
-            CgroupFs::detect_at(root.path()),
-            CgroupFs::V2 { .. }
-        ));
-    }
-
-    #[test]
-    fn reads_a_v1_cgroup() {
-        let root = tempfile::tempdir().unwrap();
-        v1_tree(root.path(), "crius/pod/ctr");
-        let fs = CgroupFs::V1 {
-            root: root.path().to_path_buf(),
-        };
-        let usage = fs.usage("/crius/pod/ctr").unwrap();
+    fn assert_v1_usage(usage: &CgroupUsage) {
         assert_eq!(usage.cpu_nanos, Some(123456789));
         assert_eq!(usage.processes, Some(3));
         let memory = usage.memory.unwrap();
@@ -333,16 +274,29 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_v1_cgroup() {
+        let host = Host::v1();
+        v1_cgroup(&host, "cpu,cpuacct", "crius/pod/ctr");
+        assert_v1_usage(&host.layout().usage("/crius/pod/ctr").unwrap());
+    }
+
+    #[test]
+    fn reads_a_hybrid_cgroup_from_the_v1_hierarchies() {
+        let host = Host::hybrid();
+        v1_cgroup(&host, "cpuacct", "crius/pod/ctr");
+        // The unified mount holds nothing the stats read.
+        host.mkdir("sys/fs/cgroup/unified/crius/pod/ctr");
+        assert_v1_usage(&host.layout().usage("/crius/pod/ctr").unwrap());
+    }
+
+    #[test]
     fn v1_limits_and_no_swap_accounting() {
-        let root = tempfile::tempdir().unwrap();
-        v1_tree(root.path(), "c");
-        let memory = root.path().join("memory/c");
-        std::fs::write(memory.join("memory.limit_in_bytes"), "10485760\n").unwrap();
-        std::fs::remove_file(memory.join("memory.memsw.usage_in_bytes")).unwrap();
-        let fs = CgroupFs::V1 {
-            root: root.path().to_path_buf(),
-        };
-        let usage = fs.usage("c").unwrap();
+        let host = Host::v1();
+        v1_cgroup(&host, "cpu,cpuacct", "c");
+        host.write("sys/fs/cgroup/memory/c/memory.limit_in_bytes", "10485760\n");
+        std::fs::remove_file(host.path("sys/fs/cgroup/memory/c/memory.memsw.usage_in_bytes"))
+            .unwrap();
+        let usage = host.layout().usage("c").unwrap();
         let memory = usage.memory.unwrap();
         assert_eq!(memory.limit, Some(10485760));
         assert_eq!(memory.available(), Some(10485760 - (2097152 - 204800)));
@@ -351,24 +305,18 @@ mod tests {
 
     #[test]
     fn a_removed_cgroup_has_no_usage() {
-        let root = tempfile::tempdir().unwrap();
-        v1_tree(root.path(), "other");
-        let v1 = CgroupFs::V1 {
-            root: root.path().to_path_buf(),
-        };
-        assert_eq!(v1.usage("/crius/gone").unwrap(), CgroupUsage::default());
-        let v2 = CgroupFs::V2 {
-            root: root.path().to_path_buf(),
-        };
-        assert_eq!(v2.usage("/crius/gone").unwrap(), CgroupUsage::default());
+        for host in [Host::v1(), Host::hybrid(), Host::v2("cpu memory pids")] {
+            let layout = host.layout();
+            assert_eq!(layout.usage("/crius/gone").unwrap(), CgroupUsage::default());
+            assert_eq!(layout.usage("/../../etc").unwrap(), CgroupUsage::default());
+        }
     }
 
     #[test]
     fn reads_a_v2_cgroup() {
-        let root = tempfile::tempdir().unwrap();
-        write(root.path(), &[("cgroup.controllers", "cpu memory pids\n")]);
-        write(
-            &root.path().join("crius/pod/ctr"),
+        let host = Host::v2("cpu memory pids");
+        host.write_all(
+            "sys/fs/cgroup/crius/pod/ctr",
             &[
                 (
                     "cpu.stat",
@@ -386,8 +334,7 @@ mod tests {
                 ("pids.current", "2\n"),
             ],
         );
-        let fs = CgroupFs::detect_at(root.path());
-        let usage = fs.usage("/crius/pod/ctr").unwrap();
+        let usage = host.layout().usage("/crius/pod/ctr").unwrap();
         assert_eq!(usage.cpu_nanos, Some(2_500_000));
         assert_eq!(usage.processes, Some(2));
         let memory = usage.memory.unwrap();
@@ -409,10 +356,9 @@ mod tests {
 
     #[test]
     fn v2_unlimited_memory_and_no_swap() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("c");
-        write(
-            &dir,
+        let host = Host::v2("cpu memory");
+        host.write_all(
+            "sys/fs/cgroup/c",
             &[
                 ("cpu.stat", "usage_usec 1\n"),
                 ("memory.current", "100\n"),
@@ -420,7 +366,7 @@ mod tests {
                 ("memory.stat", "anon 50\n"),
             ],
         );
-        let usage = v2_usage(&dir).unwrap();
+        let usage = host.layout().usage("c").unwrap();
         let memory = usage.memory.unwrap();
         assert_eq!(memory.limit, None);
         assert_eq!(memory.working_set, 100, "no inactive_file: all of it");
@@ -430,12 +376,12 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_naming_the_file() {
-        let root = tempfile::tempdir().unwrap();
-        write(
-            &root.path().join("c"),
+        let host = Host::v2("cpu memory");
+        host.write_all(
+            "sys/fs/cgroup/c",
             &[("cpu.stat", "usage_usec lots\n"), ("memory.current", "1\n")],
         );
-        let err = v2_usage(&root.path().join("c")).unwrap_err();
+        let err = host.layout().usage("/c").unwrap_err();
         assert!(err.to_string().contains("cpu.stat"), "{err}");
     }
 }

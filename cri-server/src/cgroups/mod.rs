@@ -1,0 +1,88 @@
+//! The daemon's one cgroup module: which cgroups this host has and how they
+//! are named, read and removed. Nothing else in cri-server detects the
+//! cgroup version or writes the cgroup path rule.
+//!
+//! - [`layout`]: detection — v1, hybrid or v2, and where each hierarchy is
+//!   mounted, from /proc/self/mountinfo with libcgroups' rule (so the daemon
+//!   and the runtime agree); the limits-relevant host facts
+//!   ([`CgroupLimits`]: v2, hugetlb, swap) the spec builder needs.
+//! - [`naming`]: the path rule of the cgroupfs driver and the names of the
+//!   systemd driver (`kubepods-burstable-pod<uid>.slice`,
+//!   `crius-<id>.scope`).
+//! - [`driver`]: the seam, [`CgroupDriver`] (pod cgroup, container
+//!   `cgroupsPath`, directories, removal), with [`Cgroupfs`]; unit tests use
+//!   `fake::FakeCgroups`.
+//! - [`usage`]: CPU, memory, swap and process counts of one cgroup, for stats.
+//!
+//! The module never mounts, unmounts or remounts a hierarchy, and creates no
+//! cgroup: the runtime makes each container's at create.
+//!
+//! **Where OOM counting lives: the shim.** It is init's parent and reaper,
+//! outlives daemon restarts, and reads the `oom_kill` counter
+//! (`memory.oom_control` on v1 and hybrid, `memory.events` on v2) when init
+//! has exited and before Delete removes the cgroup; the daemon learns the
+//! result from the exit record. The shim keeps its own few lines of reading
+//! (`shim/src/oom.rs`) rather than import this module, which would pull the
+//! whole daemon crate (tonic, the image store, CNI) into every container's
+//! monitor; it finds the hierarchy with libcgroups' `get_cgroup_setup`, the
+//! rule [`layout`] follows, and `detection_agrees_with_libcgroups_on_this_host`
+//! holds the two to one answer.
+//!
+//! **Where live updates live (UpdateContainerResources, with the resources
+//! issue): computed here, applied in the shim.** The daemon validates the
+//! request and builds the new `linux.resources` with the same pure spec code
+//! and [`CgroupLimits`] as at create; the shim applies it through
+//! crius-runtime (libcgroups), over the shim API's reserved `Update` call.
+//! The runtime made the cgroup and, under the systemd driver, limits must be
+//! set as properties of the scope over D-Bus rather than written to files,
+//! which only libcgroups' systemd manager does. So this module reads and
+//! removes cgroups but writes no limit.
+
+pub mod driver;
+#[cfg(test)]
+pub mod fake;
+#[cfg(test)]
+pub(crate) mod fixture;
+pub mod layout;
+pub mod naming;
+pub mod usage;
+
+use std::path::PathBuf;
+
+pub use driver::{CgroupDriver, Cgroupfs};
+pub use layout::{CgroupLayout, CgroupLimits, CgroupVersion};
+pub use naming::PodCgroup;
+pub use usage::{CgroupUsage, MemoryUsage, SwapUsage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: unexpected content {content:?}")]
+    Parse { path: PathBuf, content: String },
+    #[error("no cgroup filesystem is mounted (none in /proc/self/mountinfo)")]
+    NoCgroups,
+    #[error("cgroup name {name:?} is invalid: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    #[error("removing cgroup {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A failure a test injected through `fake::FakeCgroups`.
+    #[cfg(test)]
+    #[error("injected failure at {0}")]
+    Injected(String),
+}
+
+impl CgroupError {
+    fn invalid(name: &str, reason: &'static str) -> CgroupError {
+        CgroupError::InvalidName {
+            name: name.to_string(),
+            reason,
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus,
+//! ListPodSandbox (and the pod RPCs not built yet). Stopping and removing a
+//! pod spans both concerns: its containers are stopped and removed here,
+//! then the pod itself.
+
+use std::sync::Arc;
+
+use crius_proto::cri;
+
+use super::Reply;
+use crate::error::CriError;
+use crate::instrument::{rpc, unimplemented};
+use crate::pod::PodRecord;
+use crate::state::table::Entry;
+use crate::{container, detached, pod, Crius};
+
+/// RunPodSandbox: the new pod's id (errors: see [`pod::run_pod`]).
+pub async fn run_pod_sandbox(
+    crius: &Arc<Crius>,
+    req: cri::RunPodSandboxRequest,
+) -> Reply<cri::RunPodSandboxResponse> {
+    let name = req
+        .config
+        .as_ref()
+        .and_then(|c| c.metadata.as_ref())
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    rpc("RunPodSandbox", &name, async {
+        let pod_sandbox_id = pod::run_pod(crius, req).await?;
+        Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
+    })
+    .await
+}
+
+/// StopPodSandbox: stops every container of the pod, then releases its
+/// network. Idempotent; an unknown id succeeds.
+pub async fn stop_pod_sandbox(
+    crius: &Arc<Crius>,
+    req: cri::StopPodSandboxRequest,
+) -> Reply<cri::StopPodSandboxResponse> {
+    let id = req.pod_sandbox_id;
+    rpc("StopPodSandbox", &id, async {
+        let Some(entry) = crius.pods.find_if_any(&id)? else {
+            return Ok(cri::StopPodSandboxResponse {});
+        };
+        let crius = crius.clone();
+        detached(async move {
+            let _op = entry.op.lock().await;
+            stop_locked(&crius, &entry).await
+        })
+        .await?;
+        Ok(cri::StopPodSandboxResponse {})
+    })
+    .await
+}
+
+/// RemovePodSandbox: stops the pod, removes its containers, then
+/// everything the pod holds. Idempotent; an unknown id succeeds.
+pub async fn remove_pod_sandbox(
+    crius: &Arc<Crius>,
+    req: cri::RemovePodSandboxRequest,
+) -> Reply<cri::RemovePodSandboxResponse> {
+    let id = req.pod_sandbox_id;
+    rpc("RemovePodSandbox", &id, async {
+        let Some(entry) = crius.pods.find_if_any(&id)? else {
+            return Ok(cri::RemovePodSandboxResponse {});
+        };
+        let crius = crius.clone();
+        detached(async move {
+            let _op = entry.op.lock().await;
+            stop_locked(&crius, &entry).await?;
+            for c in containers_of(&crius, &entry.snapshot().id) {
+                container::remove_container(&crius, &c).await?;
+            }
+            pod::remove_pod(&crius, &entry).await
+        })
+        .await?;
+        Ok(cri::RemovePodSandboxResponse {})
+    })
+    .await
+}
+
+/// The pod's containers, then the pod; the caller holds the pod's op lock.
+async fn stop_locked(crius: &Arc<Crius>, entry: &Entry<PodRecord>) -> Result<(), CriError> {
+    for c in containers_of(crius, &entry.snapshot().id) {
+        container::stop_container(crius, &c, 0).await?;
+    }
+    pod::stop_pod(crius, entry).await
+}
+
+/// The ids of the containers in the pod `pod_id` (a full id).
+fn containers_of(crius: &Crius, pod_id: &str) -> Vec<String> {
+    let of_pod = crius.containers.select(|c| c.pod_id == pod_id);
+    of_pod.into_iter().map(|c| c.id).collect()
+}
+
+/// PodSandboxStatus. Errors: NotFound for an unknown id.
+pub async fn pod_sandbox_status(
+    crius: &Arc<Crius>,
+    req: cri::PodSandboxStatusRequest,
+) -> Reply<cri::PodSandboxStatusResponse> {
+    let id = req.pod_sandbox_id;
+    rpc("PodSandboxStatus", &id, async {
+        let pod = crius.pods.find(&id)?.snapshot();
+        Ok(cri::PodSandboxStatusResponse {
+            status: Some(pod.status()),
+            ..Default::default()
+        })
+    })
+    .await
+}
+
+/// ListPodSandbox: the pods the filter selects.
+pub async fn list_pod_sandbox(
+    crius: &Arc<Crius>,
+    req: cri::ListPodSandboxRequest,
+) -> Reply<cri::ListPodSandboxResponse> {
+    let filter = req.filter.unwrap_or_default();
+    rpc("ListPodSandbox", "", async {
+        let selected = crius.pods.select(|p| pod::matches(p, &filter));
+        let items = selected.iter().map(PodRecord::to_cri).collect();
+        Ok(cri::ListPodSandboxResponse { items })
+    })
+    .await
+}
+
+/// Not built yet: UNIMPLEMENTED naming the RPC.
+pub fn stream_pod_sandboxes<T>() -> Reply<T> {
+    unimplemented("StreamPodSandboxes")
+}
+
+/// Not built yet: UNIMPLEMENTED naming the RPC.
+pub fn update_pod_sandbox_resources() -> Reply<cri::UpdatePodSandboxResourcesResponse> {
+    unimplemented("UpdatePodSandboxResources")
+}
+
+/// Not built yet: UNIMPLEMENTED naming the RPC.
+pub fn checkpoint_pod() -> Reply<cri::CheckpointPodResponse> {
+    unimplemented("CheckpointPod")
+}
+
+/// Not built yet: UNIMPLEMENTED naming the RPC.
+pub fn restore_pod() -> Reply<cri::RestorePodResponse> {
+    unimplemented("RestorePod")
+}
