@@ -23,11 +23,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use config::Config;
-use container::ContainerRecord;
 use network::cni::Cni;
-use pod::PodRecord;
 use shim_client::Shims;
 use spec::HostCapabilities;
+use state::container::ContainerRecord;
+use state::sandbox::PodRecord;
 use state::table::Table;
 use state::Store;
 
@@ -71,7 +71,9 @@ impl Crius {
             cgroups::CgroupLayout::detect().context("detecting the host's cgroups")?;
         Ok(Crius {
             images,
-            pods: Table::load(store.clone()).context("loading pods")?,
+            // A pod record an older criusd wrote gets what RunPodSandbox resolves today.
+            pods: Table::load_upgrading(store.clone(), pod::upgrade_record)
+                .context("loading pods")?,
             containers: Table::load(store.clone()).context("loading containers")?,
             cni: Cni::from_config(&config),
             shims: Shims::default(),
@@ -108,9 +110,8 @@ impl Crius {
 pub(crate) async fn detached<T: Send + 'static>(
     work: impl std::future::Future<Output = Result<T, error::CriError>> + Send + 'static,
 ) -> Result<T, error::CriError> {
-    tokio::spawn(work)
-        .await
-        .map_err(|e| error::CriError::Internal(anyhow::Error::from(e).context("lifecycle task")))?
+    use anyhow::Context;
+    tokio::spawn(work).await.context("lifecycle task")?
 }
 
 /// A new pod or container id: 64 hex digits, as containerd's.

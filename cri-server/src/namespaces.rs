@@ -19,6 +19,8 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
+use crate::error::CriError;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NamespaceKind {
     Net,
@@ -118,6 +120,16 @@ pub enum NsError {
     AlreadyPinned(PathBuf),
     #[error("the namespace thread panicked")]
     ThreadPanicked,
+}
+
+/// The one mapping of namespace errors to CRI codes: pinning, entering and
+/// unpinning a pod's namespaces fail only through the host (a syscall, a
+/// mount, a pin left behind by a crash), never through the request, so every
+/// variant is Internal with the cause chain (op and path named).
+impl From<NsError> for CriError {
+    fn from(e: NsError) -> CriError {
+        CriError::Internal(anyhow::Error::new(e).context("pod namespaces"))
+    }
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> NsError + 'a {
@@ -466,5 +478,46 @@ mod tests {
             to_copy.send(()).unwrap();
             assert!(!copy_says.recv().unwrap(), "the copy still holds the pin");
         });
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use tonic::{Code, Status};
+
+    #[test]
+    fn every_namespace_error_is_internal_naming_what_failed() {
+        for (e, named) in [
+            (
+                NsError::Io {
+                    op: "bind-mounting",
+                    path: "/run/crius/pods/p1/ns/net".into(),
+                    source: io::Error::from_raw_os_error(libc::EPERM),
+                },
+                "/run/crius/pods/p1/ns/net",
+            ),
+            (
+                NsError::Sys {
+                    op: "unshare",
+                    source: Errno::EPERM,
+                },
+                "unshare",
+            ),
+            (
+                NsError::AlreadyPinned("/run/crius/pods/p1/ns/ipc".into()),
+                "/run/crius/pods/p1/ns/ipc",
+            ),
+            (NsError::ThreadPanicked, "panicked"),
+        ] {
+            let s: Status = CriError::from(e).into();
+            assert_eq!(s.code(), Code::Internal);
+            assert!(
+                s.message().starts_with("pod namespaces: "),
+                "{}",
+                s.message()
+            );
+            assert!(s.message().contains(named), "{}", s.message());
+        }
     }
 }

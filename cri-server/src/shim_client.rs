@@ -14,25 +14,31 @@ use hyper_util::rt::TokioIo;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::error::CriError;
+
 /// How long a shim may take to serve its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A failed shim operation; every variant names the container (`id`).
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
-    #[error("starting shim {bin}: {source}")]
+    #[error("starting shim {bin} for container {id}: {source}")]
     Spawn {
+        id: String,
         bin: PathBuf,
         source: std::io::Error,
     },
-    #[error("shim for {id} failed to start: {message}")]
+    #[error("shim for container {id} failed to start: {message}")]
     Start { id: String, message: String },
-    #[error("connecting to shim socket {socket}: {source}")]
+    #[error("connecting to the shim of container {id} at {socket}: {source}")]
     Connect {
+        id: String,
         socket: PathBuf,
         source: tonic::transport::Error,
     },
-    #[error("shim {call}: {status}")]
+    #[error("shim {call} for container {id}: {code:?}: {message}", code = .status.code(), message = .status.message())]
     Call {
+        id: String,
         call: &'static str,
         status: tonic::Status,
     },
@@ -45,6 +51,56 @@ impl ShimError {
             ShimError::Connect { .. } => true,
             ShimError::Call { status, .. } => status.code() == tonic::Code::Unavailable,
             _ => false,
+        }
+    }
+
+    /// The container whose shim failed.
+    pub fn container_id(&self) -> &str {
+        match self {
+            ShimError::Spawn { id, .. }
+            | ShimError::Start { id, .. }
+            | ShimError::Connect { id, .. }
+            | ShimError::Call { id, .. } => id,
+        }
+    }
+}
+
+/// Shim calls that need a running container: the shim answers them
+/// FailedPrecondition when its container stopped after our record said
+/// running (kubelet probes race with stops), which is "not running" as if
+/// the record had said so.
+const NEEDS_RUNNING: &[&str] = &["ExecSync", "ReopenLog"];
+
+/// The one mapping of shim faults to CRI codes, for every call (create,
+/// start, stop, exec, log reopen, remove):
+/// - unreachable (socket refuses, connection broke) → Unavailable naming
+///   the container;
+/// - the shim's FailedPrecondition → FailedPrecondition: "container <id> is
+///   not running" for a call that needs it running (ExecSync, ReopenLog),
+///   else the shim's reason with the container id;
+/// - the shim's DeadlineExceeded → DeadlineExceeded;
+/// - anything else (spawn, start, the shim's other answers) → Internal with
+///   the cause chain.
+impl From<ShimError> for CriError {
+    fn from(e: ShimError) -> CriError {
+        if e.is_unreachable() {
+            return CriError::Unavailable(format!(
+                "the shim of container {} is unreachable: {e}",
+                e.container_id()
+            ));
+        }
+        match &e {
+            ShimError::Call { id, call, status } => match status.code() {
+                tonic::Code::FailedPrecondition if NEEDS_RUNNING.contains(call) => {
+                    CriError::not_running(id)
+                }
+                tonic::Code::FailedPrecondition => {
+                    CriError::FailedPrecondition(format!("container {id}: {}", status.message()))
+                }
+                tonic::Code::DeadlineExceeded => CriError::DeadlineExceeded(e.to_string()),
+                _ => CriError::Internal(e.into()),
+            },
+            _ => CriError::Internal(e.into()),
         }
     }
 }
@@ -77,6 +133,7 @@ pub async fn spawn(
     log_path: Option<&Path>,
 ) -> Result<Shim, ShimError> {
     let spawn_err = |source| ShimError::Spawn {
+        id: id.to_string(),
         bin: shim_bin.to_path_buf(),
         source,
     };
@@ -128,7 +185,7 @@ pub async fn spawn(
         .map_err(|e| spawn_err(std::io::Error::other(e)))?
         .map_err(spawn_err)?;
     match ready::parse(&report) {
-        Readiness::Ready => Shim::connect(&paths.socket).await,
+        Readiness::Ready => Shim::connect(id, &paths.socket).await,
         Readiness::Failed(message) => Err(ShimError::Start {
             id: id.to_string(),
             message,
@@ -152,15 +209,20 @@ fn read_to_end(fd: OwnedFd) -> std::io::Result<Vec<u8>> {
 /// A connection to one container's shim.
 #[derive(Clone)]
 pub struct Shim {
+    /// The container's id, named by every error.
+    id: std::sync::Arc<str>,
     client: ShimClient<Channel>,
 }
 
-fn call_err(call: &'static str) -> impl FnOnce(tonic::Status) -> ShimError {
-    move |status| ShimError::Call { call, status }
-}
-
 impl Shim {
-    pub async fn connect(socket: &Path) -> Result<Shim, ShimError> {
+    fn call_err(&self, call: &'static str) -> impl FnOnce(tonic::Status) -> ShimError {
+        let id = self.id.to_string();
+        move |status| ShimError::Call { id, call, status }
+    }
+
+    /// Connects to container `id`'s shim at `socket`. Errors: `Connect`
+    /// (unreachable: Unavailable).
+    pub async fn connect(id: &str, socket: &Path) -> Result<Shim, ShimError> {
         let path = socket.to_path_buf();
         let channel = Endpoint::from_static("http://shim")
             .connect_with_connector(tower::service_fn(move |_: Uri| {
@@ -173,10 +235,12 @@ impl Shim {
             }))
             .await
             .map_err(|source| ShimError::Connect {
+                id: id.to_string(),
                 socket: socket.to_path_buf(),
                 source,
             })?;
         Ok(Shim {
+            id: id.into(),
             client: ShimClient::new(channel)
                 .max_decoding_message_size(64 * 1024 * 1024)
                 .max_encoding_message_size(64 * 1024 * 1024),
@@ -192,7 +256,7 @@ impl Shim {
             .clone()
             .create(pb::CreateRequest { stdin })
             .await
-            .map_err(call_err("Create"))?;
+            .map_err(self.call_err("Create"))?;
         Ok(r.into_inner().pid)
     }
 
@@ -201,7 +265,7 @@ impl Shim {
             .clone()
             .start(pb::StartRequest {})
             .await
-            .map_err(call_err("Start"))?;
+            .map_err(self.call_err("Start"))?;
         Ok(())
     }
 
@@ -211,7 +275,7 @@ impl Shim {
             .clone()
             .state(pb::StateRequest {})
             .await
-            .map_err(call_err("State"))?
+            .map_err(self.call_err("State"))?
             .into_inner())
     }
 
@@ -223,7 +287,7 @@ impl Shim {
                 all,
             })
             .await
-            .map_err(call_err("Kill"))?;
+            .map_err(self.call_err("Kill"))?;
         Ok(())
     }
 
@@ -233,7 +297,7 @@ impl Shim {
             .clone()
             .wait(pb::WaitRequest {})
             .await
-            .map_err(call_err("Wait"))?
+            .map_err(self.call_err("Wait"))?
             .into_inner())
     }
 
@@ -253,7 +317,7 @@ impl Shim {
                 timeout_ms: timeout.as_millis() as u64,
             })
             .await
-            .map_err(call_err("ExecSync"))?
+            .map_err(self.call_err("ExecSync"))?
             .into_inner())
     }
 
@@ -262,7 +326,7 @@ impl Shim {
             .clone()
             .delete(pb::DeleteRequest {})
             .await
-            .map_err(call_err("Delete"))?;
+            .map_err(self.call_err("Delete"))?;
         Ok(())
     }
 
@@ -271,7 +335,7 @@ impl Shim {
             .clone()
             .reopen_log(pb::ReopenLogRequest {})
             .await
-            .map_err(call_err("ReopenLog"))?;
+            .map_err(self.call_err("ReopenLog"))?;
         Ok(())
     }
 
@@ -280,7 +344,7 @@ impl Shim {
             .clone()
             .shutdown(pb::ShutdownRequest {})
             .await
-            .map_err(call_err("Shutdown"))?;
+            .map_err(self.call_err("Shutdown"))?;
         Ok(())
     }
 }
@@ -308,8 +372,103 @@ impl Shims {
         if let Some(shim) = self.map.lock().expect("shims lock").get(id) {
             return Ok(shim.clone());
         }
-        let shim = Shim::connect(&ShimPaths::in_bundle(bundle).socket).await?;
+        let shim = Shim::connect(id, &ShimPaths::in_bundle(bundle).socket).await?;
         self.insert(id, shim.clone());
         Ok(shim)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::{Code, Status};
+
+    fn call(call: &'static str, status: Status) -> ShimError {
+        ShimError::Call {
+            id: "c1".into(),
+            call,
+            status,
+        }
+    }
+
+    fn status_of(e: ShimError) -> Status {
+        CriError::from(e).into()
+    }
+
+    #[test]
+    fn a_broken_connection_is_unavailable_naming_the_container() {
+        for name in ["ExecSync", "ReopenLog", "Start", "Kill", "Wait", "Delete"] {
+            let s = status_of(call(name, Status::unavailable("connection reset")));
+            assert_eq!(s.code(), Code::Unavailable, "{name}");
+            assert!(s.message().contains("container c1"), "{}", s.message());
+            assert!(s.message().contains("unreachable"), "{}", s.message());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusing_socket_is_unavailable_naming_the_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let Err(e) = Shim::connect("c1", &dir.path().join("shim.sock")).await else {
+            panic!("connected to a socket that does not exist");
+        };
+        assert!(e.is_unreachable(), "{e}");
+        let s = status_of(e);
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.message().contains("container c1"), "{}", s.message());
+    }
+
+    #[test]
+    fn a_stopped_container_is_not_running_for_calls_that_need_it_running() {
+        for name in ["ExecSync", "ReopenLog"] {
+            let s = status_of(call(
+                name,
+                Status::failed_precondition("the container is not running"),
+            ));
+            assert_eq!(s.code(), Code::FailedPrecondition);
+            assert_eq!(s.message(), "container c1 is not running");
+        }
+    }
+
+    #[test]
+    fn other_failed_preconditions_keep_the_shims_reason() {
+        let s = status_of(call(
+            "Start",
+            Status::failed_precondition("the container was already started"),
+        ));
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(
+            s.message(),
+            "container c1: the container was already started"
+        );
+    }
+
+    #[test]
+    fn a_shim_deadline_is_deadline_exceeded() {
+        let s = status_of(call("Wait", Status::deadline_exceeded("too slow")));
+        assert_eq!(s.code(), Code::DeadlineExceeded);
+        assert!(s.message().contains("c1"), "{}", s.message());
+    }
+
+    #[test]
+    fn everything_else_is_internal_naming_the_container() {
+        let errors = [
+            call("Create", Status::internal("disk full")),
+            call("Kill", Status::invalid_argument("unknown signal 99")),
+            ShimError::Start {
+                id: "c1".into(),
+                message: "it exited before serving".into(),
+            },
+            ShimError::Spawn {
+                id: "c1".into(),
+                bin: "/usr/bin/crius-shim".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            },
+        ];
+        for e in errors {
+            assert!(!e.is_unreachable());
+            let s = status_of(e);
+            assert_eq!(s.code(), Code::Internal);
+            assert!(s.message().contains("container c1"), "{}", s.message());
+        }
     }
 }

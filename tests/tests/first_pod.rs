@@ -83,6 +83,27 @@ async fn first_pod_end_to_end() {
     assert_eq!(r.stderr, b"err\n");
     assert_eq!(r.exit_code, 3);
 
+    // The container sees what RunPodSandbox resolved for it: the pod's
+    // hostname, and its hostname, hosts and resolv.conf files mounted.
+    let r = exec(
+        &mut rt,
+        &shell,
+        &[
+            "sh",
+            "-c",
+            "hostname; cat /etc/hostname; grep -c '\\ba$' /etc/hosts; grep -c ' /etc/resolv.conf ' /proc/self/mountinfo",
+        ],
+        5,
+    )
+    .await
+    .expect("ExecSync");
+    assert_eq!(
+        (String::from_utf8_lossy(&r.stdout).as_ref(), r.exit_code),
+        ("a\na\n1\n1\n", 0),
+        "stderr: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+
     // ExecSync at its timeout: DeadlineExceeded, and the sleep is gone.
     let started = Instant::now();
     let err = exec(&mut rt, &shell, &["sleep", "10"], 1)

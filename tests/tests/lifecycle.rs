@@ -122,6 +122,44 @@ async fn failed_pod_network_is_rolled_back() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_climbing_cgroup_parent_is_refused_and_rolled_back() {
+    if !require_root() {
+        return;
+    }
+    let daemon = daemon();
+    let mut rt = daemon.runtime().await;
+    let mut pod = pod_config("cgclimb", &daemon.dir.path().join("logs"));
+    pod.linux = Some(cri::LinuxPodSandboxConfig {
+        cgroup_parent: "/kubepods/../../etc".into(),
+        ..Default::default()
+    });
+    let err = run_pod(&mut rt, &pod).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().starts_with("config.linux.cgroup_parent: ")
+            && err.message().contains("/kubepods/../../etc"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        mounts_under(daemon.dir.path()).is_empty(),
+        "pinned namespaces left"
+    );
+    assert!(dir_is_empty(&daemon.state.join("pods")));
+    assert_eq!(daemon.leaks(), Vec::<String>::new());
+
+    // Name released: the same pod without the bad parent runs.
+    pod.linux = None;
+    let id = run_pod(&mut rt, &pod)
+        .await
+        .expect("RunPodSandbox after the fix");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
+    assert_eq!(daemon.leaks(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn containers_outlive_a_criusd_restart() {
     if !require_root() {
         return;

@@ -49,6 +49,8 @@ pub mod usage;
 
 use std::path::PathBuf;
 
+use crate::error::CriError;
+
 pub use driver::{CgroupDriver, Cgroupfs};
 pub use layout::{CgroupLayout, CgroupLimits, CgroupVersion};
 pub use naming::PodCgroup;
@@ -78,11 +80,89 @@ pub enum CgroupError {
     Injected(String),
 }
 
+/// The CRI field a cgroup name comes from: the only names the driver
+/// validates are kubelet's pod `cgroup_parent` (and what was recorded from it).
+pub const CGROUP_PARENT_FIELD: &str = "config.linux.cgroup_parent";
+
+/// The one mapping of cgroup errors to CRI codes: an invalid name (a
+/// kubelet `cgroup_parent` with `..`, a slice systemd would refuse) is
+/// InvalidArgument naming `config.linux.cgroup_parent`; reading, parsing,
+/// a missing hierarchy and removal are Internal with the cause chain.
+impl From<CgroupError> for CriError {
+    fn from(e: CgroupError) -> CriError {
+        match e {
+            CgroupError::InvalidName { .. } => {
+                CriError::invalid(CGROUP_PARENT_FIELD, e.to_string())
+            }
+            other => CriError::Internal(anyhow::Error::new(other)),
+        }
+    }
+}
+
 impl CgroupError {
     fn invalid(name: &str, reason: &'static str) -> CgroupError {
         CgroupError::InvalidName {
             name: name.to_string(),
             reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use tonic::{Code, Status};
+
+    fn status_of(e: CgroupError) -> Status {
+        CriError::from(e).into()
+    }
+
+    #[test]
+    fn a_climbing_cgroup_parent_is_invalid_argument_naming_the_field() {
+        let e = naming::cgroupfs::pod_cgroup("crius", "p1", "/kubepods/../../etc").unwrap_err();
+        let s = status_of(e);
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(
+            s.message().starts_with("config.linux.cgroup_parent: ")
+                && s.message().contains("/kubepods/../../etc"),
+            "{}",
+            s.message()
+        );
+        let e = naming::systemd::pod_slice("kubepods.slice", "p1", "bad--.slice").unwrap_err();
+        assert_eq!(status_of(e).code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn host_faults_are_internal_naming_the_path() {
+        let io = || std::io::Error::from_raw_os_error(libc::EBUSY);
+        for (e, named) in [
+            (
+                CgroupError::Io {
+                    path: "/sys/fs/cgroup/memory/x/memory.stat".into(),
+                    source: io(),
+                },
+                "memory.stat",
+            ),
+            (
+                CgroupError::Parse {
+                    path: "/sys/fs/cgroup/cpu.max".into(),
+                    content: "x".into(),
+                },
+                "cpu.max",
+            ),
+            (CgroupError::NoCgroups, "no cgroup filesystem"),
+            (
+                CgroupError::Remove {
+                    path: "/sys/fs/cgroup/pids/crius/p1".into(),
+                    source: io(),
+                },
+                "crius/p1",
+            ),
+            (CgroupError::Injected("remove".into()), "remove"),
+        ] {
+            let s = status_of(e);
+            assert_eq!(s.code(), Code::Internal);
+            assert!(s.message().contains(named), "{}", s.message());
         }
     }
 }

@@ -5,14 +5,17 @@ use std::time::Duration;
 
 use crius_proto::cri;
 
-use super::{not_running, shim_call_error, ContainerState};
+use anyhow::Context;
+
+use super::{not_running, ContainerState};
 use crate::error::CriError;
 use crate::spec;
 use crate::Crius;
 
 /// Runs `req.cmd` in the running container to completion: its output and
 /// exit code. Errors: NotFound for an unknown id, FailedPrecondition when it
-/// is not running, DeadlineExceeded when `req.timeout` (seconds) passes.
+/// is not running, DeadlineExceeded when `req.timeout` (seconds) passes,
+/// Unavailable when its shim is unreachable.
 pub async fn exec_sync(
     crius: &Arc<Crius>,
     req: cri::ExecSyncRequest,
@@ -22,17 +25,10 @@ pub async fn exec_sync(
         return Err(not_running(&record.id));
     }
     let process = spec::exec_process(&record.process, &req.cmd, false)?;
-    let process_json = serde_json::to_vec(&process).map_err(anyhow::Error::from)?;
+    let process_json = serde_json::to_vec(&process).context("encoding the exec process")?;
     let timeout = Duration::from_secs(req.timeout.max(0) as u64);
-    let shim = crius
-        .shims
-        .get(&record.id, &record.bundle)
-        .await
-        .map_err(anyhow::Error::from)?;
-    let reply = shim
-        .exec_sync(process_json, timeout)
-        .await
-        .map_err(|e| shim_call_error(&record.id, e))?;
+    let shim = crius.shims.get(&record.id, &record.bundle).await?;
+    let reply = shim.exec_sync(process_json, timeout).await?;
     if reply.timed_out {
         return Err(CriError::DeadlineExceeded(format!(
             "command {:?} timed out after {}s",

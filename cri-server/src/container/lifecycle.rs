@@ -15,9 +15,9 @@ use crius_proto::shim::v1 as pb;
 use super::{container_name, ContainerRecord, ContainerState};
 use crate::error::CriError;
 use crate::image::snapshot;
-use crate::pod::PodRecord;
 use crate::shim_client::{self, ShimPaths};
 use crate::spec::{self, ContainerSpecInput, SandboxNamespaces};
+use crate::state::sandbox::PodRecord;
 use crate::state::table::Entry;
 use crate::{detached, new_id, now_nanos, Crius};
 
@@ -60,7 +60,7 @@ pub async fn create_container(
         .resolve(&image_name)
         .ok_or_else(|| CriError::NotFound(format!("image {image_name:?} not found")))?;
     let id = new_id();
-    let pod_name = crate::pod::pod_name(&pod.config);
+    let pod_name = crate::state::sandbox::pod_name(&pod.config);
     let name = container_name(&config, &pod_name);
     crius.containers.reserve_name(&name, &id)?;
     let record = ContainerRecord {
@@ -109,7 +109,7 @@ pub async fn create_container(
                 .containers
                 .insert(record.clone())
                 .map(drop)
-                .map_err(|e| CriError::Internal(e.into())),
+                .map_err(CriError::from),
             Err(e) => Err(e),
         };
         let Err(e) = result else {
@@ -175,9 +175,7 @@ async fn setup(
         let (layers, layer_dir, rootfs) =
             (layers.to_vec(), record.layer_dir.clone(), rootfs.clone());
         tokio::task::spawn_blocking(move || snapshot::mount_rootfs(&layers, &layer_dir, &rootfs))
-            .await
-            .map_err(anyhow::Error::from)?
-            .map_err(anyhow::Error::from)?;
+            .await??;
     }
     if pod.namespace_options().pid == cri::NamespaceMode::Pod as i32 {
         // The pod's shared PID namespace needs its pause process, which the
@@ -190,12 +188,6 @@ async fn setup(
         uts: pod.utsns.clone(),
         pid: None,
     };
-    let hostname = if pod.utsns.is_some() {
-        crate::pod::hostname(&pod.config)
-    } else {
-        crate::pod::node_hostname()
-    };
-    let (resolv, hosts, hostname_file) = (pod.resolv_conf(), pod.hosts_file(), pod.hostname_file());
     let spec = spec::container_spec(&ContainerSpecInput {
         container_id: &record.id,
         sandbox_id: &pod.id,
@@ -209,10 +201,11 @@ async fn setup(
         cgroups_path: crius
             .cgroups
             .container_cgroups_path(&pod.cgroup_parent, &record.id),
-        hostname: &hostname,
-        resolv_conf: Some(&resolv),
-        hosts_file: Some(&hosts),
-        hostname_file: Some(&hostname_file),
+        // What RunPodSandbox resolved for the pod's containers.
+        hostname: &pod.hostname,
+        resolv_conf: Some(&pod.files.resolv_conf),
+        hosts_file: Some(&pod.files.hosts),
+        hostname_file: Some(&pod.files.hostname),
         shm_path: None,
         host: &crius.host,
     })?;
@@ -234,23 +227,24 @@ async fn setup(
         &crius.runtime_root(),
         (!record.log_path.is_empty()).then(|| Path::new(&record.log_path)),
     )
-    .await
-    .map_err(anyhow::Error::from)?;
+    .await?;
     crius.shims.insert(&record.id, shim.clone());
     let stdin = record.config.stdin;
-    record.pid = shim.create(stdin).await.map_err(anyhow::Error::from)?;
+    record.pid = shim.create(stdin).await?;
     Ok(())
 }
 
-/// Ends the shim and releases the rootfs mount, bundle and writable layer. Idempotent.
-async fn teardown(crius: &Arc<Crius>, record: &ContainerRecord) -> anyhow::Result<()> {
+/// Ends the shim and releases the rootfs mount, bundle and writable layer.
+/// Idempotent. Errors: the shim's, as `From<ShimError>` maps them
+/// (Unavailable if it breaks off mid-delete), else Internal.
+async fn teardown(crius: &Arc<Crius>, record: &ContainerRecord) -> Result<(), CriError> {
     match crius.shims.get(&record.id, &record.bundle).await {
         Ok(shim) => {
-            shim.delete().await.context("deleting the container")?;
+            shim.delete().await?;
             // The shim exits after replying; a broken connection means it is gone already.
             if let Err(e) = shim.shutdown().await {
                 if !e.is_unreachable() {
-                    return Err(e).context("shutting the shim down");
+                    return Err(e.into());
                 }
             }
         }
@@ -280,7 +274,8 @@ async fn teardown(crius: &Arc<Crius>, record: &ContainerRecord) -> anyhow::Resul
 }
 
 /// Releases a created container's process. Errors: NotFound for an unknown
-/// id, FailedPrecondition unless it is created (so not idempotent).
+/// id, FailedPrecondition unless it is created (so not idempotent),
+/// Unavailable when its shim is unreachable.
 pub async fn start_container(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
     let entry = crius.containers.find(id)?;
     let crius = crius.clone();
@@ -293,19 +288,12 @@ pub async fn start_container(crius: &Arc<Crius>, id: &str) -> Result<(), CriErro
                 record.id, record.state
             )));
         }
-        let shim = crius
-            .shims
-            .get(&record.id, &record.bundle)
-            .await
-            .map_err(anyhow::Error::from)?;
-        shim.start().await.map_err(anyhow::Error::from)?;
-        crius
-            .containers
-            .update(&entry, |c| {
-                c.state = ContainerState::Running;
-                c.started_at = now_nanos();
-            })
-            .map_err(anyhow::Error::from)?;
+        let shim = crius.shims.get(&record.id, &record.bundle).await?;
+        shim.start().await?;
+        crius.containers.update(&entry, |c| {
+            c.state = ContainerState::Running;
+            c.started_at = now_nanos();
+        })?;
         watch_exit(crius.clone(), entry.clone(), shim);
         Ok(())
     })
@@ -451,23 +439,19 @@ async fn stop_locked(
             record_exit(crius, entry, read_exit_file(&record));
             return Ok(());
         }
-        Err(e) => return Err(CriError::Internal(e.into())),
+        Err(e) => return Err(e.into()),
     };
     let timeout = Duration::from_secs(timeout_secs.max(0) as u64);
     // A created container's init has not exec'd its process: only SIGKILL applies.
     if record.state == ContainerState::Running && !timeout.is_zero() {
-        shim.kill(parse_signal(&record.stop_signal), false)
-            .await
-            .map_err(anyhow::Error::from)?;
+        shim.kill(parse_signal(&record.stop_signal), false).await?;
         if let Ok(Ok(w)) = tokio::time::timeout(timeout, shim.wait()).await {
             record_exit(crius, entry, Some(Exit::from(w)));
             return Ok(());
         }
     }
-    shim.kill(libc::SIGKILL, true)
-        .await
-        .map_err(anyhow::Error::from)?;
-    let w = shim.wait().await.map_err(anyhow::Error::from)?;
+    shim.kill(libc::SIGKILL, true).await?;
+    let w = shim.wait().await?;
     record_exit(crius, entry, Some(Exit::from(w)));
     Ok(())
 }
@@ -483,10 +467,7 @@ pub async fn remove_container(crius: &Arc<Crius>, id: &str) -> Result<(), CriErr
         stop_locked(&crius, &entry, 0).await?;
         let record = entry.snapshot();
         teardown(&crius, &record).await?;
-        crius
-            .containers
-            .remove(&record.id)
-            .map_err(anyhow::Error::from)?;
+        crius.containers.remove(&record.id)?;
         Ok(())
     })
     .await

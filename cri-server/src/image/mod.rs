@@ -14,6 +14,7 @@ pub use pull::RegistryAuth;
 pub use reference::{Reference, ReferenceError};
 pub use store::{ImageConfig, ImageRecord, ImageStore};
 
+use crate::error::CriError;
 use crate::state::StoreError;
 use unpack::UnpackError;
 
@@ -41,11 +42,113 @@ pub enum ImageError {
     Mount(String),
 }
 
+/// The one mapping of image errors to CRI codes: a malformed reference is
+/// InvalidArgument naming `image.image` (the field of every ImageService
+/// request that names an image); an image the registry does not have is
+/// NotFound; a failed pull, a digest mismatch, unpacking, the disk, the
+/// store and mounts are Internal with the cause chain.
+impl From<ImageError> for CriError {
+    fn from(e: ImageError) -> CriError {
+        match e {
+            ImageError::InvalidReference(e) => CriError::invalid("image.image", e.to_string()),
+            ImageError::NotFound { .. } => CriError::NotFound(e.to_string()),
+            other => CriError::Internal(anyhow::Error::new(other)),
+        }
+    }
+}
+
 impl ImageError {
     pub fn io(context: impl Into<String>, source: io::Error) -> ImageError {
         ImageError::Io {
             context: context.into(),
             source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::{Code, Status};
+
+    fn status_of(e: ImageError) -> Status {
+        CriError::from(e).into()
+    }
+
+    #[test]
+    fn a_bad_reference_is_invalid_argument_naming_the_field_and_the_reference() {
+        let bad = Reference::parse("Bad").unwrap_err();
+        let s = status_of(ImageError::InvalidReference(bad));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(
+            s.message().starts_with("image.image: ") && s.message().contains("Bad"),
+            "{}",
+            s.message()
+        );
+    }
+
+    #[test]
+    fn an_image_the_registry_lacks_is_not_found_naming_it() {
+        let s = status_of(ImageError::NotFound {
+            reference: "docker.io/library/nope:1".into(),
+            detail: "manifest unknown".into(),
+        });
+        assert_eq!(s.code(), Code::NotFound);
+        assert!(
+            s.message().contains("docker.io/library/nope:1"),
+            "{}",
+            s.message()
+        );
+    }
+
+    #[test]
+    fn pull_content_and_disk_faults_are_internal_naming_what_failed() {
+        let errors = [
+            (
+                ImageError::Pull {
+                    reference: "docker.io/library/busybox:1".into(),
+                    detail: "401 Unauthorized".into(),
+                },
+                "busybox",
+            ),
+            (
+                ImageError::DigestMismatch {
+                    what: "layer".into(),
+                    expected: "sha256:aa".into(),
+                    actual: "sha256:bb".into(),
+                },
+                "sha256:aa",
+            ),
+            (
+                ImageError::io(
+                    "writing blob sha256:cc",
+                    io::Error::from_raw_os_error(libc::ENOSPC),
+                ),
+                "sha256:cc",
+            ),
+            (
+                ImageError::Unpack {
+                    digest: "sha256:dd".into(),
+                    source: UnpackError::Unsafe {
+                        entry: "../etc/passwd".into(),
+                        reason: "climbs out".into(),
+                    },
+                },
+                "sha256:dd",
+            ),
+            (
+                ImageError::Store(StoreError::Io {
+                    path: "/var/lib/crius/meta/images/x.json".into(),
+                    source: io::Error::from_raw_os_error(libc::EIO),
+                }),
+                "x.json",
+            ),
+            (ImageError::Mount("overlay on /r: EINVAL".into()), "overlay"),
+        ];
+        for (e, named) in errors {
+            let s = status_of(e);
+            assert_eq!(s.code(), Code::Internal);
+            assert!(s.message().contains(named), "{}", s.message());
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use anyhow::Context;
 use base64::Engine;
 use crius_proto::cri;
 use crius_proto::cri::image_service_server::ImageService;
@@ -10,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::detached;
 use crate::error::CriError;
-use crate::image::{ImageError, ImageRecord, RegistryAuth};
+use crate::image::{ImageRecord, RegistryAuth};
 use crate::instrument::{rpc, unimplemented, ReplyStream};
 use crate::Crius;
 
@@ -36,14 +37,6 @@ fn image_name(spec: Option<cri::ImageSpec>) -> Result<String, CriError> {
     match spec.map(|s| s.image) {
         Some(image) if !image.is_empty() => Ok(image),
         _ => Err(CriError::invalid("image.image", "must name an image")),
-    }
-}
-
-fn cri_error(e: ImageError) -> CriError {
-    match e {
-        ImageError::InvalidReference(e) => CriError::invalid("image.image", e.to_string()),
-        ImageError::NotFound { .. } => CriError::NotFound(e.to_string()),
-        other => CriError::Internal(anyhow::Error::new(other)),
     }
 }
 
@@ -170,8 +163,7 @@ impl ImageService for ImageHandler {
             // shared pull (or a half-written layer) behind.
             let crius = self.crius.clone();
             let pulled =
-                detached(async move { crius.images.pull(&image, &auth).await.map_err(cri_error) })
-                    .await?;
+                detached(async move { Ok(crius.images.pull(&image, &auth).await?) }).await?;
             Ok(cri::PullImageResponse {
                 image_ref: pulled.id,
             })
@@ -188,7 +180,7 @@ impl ImageService for ImageHandler {
         rpc("RemoveImage", &image, async {
             let image = image_name(request.image)?;
             let crius = self.crius.clone();
-            detached(async move { crius.images.remove(&image).await.map_err(cri_error) }).await?;
+            detached(async move { Ok(crius.images.remove(&image).await?) }).await?;
             Ok(cri::RemoveImageResponse {})
         })
         .await
@@ -202,12 +194,11 @@ impl ImageService for ImageHandler {
         rpc("ImageFsInfo", "", async move {
             let measured = dir.clone();
             let usage = tokio::task::spawn_blocking(move || crate::fs_usage::dir_usage(&measured))
-                .await
-                .map_err(anyhow::Error::from)?
-                .map_err(|e| anyhow::anyhow!("measuring {}: {e}", dir.display()))?;
+                .await?
+                .with_context(|| format!("measuring {}", dir.display()))?;
             let timestamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_err(anyhow::Error::from)?
+                .context("reading the clock")?
                 .as_nanos() as i64;
             Ok::<_, CriError>(cri::ImageFsInfoResponse {
                 image_filesystems: vec![cri::FilesystemUsage {
@@ -260,16 +251,6 @@ mod tests {
 
     #[test]
     fn errors_map_to_cri_codes() {
-        let bad = crate::image::Reference::parse("Bad").unwrap_err();
-        let status: Status = cri_error(ImageError::InvalidReference(bad)).into();
-        assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(status.message().contains("image.image") && status.message().contains("Bad"));
-        let status: Status = cri_error(ImageError::NotFound {
-            reference: "r".into(),
-            detail: "d".into(),
-        })
-        .into();
-        assert_eq!(status.code(), tonic::Code::NotFound);
         let status: Status = image_name(None).unwrap_err().into();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
     }

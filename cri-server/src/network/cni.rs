@@ -13,6 +13,7 @@ use super::conf::{self, CniConfError};
 use super::invoke::{self, Command};
 use super::result::pod_ips;
 use crate::config::Config;
+use crate::error::CriError;
 
 /// The pod-side interface every pod gets.
 pub const IFNAME: &str = "eth0";
@@ -115,6 +116,25 @@ pub enum CniError {
     },
     #[error("CNI cache task: {0}")]
     Task(String),
+}
+
+/// The one mapping of CNI errors to CRI codes:
+/// - no network config in the conf dir yet → FailedPrecondition (the node's
+///   pod network is not ready, as Status' NetworkReady reports);
+/// - CHECK of a pod whose network was never added → FailedPrecondition;
+/// - everything else (a plugin missing or failing or too slow, a bad
+///   result, the cache, a failed undo) → Internal with the cause chain,
+///   naming the plugin or the path.
+impl From<CniError> for CriError {
+    fn from(e: CniError) -> CriError {
+        match e {
+            CniError::Conf(CniConfError::NoConfig(_)) => {
+                CriError::FailedPrecondition(format!("the pod network is not ready: {e}"))
+            }
+            CniError::NotAdded(_) => CriError::FailedPrecondition(e.to_string()),
+            other => CriError::Internal(anyhow::Error::new(other)),
+        }
+    }
 }
 
 fn join_paths(dirs: &[PathBuf]) -> String {
@@ -532,5 +552,109 @@ mod tests {
         assert!(calls.find("bad DEL").unwrap() < calls.find("good DEL").unwrap());
         assert!(!cache_dir.join("p1.json").exists());
         cni.del(&pod("p1")).await.unwrap();
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use tonic::{Code, Status};
+
+    fn status_of(e: CniError) -> Status {
+        CriError::from(e).into()
+    }
+
+    #[test]
+    fn a_node_without_network_config_is_failed_precondition() {
+        let s = status_of(CniError::Conf(CniConfError::NoConfig(
+            "/etc/cni/net.d".into(),
+        )));
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(s.message().contains("/etc/cni/net.d"), "{}", s.message());
+    }
+
+    #[test]
+    fn checking_a_pod_never_added_is_failed_precondition() {
+        let s = status_of(CniError::NotAdded("p1".into()));
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(s.message().contains("p1"), "{}", s.message());
+    }
+
+    #[test]
+    fn plugin_and_cache_faults_are_internal_naming_the_plugin_or_path() {
+        let io = || std::io::Error::from_raw_os_error(libc::EACCES);
+        let plugin = || CniError::Plugin {
+            plugin: "bridge".into(),
+            command: "ADD",
+            code: Some(7),
+            msg: "no IP addresses available".into(),
+            details: String::new(),
+        };
+        for (e, named) in [
+            (
+                CniError::Conf(CniConfError::ReadDir {
+                    dir: "/etc/cni/net.d".into(),
+                    source: io(),
+                }),
+                "/etc/cni/net.d",
+            ),
+            (
+                CniError::PluginNotFound {
+                    plugin: "bridge".into(),
+                    dirs: vec!["/opt/cni/bin".into()],
+                },
+                "bridge",
+            ),
+            (
+                CniError::Spawn {
+                    plugin: "bridge".into(),
+                    source: io(),
+                },
+                "bridge",
+            ),
+            (plugin(), "bridge"),
+            (
+                CniError::Timeout {
+                    plugin: "portmap".into(),
+                    command: "DEL",
+                    after: std::time::Duration::from_secs(60),
+                },
+                "portmap",
+            ),
+            (
+                CniError::BadResult {
+                    plugin: "bridge".into(),
+                    message: "no ips".into(),
+                },
+                "bridge",
+            ),
+            (
+                CniError::Cache {
+                    path: "/var/lib/crius/cni-cache/p1.json".into(),
+                    source: io(),
+                },
+                "p1.json",
+            ),
+            (
+                CniError::CacheCorrupt {
+                    path: "/var/lib/crius/cni-cache/p1.json".into(),
+                    message: "eof".into(),
+                },
+                "p1.json",
+            ),
+            (CniError::InvalidPodId("../p".into()), "../p"),
+            (
+                CniError::RollbackFailed {
+                    add: Box::new(plugin()),
+                    del: Box::new(CniError::Task("cancelled".into())),
+                },
+                "undoing",
+            ),
+            (CniError::Task("cancelled".into()), "cancelled"),
+        ] {
+            let s = status_of(e);
+            assert_eq!(s.code(), Code::Internal);
+            assert!(s.message().contains(named), "{}", s.message());
+        }
     }
 }

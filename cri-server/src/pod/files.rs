@@ -6,6 +6,17 @@ use std::path::Path;
 
 use crius_proto::cri;
 
+use crate::state::sandbox::PodFiles;
+
+/// Where the pod's files are in its dir `dir`. Pure.
+pub fn paths(dir: &Path) -> PodFiles {
+    PodFiles {
+        resolv_conf: dir.join("resolv.conf"),
+        hosts: dir.join("hosts"),
+        hostname: dir.join("hostname"),
+    }
+}
+
 /// resolv.conf from the pod's DNS config, or the host's when there is none.
 pub fn resolv_conf(dns: Option<&cri::DnsConfig>, host_resolv: &Path) -> std::io::Result<String> {
     let Some(dns) =
@@ -30,6 +41,7 @@ pub fn resolv_conf(dns: Option<&cri::DnsConfig>, host_resolv: &Path) -> std::io:
     Ok(out)
 }
 
+/// /etc/hosts: localhost and, with both given, `ip` named `hostname`. Pure.
 pub fn hosts(hostname: &str, ip: &str) -> String {
     let mut out = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
@@ -49,6 +61,17 @@ pub fn hostname(config: &cri::PodSandboxConfig) -> String {
     node_hostname()
 }
 
+/// The hostname the pod's containers get: the pod's ([`hostname`]) when it
+/// has a UTS namespace of its own, else the node's.
+pub fn containers_hostname(config: &cri::PodSandboxConfig, own_uts: bool) -> String {
+    if own_uts {
+        hostname(config)
+    } else {
+        node_hostname()
+    }
+}
+
+/// The node's hostname; empty when it cannot be read.
 pub fn node_hostname() -> String {
     nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())

@@ -60,7 +60,7 @@ pub async fn run_pod(
     detached(async move {
         create(&crius, id.clone(), config)
             .await
-            .map_err(|e| CriError::Internal(e.context("running pod sandbox")))?;
+            .map_err(|e| e.context("running pod sandbox"))?;
         Ok(id)
     })
     .await
@@ -70,7 +70,7 @@ async fn create(
     crius: &Arc<Crius>,
     id: String,
     config: cri::PodSandboxConfig,
-) -> anyhow::Result<()> {
+) -> Result<(), CriError> {
     let dir = crius.config.state.join("pods").join(&id);
     let mut pod = PodRecord::new(id, dir, config, now_nanos());
     let result = match setup(crius, &mut pod).await {
@@ -78,7 +78,7 @@ async fn create(
             .pods
             .insert(pod.clone())
             .map(drop)
-            .map_err(anyhow::Error::from),
+            .map_err(CriError::from),
         Err(e) => Err(e),
     };
     let Err(e) = result else {
@@ -99,7 +99,9 @@ async fn create(
 }
 
 /// Each step records in `pod` what it made, so that `teardown` undoes exactly that.
-async fn setup(crius: &Arc<Crius>, pod: &mut PodRecord) -> anyhow::Result<()> {
+/// Errors: each concern's, as its `From` maps it (a bad kubelet
+/// `cgroup_parent` is InvalidArgument naming `config.linux.cgroup_parent`).
+async fn setup(crius: &Arc<Crius>, pod: &mut PodRecord) -> Result<(), CriError> {
     std::fs::create_dir_all(&pod.dir).with_context(|| format!("creating {}", pod.dir.display()))?;
     let ns = pod.namespace_options();
     let node = cri::NamespaceMode::Node as i32;
@@ -130,9 +132,13 @@ async fn setup(crius: &Arc<Crius>, pod: &mut PodRecord) -> anyhow::Result<()> {
         Path::new("/etc/resolv.conf"),
     )
     .context("reading the host's /etc/resolv.conf")?;
-    write_file(&pod.resolv_conf(), &resolv)?;
-    write_file(&pod.hostname_file(), &format!("{hostname}\n"))?;
-    write_file(&pod.hosts_file(), &files::hosts(&hostname, &pod.ip))?;
+    let paths = files::paths(&pod.dir);
+    write_file(&paths.resolv_conf, &resolv)?;
+    write_file(&paths.hostname, &format!("{hostname}\n"))?;
+    write_file(&paths.hosts, &files::hosts(&hostname, &pod.ip))?;
+    // What the pod's containers read from its record.
+    pod.files = paths;
+    pod.hostname = files::containers_hostname(&pod.config, pod.utsns.is_some());
     let given = pod
         .config
         .linux
@@ -176,7 +182,7 @@ fn pod_network(pod: &PodRecord, netns: &Path) -> PodNetwork {
 }
 
 /// Releases the pod's network, namespaces, files and cgroup. Idempotent.
-async fn teardown(crius: &Crius, pod: &PodRecord) -> anyhow::Result<()> {
+async fn teardown(crius: &Crius, pod: &PodRecord) -> Result<(), CriError> {
     if let Some(netns) = &pod.netns {
         crius.cni.del(&pod_network(pod, netns)).await?;
     }
@@ -205,16 +211,9 @@ pub async fn stop_pod(crius: &Crius, entry: &Entry<PodRecord>) -> Result<(), Cri
     let pod = entry.snapshot();
     if pod.state == PodState::Ready {
         if let Some(netns) = &pod.netns {
-            crius
-                .cni
-                .del(&pod_network(&pod, netns))
-                .await
-                .map_err(anyhow::Error::from)?;
+            crius.cni.del(&pod_network(&pod, netns)).await?;
         }
-        crius
-            .pods
-            .update(entry, |p| p.state = PodState::NotReady)
-            .map_err(anyhow::Error::from)?;
+        crius.pods.update(entry, |p| p.state = PodState::NotReady)?;
     }
     Ok(())
 }

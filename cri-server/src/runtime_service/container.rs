@@ -7,10 +7,10 @@ use std::sync::Arc;
 use crius_proto::cri;
 
 use super::Reply;
-use crate::container::ContainerRecord;
 use crate::error::CriError;
 use crate::instrument::{rpc, unimplemented};
-use crate::pod::PodState;
+use crate::state::container::ContainerRecord;
+use crate::state::sandbox::PodState;
 use crate::{container, Crius};
 
 /// CreateContainer in a ready pod: the new container's id. Errors:
@@ -80,7 +80,7 @@ pub async fn list_containers(
 ) -> Reply<cri::ListContainersResponse> {
     let filter = req.filter.unwrap_or_default();
     rpc("ListContainers", "", async {
-        let selected = crius.containers.select(|c| container::matches(c, &filter));
+        let selected = crius.containers.select(|c| c.matches(&filter));
         let containers = selected.iter().map(ContainerRecord::to_cri).collect();
         Ok(cri::ListContainersResponse { containers })
     })

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use anyhow::Context;
 use crius_proto::cri;
 
 use super::Reply;
@@ -80,11 +81,11 @@ fn status_response(crius: &Crius, verbose: bool) -> Result<cri::StatusResponse, 
     };
     let mut info = HashMap::new();
     if verbose {
-        let config = serde_json::to_string(&crius.config).map_err(anyhow::Error::from)?;
+        let config = serde_json::to_string(&crius.config).context("encoding the config")?;
         info.insert("config".to_string(), config);
         info.insert(
             "podCIDR".to_string(),
-            serde_json::to_string(&crius.pod_cidr()).map_err(anyhow::Error::from)?,
+            serde_json::to_string(&crius.pod_cidr()).context("encoding the pod CIDR")?,
         );
     }
     Ok(cri::StatusResponse {

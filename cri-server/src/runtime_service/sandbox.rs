@@ -10,7 +10,7 @@ use crius_proto::cri;
 use super::Reply;
 use crate::error::CriError;
 use crate::instrument::{rpc, unimplemented};
-use crate::pod::PodRecord;
+use crate::state::sandbox::PodRecord;
 use crate::state::table::Entry;
 use crate::{container, detached, pod, Crius};
 
@@ -117,7 +117,7 @@ pub async fn list_pod_sandbox(
 ) -> Reply<cri::ListPodSandboxResponse> {
     let filter = req.filter.unwrap_or_default();
     rpc("ListPodSandbox", "", async {
-        let selected = crius.pods.select(|p| pod::matches(p, &filter));
+        let selected = crius.pods.select(|p| p.matches(&filter));
         let items = selected.iter().map(PodRecord::to_cri).collect();
         Ok(cri::ListPodSandboxResponse { items })
     })

@@ -10,7 +10,7 @@ use tonic::Code;
 
 use super::{container, exec, sandbox, stats, Reply};
 use crate::config::Config;
-use crate::pod::{PodRecord, PodState};
+use crate::state::sandbox::{pod_name, PodRecord, PodState};
 use crate::Crius;
 
 fn crius() -> (tempfile::TempDir, Arc<Crius>) {
@@ -39,10 +39,7 @@ fn add_pod(crius: &Crius, id: &str, state: PodState) {
         state,
         ..PodRecord::new(id.into(), dir, config, 1)
     };
-    crius
-        .pods
-        .reserve_name(&crate::pod::pod_name(&pod.config), id)
-        .unwrap();
+    crius.pods.reserve_name(&pod_name(&pod.config), id).unwrap();
     crius.pods.insert(pod).unwrap();
 }
 

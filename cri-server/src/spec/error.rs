@@ -66,4 +66,17 @@ mod tests {
         assert_eq!(s.code(), tonic::Code::Internal);
         assert!(s.message().contains("/r/etc/passwd"), "{}", s.message());
     }
+
+    #[test]
+    fn a_builder_refusal_is_internal() {
+        let e: CriError =
+            SpecError::Build(oci_spec::OciSpecError::Other("bad mount".into())).into();
+        let s: tonic::Status = e.into();
+        assert_eq!(s.code(), tonic::Code::Internal);
+        assert!(
+            s.message().starts_with("building the OCI spec: ") && s.message().contains("bad mount"),
+            "{}",
+            s.message()
+        );
+    }
 }

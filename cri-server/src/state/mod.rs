@@ -7,7 +7,9 @@
 //! and small, are read once at start-up and then served from memory, and can be
 //! inspected and repaired by hand; no dependency is needed.
 
+pub mod container;
 pub mod filter;
+pub mod sandbox;
 pub mod table;
 
 use std::fs::{self, File, OpenOptions};

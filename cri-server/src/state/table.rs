@@ -78,12 +78,24 @@ impl From<TableError> for CriError {
 
 impl<R: Record> Table<R> {
     /// Loads every record of the kind and re-reserves their names.
+    /// Errors: the store's (a corrupt record is set aside, not an error).
     pub fn load(store: Store) -> Result<Table<R>, StoreError> {
+        Table::load_upgrading(store, |_| {})
+    }
+
+    /// As [`Table::load`], passing each record through `upgrade` first: it
+    /// fills what a record written by an older criusd lacks. Nothing is
+    /// written; an upgraded record is persisted with its next update.
+    pub fn load_upgrading(
+        store: Store,
+        mut upgrade: impl FnMut(&mut R),
+    ) -> Result<Table<R>, StoreError> {
         let mut inner = Inner {
             entries: HashMap::new(),
             names: HashMap::new(),
         };
-        for (id, record) in store.load_all::<R>(R::KIND)? {
+        for (id, mut record) in store.load_all::<R>(R::KIND)? {
+            upgrade(&mut record);
             inner.names.insert(record.name(), id.clone());
             inner.entries.insert(
                 id,

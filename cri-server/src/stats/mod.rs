@@ -15,9 +15,9 @@ use anyhow::Context;
 use crius_proto::cri;
 
 use crate::cgroups::{CgroupError, CgroupLayout, CgroupUsage};
-use crate::container::{self, ContainerRecord};
 use crate::error::CriError;
-use crate::pod::{self, PodRecord};
+use crate::state::container::ContainerRecord;
+use crate::state::sandbox::{PodRecord, PodState};
 use crate::{now_nanos, Crius};
 use rate::CpuRates;
 
@@ -121,7 +121,7 @@ pub async fn list_container_stats(
     };
     blocking(crius, move |crius| {
         let parents = cgroup_parents(crius);
-        let selected = crius.containers.select(|c| container::matches(c, &filter));
+        let selected = crius.containers.select(|c| c.matches(&filter));
         selected
             .iter()
             .map(|c| one_container(crius, &parents, c))
@@ -137,7 +137,7 @@ pub async fn pod_sandbox_stats(
     id: &str,
 ) -> Result<cri::PodSandboxStats, CriError> {
     let pod = crius.pods.find(id)?.snapshot();
-    if pod.state != pod::PodState::Ready {
+    if pod.state != PodState::Ready {
         return Err(CriError::FailedPrecondition(format!(
             "pod sandbox {:?} is not ready",
             pod.id
@@ -164,7 +164,7 @@ pub async fn list_pod_sandbox_stats(
     };
     blocking(crius, move |crius| {
         let containers = crius.containers.list();
-        let selected = crius.pods.select(|p| pod::matches(p, &filter));
+        let selected = crius.pods.select(|p| p.matches(&filter));
         selected
             .iter()
             .map(|p| one_pod(crius, p, &containers))
@@ -181,7 +181,7 @@ async fn blocking<T: Send + 'static>(
     let crius = crius.clone();
     tokio::task::spawn_blocking(move || work(&crius))
         .await
-        .map_err(|e| CriError::Internal(anyhow::Error::from(e).context("stats task")))?
+        .context("stats task")?
 }
 
 /// Each pod's cgroup parent, by pod id.
