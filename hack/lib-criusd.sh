@@ -94,7 +94,10 @@ start_criusd() {
 		mkdir -p "$daemon_cgroup"
 	fi
 	# shellcheck disable=SC2016 # $1 and $@ belong to the inner shell
-	sh -c '[ -z "$1" ] || echo $$ >"$1/cgroup.procs"; shift; exec "$@"' sh "$daemon_cgroup" \
+	# setsid: a Ctrl-C at the terminal must reach the suite, whose teardown
+	# still needs criusd, not criusd itself. (A background job of a script
+	# is no group leader, so setsid execs in place and $! stays criusd's.)
+	setsid sh -c '[ -z "$1" ] || echo $$ >"$1/cgroup.procs"; shift; exec "$@"' sh "$daemon_cgroup" \
 		"$criusd" --config "$work_dir/crius.toml" --socket "$work_dir/crius.sock" \
 		--root "$work_dir/root" --state "$work_dir/state" --log-level "${CRIUSD_LOG_LEVEL:-info}" \
 		>>"$report_dir/criusd.log" 2>&1 </dev/null &
