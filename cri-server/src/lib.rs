@@ -41,10 +41,19 @@ pub struct Crius {
     pub images: image::ImageStore,
     pub pods: Table<PodRecord>,
     pub containers: Table<ContainerRecord>,
-    pub cni: Cni,
+    /// Pod networking (CNI ADD/DEL/CHECK): [`network::Cni`] for real.
+    pub cni: Arc<dyn network::PodNetworking>,
+    /// Pinning the pods' namespaces: [`namespaces::HostNamespaces`] for real.
+    pub namespaces: Arc<dyn namespaces::NamespacePinner>,
+    /// The host's resolv.conf, copied for pods without a DNS config
+    /// (`/etc/resolv.conf`).
+    pub host_resolv_conf: PathBuf,
+    /// The containers' shims: spawned through [`shim_client::ProcessShims`]
+    /// (`crius-shim`, installed beside `criusd`) for real.
     pub shims: Shims,
-    /// `crius-shim`, installed beside `criusd`.
-    pub shim_bin: PathBuf,
+    /// Containers' root filesystems and the layers they hold:
+    /// [`image::snapshot::OverlaySnapshotter`] for real.
+    pub snapshotter: Arc<dyn image::snapshot::Snapshotter>,
     /// What this host's cgroups can enforce, measured once.
     pub host: HostCapabilities,
     /// The cgroup driver: names, places and removes pod and container cgroups.
@@ -65,7 +74,10 @@ impl Crius {
         let shim_bin = std::env::current_exe()
             .context("locating criusd's own binary")?
             .with_file_name("crius-shim");
-        let images = image::ImageStore::open(&config, store.clone())
+        let snapshotter: Arc<dyn image::snapshot::Snapshotter> = Arc::new(
+            image::snapshot::OverlaySnapshotter::new(config.root.join("containers")),
+        );
+        let images = image::ImageStore::open(&config, store.clone(), snapshotter.clone())
             .with_context(|| format!("opening the image store under {}", config.root.display()))?;
         let cgroup_layout =
             cgroups::CgroupLayout::detect().context("detecting the host's cgroups")?;
@@ -75,9 +87,15 @@ impl Crius {
             pods: Table::load_upgrading(store.clone(), pod::upgrade_record)
                 .context("loading pods")?,
             containers: Table::load(store.clone()).context("loading containers")?,
-            cni: Cni::from_config(&config),
-            shims: Shims::default(),
-            shim_bin,
+            cni: Arc::new(Cni::from_config(&config)),
+            namespaces: Arc::new(namespaces::HostNamespaces),
+            host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            // libcontainer's state of every container, shared by the shims.
+            shims: Shims::new(Arc::new(shim_client::ProcessShims::new(
+                shim_bin,
+                config.state.join("runtime"),
+            ))),
+            snapshotter,
             host: HostCapabilities::detect(cgroup_layout.limits())
                 .context("probing the host's capabilities")?,
             cgroups: Arc::new(cgroups::Cgroupfs::new(
@@ -91,9 +109,34 @@ impl Crius {
         })
     }
 
-    /// libcontainer's state of every container, shared by the shims.
-    pub fn runtime_root(&self) -> PathBuf {
-        self.config.state.join("runtime")
+    /// The same daemon with the pod's seams replaced (unit tests wire fakes
+    /// here: `network::fake`, `namespaces::fake`, `cgroups::fake`).
+    pub fn with_pod_seams(
+        self,
+        cni: Arc<dyn network::PodNetworking>,
+        namespaces: Arc<dyn namespaces::NamespacePinner>,
+        cgroups: Arc<dyn cgroups::CgroupDriver>,
+    ) -> Crius {
+        Crius {
+            cni,
+            namespaces,
+            cgroups,
+            ..self
+        }
+    }
+
+    /// Wires `launcher` for the shims instead of the real one (a test's fake).
+    pub fn with_shims(mut self, launcher: Arc<dyn shim_client::ShimLauncher>) -> Crius {
+        self.shims = Shims::new(launcher);
+        self
+    }
+
+    /// Wires `snapshotter` for containers' root filesystems and image
+    /// garbage collection instead of the real one (a test's fake).
+    pub fn with_snapshotter(mut self, snapshotter: Arc<dyn image::snapshot::Snapshotter>) -> Crius {
+        self.images.set_snapshotter(snapshotter.clone());
+        self.snapshotter = snapshotter;
+        self
     }
 
     pub fn pod_cidr(&self) -> String {

@@ -8,7 +8,12 @@
 //! copies in every namespace, so no copy keeps a pod's namespaces alive.
 //!
 //! Every call here blocks on syscalls; call it from `spawn_blocking` in async code.
+//!
+//! The daemon pins through the [`NamespacePinner`] seam: [`HostNamespaces`]
+//! is the real one (the functions of this module); unit tests use
+//! `fake::FakeNamespaces`.
 
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -120,6 +125,48 @@ pub enum NsError {
     AlreadyPinned(PathBuf),
     #[error("the namespace thread panicked")]
     ThreadPanicked,
+    /// A failure a test injected through `fake::FakeNamespaces`.
+    #[cfg(test)]
+    #[error("injected failure at pinning the {0} namespace")]
+    Injected(&'static str),
+}
+
+/// The namespace pinning seam: makes a pod's own namespaces and keeps them
+/// alive under a directory of the state dir, and releases them. Blocking.
+pub trait NamespacePinner: Send + Sync + fmt::Debug {
+    /// New namespaces of the asked kinds pinned at `<dir>/<kind>` (see
+    /// [`pin`]): where each is. All or nothing: on error nothing of this call
+    /// is left behind. Errors: `AlreadyPinned`, a syscall or mount failing.
+    fn pin(
+        &self,
+        dir: &Path,
+        kinds: NamespaceKinds,
+        hostname: Option<&str>,
+    ) -> Result<PinnedNamespaces, NsError>;
+
+    /// Releases every pin under `dir` and `dir` itself (see [`unpin`]).
+    /// Idempotent: what is already gone is fine. Errors: an unmount or
+    /// removal failing, named.
+    fn unpin(&self, dir: &Path) -> Result<(), NsError>;
+}
+
+/// The real pinner: bind mounts of new namespaces on this host (needs root).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostNamespaces;
+
+impl NamespacePinner for HostNamespaces {
+    fn pin(
+        &self,
+        dir: &Path,
+        kinds: NamespaceKinds,
+        hostname: Option<&str>,
+    ) -> Result<PinnedNamespaces, NsError> {
+        pin(dir, kinds, hostname)
+    }
+
+    fn unpin(&self, dir: &Path) -> Result<(), NsError> {
+        unpin(dir)
+    }
 }
 
 /// The one mapping of namespace errors to CRI codes: pinning, entering and
@@ -298,6 +345,115 @@ pub fn in_netns<T: Send>(netns: &Path, f: impl FnOnce() -> T + Send) -> Result<T
         .join()
         .unwrap_or(Err(NsError::ThreadPanicked))
     })
+}
+
+/// A [`NamespacePinner`] for unit tests: no syscalls, no root. A pin is a
+/// plain file at `<dir>/<kind>`; every pin and unpin is logged; pinning a
+/// chosen kind can be made to fail (undoing that call's earlier pins, as the
+/// real one does).
+#[cfg(test)]
+pub mod fake {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// One pin or unpin the fake saw: the pin's path.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum NsCall {
+        Pin(PathBuf),
+        Unpin(PathBuf),
+    }
+
+    #[derive(Debug, Default)]
+    pub struct FakeNamespaces {
+        fail: Mutex<Option<NamespaceKind>>,
+        calls: Mutex<Vec<NsCall>>,
+        pinned: Mutex<BTreeSet<PathBuf>>,
+    }
+
+    impl FakeNamespaces {
+        /// Makes every later pin of `kind` fail (`None`: none fails).
+        pub fn fail_at(&self, kind: Option<NamespaceKind>) {
+            *self.fail.lock().unwrap() = kind;
+        }
+
+        /// Every pin and unpin so far, in order.
+        pub fn calls(&self) -> Vec<NsCall> {
+            self.calls.lock().unwrap().clone()
+        }
+
+        /// The pins held now.
+        pub fn pinned(&self) -> Vec<PathBuf> {
+            self.pinned.lock().unwrap().iter().cloned().collect()
+        }
+
+        fn remove_pin(&self, path: &Path) -> Result<(), NsError> {
+            if self.pinned.lock().unwrap().remove(path) {
+                self.calls.lock().unwrap().push(NsCall::Unpin(path.into()));
+            }
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", path)(e)),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    impl NamespacePinner for FakeNamespaces {
+        fn pin(
+            &self,
+            dir: &Path,
+            kinds: NamespaceKinds,
+            _hostname: Option<&str>,
+        ) -> Result<PinnedNamespaces, NsError> {
+            fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+            let mut pinned = PinnedNamespaces::default();
+            for kind in kinds.iter() {
+                let target = dir.join(kind.name());
+                if *self.fail.lock().unwrap() == Some(kind) {
+                    for made in NamespaceKind::ALL.iter().filter_map(|k| pinned.get(*k)) {
+                        self.remove_pin(made)?;
+                    }
+                    return Err(NsError::Injected(kind.name()));
+                }
+                File::create(&target).map_err(io_err("creating", &target))?;
+                self.pinned.lock().unwrap().insert(target.clone());
+                self.calls.lock().unwrap().push(NsCall::Pin(target.clone()));
+                pinned.set(kind, target);
+            }
+            Ok(pinned)
+        }
+
+        fn unpin(&self, dir: &Path) -> Result<(), NsError> {
+            for kind in NamespaceKind::ALL {
+                self.remove_pin(&dir.join(kind.name()))?;
+            }
+            match fs::remove_dir(dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", dir)(e)),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    #[test]
+    fn the_fake_pins_logs_and_fails_on_demand() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ns");
+        let fake = FakeNamespaces::default();
+        fake.fail_at(Some(NamespaceKind::Uts));
+        let err = fake.pin(&dir, NamespaceKinds::ALL, None).unwrap_err();
+        assert!(err.to_string().contains("uts"), "{err}");
+        // Net and IPC were pinned, then undone.
+        assert!(fake.pinned().is_empty());
+        assert_eq!(fake.calls().len(), 4);
+        fake.fail_at(None);
+        let pinned = fake.pin(&dir, NamespaceKinds::ALL, None).unwrap();
+        assert_eq!(pinned.net.as_deref(), Some(dir.join("net").as_path()));
+        assert_eq!(fake.pinned().len(), 3);
+        fake.unpin(&dir).unwrap();
+        fake.unpin(&dir).unwrap();
+        assert!(fake.pinned().is_empty() && !dir.exists());
+    }
 }
 
 #[cfg(test)]

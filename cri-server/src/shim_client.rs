@@ -1,10 +1,18 @@
 //! criusd's side of the shim API: starting a container's `crius-shim` and
 //! talking to it over its unix socket.
+//!
+//! The seam is two traits: [`ShimLauncher`] (spawn a shim, connect to a
+//! running one) and [`ShimApi`] (the calls on one shim), with
+//! [`ProcessShims`] and [`Shim`] for the host; unit tests use
+//! `fake::FakeShims`. [`Shims`] caches the connections by container id.
 
+use std::future::Future;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crius_proto::ready::{self, Readiness};
@@ -15,6 +23,89 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::error::CriError;
+
+#[cfg(test)]
+pub mod fake;
+
+/// What a [`ShimLauncher`] or [`ShimApi`] call returns.
+pub type ShimFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ShimError>> + Send + 'a>>;
+
+/// Starts shims and connects to running ones.
+pub trait ShimLauncher: Send + Sync {
+    /// Starts container `id`'s shim on the bundle in `paths` (its output to
+    /// `log_path`, if any) and returns once it serves. Errors: `Spawn`,
+    /// `Start` (Internal), `Connect` (Unavailable). Not idempotent.
+    fn spawn<'a>(
+        &'a self,
+        id: &'a str,
+        paths: &'a ShimPaths,
+        log_path: Option<&'a Path>,
+    ) -> ShimFuture<'a, Arc<dyn ShimApi>>;
+
+    /// Connects to container `id`'s running shim at `socket`. Errors:
+    /// unreachable ones (`is_unreachable`) when no shim serves there.
+    fn connect<'a>(&'a self, id: &'a str, socket: &'a Path) -> ShimFuture<'a, Arc<dyn ShimApi>>;
+}
+
+/// The calls on one container's shim; every error names the container.
+pub trait ShimApi: Send + Sync {
+    /// Creates the container from the shim's bundle (keeping its stdin open
+    /// with `stdin`): init's host pid. Not idempotent.
+    fn create(&self, stdin: bool) -> ShimFuture<'_, u32>;
+    /// Releases the created container's process. Not idempotent.
+    fn start(&self) -> ShimFuture<'_, ()>;
+    /// Signals init (`all`: every process of the container).
+    fn kill(&self, signal: i32, all: bool) -> ShimFuture<'_, ()>;
+    /// Waits for init's exit: its status. Idempotent once exited.
+    fn wait(&self) -> ShimFuture<'_, pb::WaitResponse>;
+    /// Runs an OCI `process` (JSON) in the running container to completion;
+    /// the shim kills it after `timeout` (zero: never).
+    fn exec_sync(
+        &self,
+        process_json: Vec<u8>,
+        timeout: Duration,
+    ) -> ShimFuture<'_, pb::ExecSyncResponse>;
+    /// Deletes the container (its runtime state and cgroup). Idempotent.
+    fn delete(&self) -> ShimFuture<'_, ()>;
+    /// Reopens the container's log at its path.
+    fn reopen_log(&self) -> ShimFuture<'_, ()>;
+    /// Ends the shim; it exits after replying (a broken connection after it
+    /// is success).
+    fn shutdown(&self) -> ShimFuture<'_, ()>;
+}
+
+/// The host's launcher: runs the `crius-shim` binary `bin`, sharing
+/// libcontainer's state dir `runtime_root`.
+#[derive(Debug, Clone)]
+pub struct ProcessShims {
+    bin: PathBuf,
+    runtime_root: PathBuf,
+}
+
+impl ProcessShims {
+    /// A launcher of `bin` with libcontainer's state under `runtime_root`.
+    pub fn new(bin: PathBuf, runtime_root: PathBuf) -> ProcessShims {
+        ProcessShims { bin, runtime_root }
+    }
+}
+
+impl ShimLauncher for ProcessShims {
+    fn spawn<'a>(
+        &'a self,
+        id: &'a str,
+        paths: &'a ShimPaths,
+        log_path: Option<&'a Path>,
+    ) -> ShimFuture<'a, Arc<dyn ShimApi>> {
+        Box::pin(async move {
+            let shim = spawn(&self.bin, id, paths, &self.runtime_root, log_path).await?;
+            Ok(Arc::new(shim) as Arc<dyn ShimApi>)
+        })
+    }
+
+    fn connect<'a>(&'a self, id: &'a str, socket: &'a Path) -> ShimFuture<'a, Arc<dyn ShimApi>> {
+        Box::pin(async move { Ok(Arc::new(Shim::connect(id, socket).await?) as Arc<dyn ShimApi>) })
+    }
+}
 
 /// How long a shim may take to serve its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -349,30 +440,90 @@ impl Shim {
     }
 }
 
-/// The open connections to the shims, by container id; connected on first
-/// use (after a criusd restart, from the socket in the bundle).
-#[derive(Default)]
+impl ShimApi for Shim {
+    fn create(&self, stdin: bool) -> ShimFuture<'_, u32> {
+        Box::pin(Shim::create(self, stdin))
+    }
+    fn start(&self) -> ShimFuture<'_, ()> {
+        Box::pin(Shim::start(self))
+    }
+    fn kill(&self, signal: i32, all: bool) -> ShimFuture<'_, ()> {
+        Box::pin(Shim::kill(self, signal, all))
+    }
+    fn wait(&self) -> ShimFuture<'_, pb::WaitResponse> {
+        Box::pin(Shim::wait(self))
+    }
+    fn exec_sync(
+        &self,
+        process_json: Vec<u8>,
+        timeout: Duration,
+    ) -> ShimFuture<'_, pb::ExecSyncResponse> {
+        Box::pin(Shim::exec_sync(self, process_json, timeout))
+    }
+    fn delete(&self) -> ShimFuture<'_, ()> {
+        Box::pin(Shim::delete(self))
+    }
+    fn reopen_log(&self) -> ShimFuture<'_, ()> {
+        Box::pin(Shim::reopen_log(self))
+    }
+    fn shutdown(&self) -> ShimFuture<'_, ()> {
+        Box::pin(Shim::shutdown(self))
+    }
+}
+
+/// The launcher and the open connections to the shims, by container id;
+/// connected on first use (after a criusd restart, from the socket in the
+/// bundle).
 pub struct Shims {
-    map: std::sync::Mutex<std::collections::HashMap<String, Shim>>,
+    launcher: Arc<dyn ShimLauncher>,
+    map: std::sync::Mutex<std::collections::HashMap<String, Arc<dyn ShimApi>>>,
 }
 
 impl Shims {
-    pub fn insert(&self, id: &str, shim: Shim) {
+    /// No connections yet; shims spawned and connected through `launcher`.
+    pub fn new(launcher: Arc<dyn ShimLauncher>) -> Shims {
+        Shims {
+            launcher,
+            map: Default::default(),
+        }
+    }
+
+    /// Starts container `id`'s shim (see [`ShimLauncher::spawn`]) and keeps
+    /// the connection. Not idempotent.
+    pub async fn spawn(
+        &self,
+        id: &str,
+        paths: &ShimPaths,
+        log_path: Option<&Path>,
+    ) -> Result<Arc<dyn ShimApi>, ShimError> {
+        let shim = self.launcher.spawn(id, paths, log_path).await?;
+        self.insert(id, shim.clone());
+        Ok(shim)
+    }
+
+    /// Keeps `shim` as container `id`'s connection.
+    pub fn insert(&self, id: &str, shim: Arc<dyn ShimApi>) {
         self.map
             .lock()
             .expect("shims lock")
             .insert(id.to_string(), shim);
     }
 
+    /// Forgets container `id`'s connection. Idempotent.
     pub fn remove(&self, id: &str) {
         self.map.lock().expect("shims lock").remove(id);
     }
 
-    pub async fn get(&self, id: &str, bundle: &Path) -> Result<Shim, ShimError> {
+    /// Container `id`'s shim: the kept connection, else a new one to the
+    /// socket in `bundle`. Errors: unreachable ones when no shim serves.
+    pub async fn get(&self, id: &str, bundle: &Path) -> Result<Arc<dyn ShimApi>, ShimError> {
         if let Some(shim) = self.map.lock().expect("shims lock").get(id) {
             return Ok(shim.clone());
         }
-        let shim = Shim::connect(id, &ShimPaths::in_bundle(bundle).socket).await?;
+        let shim = self
+            .launcher
+            .connect(id, &ShimPaths::in_bundle(bundle).socket)
+            .await?;
         self.insert(id, shim.clone());
         Ok(shim)
     }

@@ -14,8 +14,7 @@ use crius_proto::shim::v1 as pb;
 
 use super::{container_name, ContainerRecord, ContainerState};
 use crate::error::CriError;
-use crate::image::snapshot;
-use crate::shim_client::{self, ShimPaths};
+use crate::shim_client::{ShimApi, ShimPaths};
 use crate::spec::{self, ContainerSpecInput, SandboxNamespaces};
 use crate::state::sandbox::PodRecord;
 use crate::state::table::Entry;
@@ -27,7 +26,11 @@ const BUNDLE_NAME_LEN: usize = 16;
 /// Creates the container in `pod` (found and checked ready by the caller):
 /// its id. Errors: InvalidArgument for a bad config, NotFound for an
 /// unknown image, AlreadyExists for a taken name, Internal for a failed
-/// step (undone, or kept UNKNOWN for RemoveContainer). Not idempotent.
+/// step, its message naming the step (preparing the rootfs, building the
+/// spec, spawning the shim, creating the container in it, writing the
+/// record); Unavailable when the new shim stops serving. A failed step is
+/// undone with the name released, or the container kept UNKNOWN for
+/// RemoveContainer. Not idempotent.
 pub async fn create_container(
     crius: &Arc<Crius>,
     pod: PodRecord,
@@ -67,7 +70,7 @@ pub async fn create_container(
         // A short name keeps the shim's socket path far below the 107 bytes
         // a unix socket allows; creating the dir fails on a collision.
         bundle: crius.config.state.join("c").join(&id[..BUNDLE_NAME_LEN]),
-        layer_dir: crius.config.root.join("containers").join(&id),
+        layer_dir: crius.snapshotter.container_dir(&id),
         log_path: log_path(&pod, &config),
         id: id.clone(),
         pod_id: pod.id.clone(),
@@ -104,12 +107,18 @@ pub async fn create_container(
         let mut record = record;
         // The annotation names the image as the user did, not kubelet's image ID.
         let annotated_name = super::reported_image(record.config.image.as_ref()).image;
+        // A bundle dir that exists already is another container's (its
+        // short name collided): nothing of ours to undo there.
+        if let Err(e) = make_bundle(&record.bundle) {
+            crius.containers.release_name(&name, &id);
+            return Err(e);
+        }
         let result = match setup(&crius, &pod, &mut record, &layers, &annotated_name, &image_view).await {
             Ok(()) => crius
                 .containers
                 .insert(record.clone())
                 .map(drop)
-                .map_err(CriError::from),
+                .map_err(|e| CriError::from(e).context("writing the container's record")),
             Err(e) => Err(e),
         };
         let Err(e) = result else {
@@ -155,6 +164,20 @@ fn log_path(pod: &PodRecord, config: &cri::ContainerConfig) -> String {
         .to_string()
 }
 
+/// Creates the container's bundle dir (and its parent). Errors: Internal,
+/// also when it exists already. Not idempotent.
+fn make_bundle(bundle: &Path) -> Result<(), CriError> {
+    if let Some(parent) = bundle.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::create_dir(bundle).with_context(|| format!("creating {}", bundle.display()))?;
+    Ok(())
+}
+
+/// Every step of CreateContainer after the bundle dir: rootfs, spec, log
+/// dir, shim spawn, shim create. On error the caller undoes them all with
+/// [`teardown`].
 async fn setup(
     crius: &Arc<Crius>,
     pod: &PodRecord,
@@ -163,19 +186,15 @@ async fn setup(
     image_name: &str,
     image: &spec::ImageConfigView,
 ) -> Result<(), CriError> {
-    if let Some(parent) = record.bundle.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    std::fs::create_dir(&record.bundle)
-        .with_context(|| format!("creating {}", record.bundle.display()))?;
     let rootfs = record.rootfs();
     std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
     {
+        let snapshotter = crius.snapshotter.clone();
         let (layers, layer_dir, rootfs) =
             (layers.to_vec(), record.layer_dir.clone(), rootfs.clone());
-        tokio::task::spawn_blocking(move || snapshot::mount_rootfs(&layers, &layer_dir, &rootfs))
-            .await??;
+        tokio::task::spawn_blocking(move || snapshotter.prepare(&layer_dir, &layers, &rootfs))
+            .await?
+            .map_err(|e| CriError::from(e).context("preparing the container's rootfs"))?;
     }
     if pod.namespace_options().pid == cri::NamespaceMode::Pod as i32 {
         // The pod's shared PID namespace needs its pause process, which the
@@ -208,7 +227,8 @@ async fn setup(
         hostname_file: Some(&pod.files.hostname),
         shm_path: None,
         host: &crius.host,
-    })?;
+    })
+    .map_err(|e| CriError::from(e).context("building the container's spec"))?;
     record.process = spec.process().clone().unwrap_or_default();
     record.resources = spec::applied_resources(&spec);
     let config_json = record.bundle.join("config.json");
@@ -220,21 +240,24 @@ async fn setup(
                 .with_context(|| format!("creating log dir {}", dir.display()))?;
         }
     }
-    let shim = shim_client::spawn(
-        &crius.shim_bin,
-        &record.id,
-        &ShimPaths::in_bundle(&record.bundle),
-        &crius.runtime_root(),
-        (!record.log_path.is_empty()).then(|| Path::new(&record.log_path)),
-    )
-    .await?;
-    crius.shims.insert(&record.id, shim.clone());
+    let shim = crius
+        .shims
+        .spawn(
+            &record.id,
+            &ShimPaths::in_bundle(&record.bundle),
+            (!record.log_path.is_empty()).then(|| Path::new(&record.log_path)),
+        )
+        .await
+        .map_err(|e| CriError::from(e).context("spawning the container's shim"))?;
     let stdin = record.config.stdin;
-    record.pid = shim.create(stdin).await?;
+    record.pid = shim
+        .create(stdin)
+        .await
+        .map_err(|e| CriError::from(e).context("creating the container in its shim"))?;
     Ok(())
 }
 
-/// Ends the shim and releases the rootfs mount, bundle and writable layer.
+/// Ends the shim and releases the rootfs (through the snapshotter) and the bundle.
 /// Idempotent. Errors: the shim's, as `From<ShimError>` maps them
 /// (Unavailable if it breaks off mid-delete), else Internal.
 async fn teardown(crius: &Arc<Crius>, record: &ContainerRecord) -> Result<(), CriError> {
@@ -252,22 +275,20 @@ async fn teardown(crius: &Arc<Crius>, record: &ContainerRecord) -> Result<(), Cr
         Err(e) => return Err(e.into()),
     }
     crius.shims.remove(&record.id);
+    let snapshotter = crius.snapshotter.clone();
     let (rootfs, bundle, layer_dir) = (
         record.rootfs(),
         record.bundle.clone(),
         record.layer_dir.clone(),
     );
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        snapshot::unmount_rootfs(&rootfs)?;
-        for dir in [&bundle, &layer_dir] {
-            match std::fs::remove_dir_all(dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(e).with_context(|| format!("removing {}", dir.display()))
-                }
-                _ => {}
+        snapshotter.remove(&layer_dir, &rootfs)?;
+        match std::fs::remove_dir_all(&bundle) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", bundle.display()))
             }
+            _ => Ok(()),
         }
-        Ok(())
     })
     .await??;
     Ok(())
@@ -322,7 +343,7 @@ pub fn recover(crius: &Arc<Crius>) {
 }
 
 /// Records the exit once the shim reports it.
-fn watch_exit(crius: Arc<Crius>, entry: Arc<Entry<ContainerRecord>>, shim: shim_client::Shim) {
+fn watch_exit(crius: Arc<Crius>, entry: Arc<Entry<ContainerRecord>>, shim: Arc<dyn ShimApi>) {
     tokio::spawn(async move {
         let exit = match shim.wait().await {
             Ok(w) => Some(Exit::from(w)),
@@ -472,6 +493,9 @@ pub async fn remove_container(crius: &Arc<Crius>, id: &str) -> Result<(), CriErr
     })
     .await
 }
+
+#[cfg(test)]
+mod rollback;
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,13 @@
 //! A container's root filesystem: the image's unpacked layers, read-only,
 //! under the container's own writable `upper/`, merged by overlayfs.
 //!
-//! The layers a container stacks are written to `<container dir>/layers`
-//! before the mount, so that image garbage collection keeps them for as long
-//! as the container dir exists, whatever happens to the image.
+//! The seam is [`Snapshotter`] (prepare, remove, usage, the layers in use),
+//! with [`OverlaySnapshotter`] for the host; unit tests use
+//! `fake::FakeSnapshotter`. The snapshotter owns each container's layer
+//! references: the layers a container stacks are written to
+//! `<container dir>/layers` before the mount, and image garbage collection
+//! asks [`Snapshotter::layers_in_use`] which to keep, whatever happens to
+//! the image.
 
 use std::fs;
 use std::io::Write;
@@ -13,6 +17,105 @@ use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::ImageError;
+use crate::fs_usage::{dir_usage, Usage};
+
+#[cfg(test)]
+pub mod fake;
+
+/// Gives containers their root filesystems and owns the layer references
+/// they hold. A container is named by its dir (its record's `layer_dir`,
+/// from [`Snapshotter::container_dir`]); nothing else writes under it.
+pub trait Snapshotter: Send + Sync {
+    /// The dir of container `id`'s writable layer and layer references. Pure.
+    fn container_dir(&self, id: &str) -> PathBuf;
+
+    /// Records `layers` (lowest first) as in use by the container, then
+    /// mounts them with its writable layer at `target`, creating the dirs.
+    /// Errors: `Io`, `Mount`; what it made stays for [`Snapshotter::remove`].
+    /// Not idempotent.
+    fn prepare(
+        &self,
+        container_dir: &Path,
+        layers: &[PathBuf],
+        target: &Path,
+    ) -> Result<(), ImageError>;
+
+    /// Unmounts `target` (detaching a busy mount) and removes the writable
+    /// layer with the container's layer references. Errors: `Mount`, `Io`.
+    /// Idempotent: nothing mounted or an absent dir is success.
+    fn remove(&self, container_dir: &Path, target: &Path) -> Result<(), ImageError>;
+
+    /// Bytes and inodes the container's writable layer holds (zero when
+    /// absent). Errors: `Io`.
+    fn usage(&self, container_dir: &Path) -> Result<Usage, ImageError>;
+
+    /// Every layer dir some container stacks: what image garbage collection
+    /// must keep. Errors: the snapshotter's own (the overlay one has none:
+    /// an unreadable containers dir counts as no references, as before).
+    fn layers_in_use(&self) -> Result<Vec<PathBuf>, ImageError>;
+}
+
+/// The host's snapshotter: overlayfs over the unpacked layers, one dir per
+/// container under `containers_dir` (`<root>/containers/<id>`).
+#[derive(Debug, Clone)]
+pub struct OverlaySnapshotter {
+    containers_dir: PathBuf,
+}
+
+impl OverlaySnapshotter {
+    /// A snapshotter keeping container dirs under `containers_dir`.
+    pub fn new(containers_dir: PathBuf) -> OverlaySnapshotter {
+        OverlaySnapshotter { containers_dir }
+    }
+}
+
+impl Snapshotter for OverlaySnapshotter {
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.containers_dir.join(id)
+    }
+
+    fn prepare(
+        &self,
+        container_dir: &Path,
+        layers: &[PathBuf],
+        target: &Path,
+    ) -> Result<(), ImageError> {
+        mount_rootfs(layers, container_dir, target)
+    }
+
+    fn remove(&self, container_dir: &Path, target: &Path) -> Result<(), ImageError> {
+        unmount_rootfs(target)?;
+        match fs::remove_dir_all(container_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ImageError::io(
+                format!("removing {}", container_dir.display()),
+                e,
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn usage(&self, container_dir: &Path) -> Result<Usage, ImageError> {
+        let upper = container_dir.join(UPPER_DIR);
+        dir_usage(&upper).map_err(|e| ImageError::io(format!("measuring {}", upper.display()), e))
+    }
+
+    fn layers_in_use(&self) -> Result<Vec<PathBuf>, ImageError> {
+        // As before the seam: an unreadable containers dir holds no references.
+        let containers = match fs::read_dir(&self.containers_dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %self.containers_dir.display(), error = %e, "listing container dirs for their layer references");
+                }
+                return Ok(Vec::new());
+            }
+        };
+        Ok(containers
+            .flatten()
+            .flat_map(|container| recorded_layers(&container.path()))
+            .collect())
+    }
+}
 
 /// One line a layer dir, lowest first.
 pub const CONTAINER_LAYERS_FILE: &str = "layers";

@@ -5,14 +5,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
 use super::content::Content;
 use super::pull::{Puller, RegistryAuth};
 use super::reference::Reference;
-use super::snapshot::recorded_layers;
+use super::snapshot::Snapshotter;
 use super::ImageError;
 use crate::config::Config;
 use crate::state::Store;
@@ -111,8 +111,8 @@ pub struct ImageRecord {
 
 pub struct ImageStore {
     images_dir: PathBuf,
-    /// Container dirs: their recorded layers are in use.
-    containers_dir: PathBuf,
+    /// Owns the containers' layer references: what garbage collection keeps.
+    snapshotter: Arc<dyn Snapshotter>,
     content: Content,
     state: Store,
     puller: Puller,
@@ -123,8 +123,14 @@ pub struct ImageStore {
 }
 
 impl ImageStore {
-    /// Loads the index and collects what a crash left unreferenced.
-    pub fn open(config: &Config, state: Store) -> Result<ImageStore, ImageError> {
+    /// Loads the index and collects what a crash left unreferenced (keeping
+    /// the layers `snapshotter` says containers stack). Errors: the content
+    /// store's, the state store's, the snapshotter's.
+    pub fn open(
+        config: &Config,
+        state: Store,
+        snapshotter: Arc<dyn Snapshotter>,
+    ) -> Result<ImageStore, ImageError> {
         let images_dir = config.root.join("images");
         let content = Content::open(&images_dir)?;
         let records: Vec<(String, ImageRecord)> = state.load_all(KIND)?;
@@ -134,7 +140,7 @@ impl ImageStore {
             .collect();
         let store = ImageStore {
             images_dir,
-            containers_dir: config.root.join("containers"),
+            snapshotter,
             content,
             state,
             puller: Puller::new(config.registry.clone()),
@@ -143,6 +149,12 @@ impl ImageStore {
         };
         store.collect_garbage()?;
         Ok(store)
+    }
+
+    /// Makes garbage collection ask `snapshotter` for the layers in use (a
+    /// test wiring a fake into `Crius`).
+    pub(crate) fn set_snapshotter(&mut self, snapshotter: Arc<dyn Snapshotter>) {
+        self.snapshotter = snapshotter;
     }
 
     /// Where blobs and layers live (what ImageFsInfo measures).
@@ -178,7 +190,7 @@ impl ImageStore {
 
     /// Adds a pulled image's names to its record (creating it) and takes
     /// each of its tags from any other image: a tag names one image.
-    fn record(&self, pulled: ImageRecord) -> Result<ImageRecord, ImageError> {
+    pub(crate) fn record(&self, pulled: ImageRecord) -> Result<ImageRecord, ImageError> {
         let mut index = self.index.write().expect("image index");
         for other in index.values_mut().filter(|o| o.id != pulled.id) {
             let before = other.repo_tags.len();
@@ -249,8 +261,8 @@ impl ImageStore {
         Ok(removed)
     }
 
-    /// Removes blobs and layers that no image records and no container dir
-    /// lists; returns how many went.
+    /// Removes blobs and layers that no image records and no container
+    /// stacks (as the snapshotter says); returns how many went.
     fn collect_garbage(&self) -> Result<usize, ImageError> {
         let (keep_blobs, mut keep_layers) = {
             let index = self.index.read().expect("image index");
@@ -259,13 +271,9 @@ impl ImageStore {
                 index.values().flat_map(|r| r.chain_ids.clone()).collect();
             (blobs, layers)
         };
-        if let Ok(containers) = std::fs::read_dir(&self.containers_dir) {
-            for container in containers.flatten() {
-                for layer in recorded_layers(&container.path()) {
-                    if let Some(name) = layer.file_name() {
-                        keep_layers.insert(format!("sha256:{}", name.to_string_lossy()));
-                    }
-                }
+        for layer in self.snapshotter.layers_in_use()? {
+            if let Some(name) = layer.file_name() {
+                keep_layers.insert(format!("sha256:{}", name.to_string_lossy()));
             }
         }
         self.content.remove_unused(&keep_blobs, &keep_layers)
@@ -319,7 +327,8 @@ mod tests {
             ..Config::default()
         };
         let state = Store::open(root.join("meta")).unwrap();
-        ImageStore::open(&config, state).unwrap()
+        let snapshotter = crate::image::snapshot::OverlaySnapshotter::new(root.join("containers"));
+        ImageStore::open(&config, state, Arc::new(snapshotter)).unwrap()
     }
 
     fn pulled(config_byte: &[u8], reference: &str, manifest: &[u8]) -> ImageRecord {

@@ -116,6 +116,10 @@ pub enum CniError {
     },
     #[error("CNI cache task: {0}")]
     Task(String),
+    /// A failure a test injected through `fake::FakeNetworking`.
+    #[cfg(test)]
+    #[error("injected failure at {0}")]
+    Injected(String),
 }
 
 /// The one mapping of CNI errors to CRI codes:

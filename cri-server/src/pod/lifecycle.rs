@@ -11,9 +11,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use crius_proto::cri;
 
-use super::{files, pod_name, PodRecord, PodState};
+use super::{files, pod_name, PodFiles, PodRecord, PodState};
 use crate::error::CriError;
-use crate::namespaces::{self, NamespaceKinds};
+use crate::namespaces::NamespaceKinds;
 use crate::network::cni::{PodNetwork, PortMapping, Protocol};
 use crate::state::table::Entry;
 use crate::{detached, new_id, now_nanos, Crius};
@@ -78,7 +78,7 @@ async fn create(
             .pods
             .insert(pod.clone())
             .map(drop)
-            .map_err(CriError::from),
+            .map_err(|e| CriError::from(e).context("recording the pod")),
         Err(e) => Err(e),
     };
     let Err(e) = result else {
@@ -100,9 +100,11 @@ async fn create(
 
 /// Each step records in `pod` what it made, so that `teardown` undoes exactly that.
 /// Errors: each concern's, as its `From` maps it (a bad kubelet
-/// `cgroup_parent` is InvalidArgument naming `config.linux.cgroup_parent`).
+/// `cgroup_parent` is InvalidArgument naming `config.linux.cgroup_parent`);
+/// an Internal one names its step in the cause chain.
 async fn setup(crius: &Arc<Crius>, pod: &mut PodRecord) -> Result<(), CriError> {
-    std::fs::create_dir_all(&pod.dir).with_context(|| format!("creating {}", pod.dir.display()))?;
+    std::fs::create_dir_all(&pod.dir)
+        .with_context(|| format!("creating the pod's dir {}", pod.dir.display()))?;
     let ns = pod.namespace_options();
     let node = cri::NamespaceMode::Node as i32;
     let kinds = NamespaceKinds {
@@ -115,29 +117,23 @@ async fn setup(crius: &Arc<Crius>, pod: &mut PodRecord) -> Result<(), CriError> 
     if kinds.net || kinds.ipc || kinds.uts {
         let dir = pod.dir.join("ns");
         let host = kinds.uts.then(|| hostname.clone());
-        let pinned =
-            tokio::task::spawn_blocking(move || namespaces::pin(&dir, kinds, host.as_deref()))
-                .await??;
+        let pinner = crius.namespaces.clone();
+        let pinned = tokio::task::spawn_blocking(move || pinner.pin(&dir, kinds, host.as_deref()))
+            .await?
+            .map_err(|e| CriError::from(e).context("pinning the pod's namespaces"))?;
         pod.netns = pinned.net;
         pod.ipcns = pinned.ipc;
         pod.utsns = pinned.uts;
     }
     if let Some(netns) = pod.netns.clone() {
-        let status = crius.cni.add(&pod_network(pod, &netns)).await?;
+        let status = (crius.cni.add(&pod_network(pod, &netns)).await)
+            .map_err(|e| CriError::from(e).context("setting up the pod network (CNI ADD)"))?;
         pod.ip = status.ip;
         pod.additional_ips = status.additional_ips;
     }
-    let resolv = files::resolv_conf(
-        pod.config.dns_config.as_ref(),
-        Path::new("/etc/resolv.conf"),
-    )
-    .context("reading the host's /etc/resolv.conf")?;
-    let paths = files::paths(&pod.dir);
-    write_file(&paths.resolv_conf, &resolv)?;
-    write_file(&paths.hostname, &format!("{hostname}\n"))?;
-    write_file(&paths.hosts, &files::hosts(&hostname, &pod.ip))?;
     // What the pod's containers read from its record.
-    pod.files = paths;
+    pod.files =
+        write_files(pod, &hostname, &crius.host_resolv_conf).context("writing the pod's files")?;
     pod.hostname = files::containers_hostname(&pod.config, pod.utsns.is_some());
     let given = pod
         .config
@@ -145,10 +141,22 @@ async fn setup(crius: &Arc<Crius>, pod: &mut PodRecord) -> Result<(), CriError> 
         .as_ref()
         .map(|l| l.cgroup_parent.clone())
         .unwrap_or_default();
-    let cgroup = crius.cgroups.pod_cgroup(&pod.id, &given)?;
+    let cgroup = (crius.cgroups.pod_cgroup(&pod.id, &given))
+        .map_err(|e| CriError::from(e).context("naming the pod's cgroup"))?;
     pod.cgroup_parent = cgroup.name;
     pod.owns_cgroup = cgroup.owned;
     Ok(())
+}
+
+/// resolv.conf, hostname and hosts in the pod's dir: their paths.
+fn write_files(pod: &PodRecord, hostname: &str, host_resolv: &Path) -> anyhow::Result<PodFiles> {
+    let resolv = files::resolv_conf(pod.config.dns_config.as_ref(), host_resolv)
+        .with_context(|| format!("reading the host's {}", host_resolv.display()))?;
+    let paths = files::paths(&pod.dir);
+    write_file(&paths.resolv_conf, &resolv)?;
+    write_file(&paths.hostname, &format!("{hostname}\n"))?;
+    write_file(&paths.hosts, &files::hosts(hostname, &pod.ip))?;
+    Ok(paths)
 }
 
 fn write_file(path: &Path, content: &str) -> anyhow::Result<()> {
@@ -187,8 +195,9 @@ async fn teardown(crius: &Crius, pod: &PodRecord) -> Result<(), CriError> {
         crius.cni.del(&pod_network(pod, netns)).await?;
     }
     let dir = pod.dir.clone();
+    let pinner = crius.namespaces.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        namespaces::unpin(&dir.join("ns"))?;
+        pinner.unpin(&dir.join("ns"))?;
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(e).with_context(|| format!("removing {}", dir.display()))
@@ -227,4 +236,277 @@ pub async fn remove_pod(crius: &Crius, entry: &Entry<PodRecord>) -> Result<(), C
     teardown(crius, &pod).await?;
     crius.pods.remove(&pod.id)?;
     Ok(())
+}
+
+/// Rollback at every step of RunPodSandbox, through the fakes (no root):
+/// a failure injected at each step leaves nothing of the pod behind, frees
+/// its name, and names the step in the error.
+#[cfg(test)]
+mod rollback_tests {
+    use tonic::{Code, Status};
+
+    use super::*;
+    use crate::cgroups::fake::FakeStep as CgroupStep;
+    use crate::namespaces::fake::NsCall;
+    use crate::namespaces::NamespaceKind;
+    use crate::network::fake::{FakeStep as NetStep, NetCall};
+    use crate::pod::testing::{run_request, PodFakes};
+
+    async fn run(f: &PodFakes, name: &str) -> Result<String, Status> {
+        run_pod(&f.crius, run_request(name))
+            .await
+            .map_err(Status::from)
+    }
+
+    /// The failed run answered `code` naming `step`, left nothing behind,
+    /// and a second run of the same name succeeds once the fault is gone.
+    #[track_caller]
+    fn failed_at(f: &PodFakes, got: Result<String, Status>, code: Code, step: &[&str]) {
+        let status = got.expect_err("the run should fail");
+        assert_eq!(status.code(), code, "{status:?}");
+        for word in step {
+            assert!(
+                status.message().contains(word),
+                "{:?} lacks {word:?}",
+                status.message()
+            );
+        }
+        f.assert_nothing_left();
+    }
+
+    async fn runs_again(f: &PodFakes) {
+        let id = run(f, "web").await.expect("a second run of the same name");
+        let pod = f.crius.pods.find(&id).unwrap().snapshot();
+        assert_eq!(pod.state, PodState::Ready);
+        assert!(f.net.added().contains(&id));
+        assert_eq!(f.ns.pinned().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_clean_run_sets_every_step_up() {
+        let f = PodFakes::new(|_, _| {});
+        let id = run(&f, "web").await.unwrap();
+        let pod = f.crius.pods.find(&id).unwrap().snapshot();
+        assert!(pod.netns.is_some() && pod.ipcns.is_some() && pod.utsns.is_some());
+        assert_eq!(pod.ip, "10.88.0.2");
+        assert_eq!(pod.cgroup_parent, format!("/fake/{id}"));
+        assert!(pod.owns_cgroup);
+        assert_eq!(
+            std::fs::read_to_string(&pod.files.resolv_conf).unwrap(),
+            "nameserver 10.0.0.10\n"
+        );
+        assert!(f.records_dir().join(format!("{id}.json")).exists());
+        assert_eq!(f.net.calls(), [NetCall::Add(id.clone())]);
+    }
+
+    #[tokio::test]
+    async fn name_reservation_fails_before_anything_is_done() {
+        let f = PodFakes::new(|_, _| {});
+        let first = run(&f, "web").await.unwrap();
+        let (ns_calls, net_calls) = (f.ns.calls(), f.net.calls());
+        let status = run(&f, "web").await.unwrap_err();
+        assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+        assert!(status.message().contains("web") && status.message().contains(&first));
+        // Nothing of the second attempt was made; the first pod is intact.
+        assert_eq!(f.ns.calls(), ns_calls);
+        assert_eq!(f.net.calls(), net_calls);
+        assert_eq!(f.crius.pods.list().len(), 1);
+        assert_eq!(PodFakes::entries(&f.pods_dir()).len(), 1);
+        // Once the holder is gone, the name is free.
+        let entry = f.crius.pods.find(&first).unwrap();
+        stop_pod(&f.crius, &entry).await.unwrap();
+        remove_pod(&f.crius, &entry).await.unwrap();
+        f.assert_nothing_left();
+        runs_again(&f).await;
+    }
+
+    async fn pin_fails_at(kind: NamespaceKind) {
+        let f = PodFakes::new(|_, _| {});
+        f.ns.fail_at(Some(kind));
+        let got = run(&f, "web").await;
+        failed_at(
+            &f,
+            got,
+            Code::Internal,
+            &["pinning the pod's namespaces", kind.name()],
+        );
+        // No network was asked for a pod whose namespaces failed.
+        assert!(f.net.calls().iter().all(|c| !matches!(c, NetCall::Add(_))));
+        f.ns.fail_at(None);
+        runs_again(&f).await;
+    }
+
+    #[tokio::test]
+    async fn net_namespace_pin_fails() {
+        pin_fails_at(NamespaceKind::Net).await;
+    }
+
+    #[tokio::test]
+    async fn ipc_namespace_pin_fails_and_the_net_pin_is_undone() {
+        pin_fails_at(NamespaceKind::Ipc).await;
+    }
+
+    #[tokio::test]
+    async fn uts_namespace_pin_fails_and_the_net_and_ipc_pins_are_undone() {
+        let f = PodFakes::new(|_, _| {});
+        f.ns.fail_at(Some(NamespaceKind::Uts));
+        let got = run(&f, "web").await;
+        failed_at(
+            &f,
+            got,
+            Code::Internal,
+            &["pinning the pod's namespaces", "uts"],
+        );
+        let unpinned: Vec<_> = (f.ns.calls().into_iter())
+            .filter_map(|c| match c {
+                NsCall::Unpin(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
+                NsCall::Pin(_) => None,
+            })
+            .collect();
+        assert_eq!(unpinned, ["net", "ipc"]);
+        drop(f);
+        pin_fails_at(NamespaceKind::Uts).await;
+    }
+
+    #[tokio::test]
+    async fn cni_add_fails_and_the_pins_are_undone() {
+        let f = PodFakes::new(|_, _| {});
+        f.net.fail_at(Some(NetStep::Add));
+        let got = run(&f, "web").await;
+        failed_at(&f, got, Code::Internal, &["CNI ADD", "injected"]);
+        let calls = f.net.calls();
+        assert!(matches!(&calls[..], [NetCall::Add(a), NetCall::Del { id, .. }] if a == id));
+        assert_eq!(
+            f.ns.calls().len(),
+            6,
+            "3 pins, 3 unpins: {:?}",
+            f.ns.calls()
+        );
+        f.net.fail_at(None);
+        runs_again(&f).await;
+    }
+
+    #[tokio::test]
+    async fn pod_files_fail_and_the_network_and_pins_are_undone() {
+        // The host's resolv.conf is a directory: reading it fails, even as root.
+        let f = PodFakes::new(|c, tmp| {
+            let dir = tmp.join("resolv-dir");
+            std::fs::create_dir(&dir).unwrap();
+            c.host_resolv_conf = dir;
+        });
+        let got = run(&f, "web").await;
+        failed_at(
+            &f,
+            got,
+            Code::Internal,
+            &["writing the pod's files", "resolv-dir"],
+        );
+        assert!(matches!(
+            &f.net.calls()[..],
+            [
+                NetCall::Add(_),
+                NetCall::Del {
+                    had_network: true,
+                    ..
+                }
+            ]
+        ));
+        // This daemon's resolv.conf stays broken: a pod with its own DNS config runs.
+        let mut req = run_request("web");
+        req.config.as_mut().unwrap().dns_config = Some(cri::DnsConfig {
+            servers: vec!["10.0.0.10".into()],
+            ..Default::default()
+        });
+        run_pod(&f.crius, req)
+            .await
+            .expect("a second run of the same name");
+    }
+
+    #[tokio::test]
+    async fn cgroup_fails_and_files_network_and_pins_are_undone() {
+        let f = PodFakes::new(|_, _| {});
+        f.cgroups.fail_at(Some(CgroupStep::PodCgroup));
+        let got = run(&f, "web").await;
+        failed_at(
+            &f,
+            got,
+            Code::Internal,
+            &["naming the pod's cgroup", "PodCgroup"],
+        );
+        // No cgroup was made, so none is removed.
+        assert!(f.cgroups.removed().is_empty());
+        f.cgroups.fail_at(None);
+        runs_again(&f).await;
+    }
+
+    #[tokio::test]
+    async fn a_bad_cgroup_parent_is_invalid_argument_and_rolled_back() {
+        let f = PodFakes::new(|_, _| {});
+        let mut req = run_request("web");
+        req.config.as_mut().unwrap().linux = Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: "/kubepods/../../etc".into(),
+            ..Default::default()
+        });
+        let got = run_pod(&f.crius, req).await.map_err(Status::from);
+        failed_at(
+            &f,
+            got,
+            Code::InvalidArgument,
+            &["config.linux.cgroup_parent"],
+        );
+        runs_again(&f).await;
+    }
+
+    #[tokio::test]
+    async fn record_write_fails_and_every_step_is_undone() {
+        let f = PodFakes::new(|_, _| {});
+        // The store's pods dir is a file: the record's write fails, even as root.
+        let records = f.records_dir();
+        let _ = std::fs::remove_dir_all(&records);
+        std::fs::write(&records, "not a dir").unwrap();
+        let got = run(&f, "web").await;
+        let status = got.expect_err("the run should fail");
+        assert_eq!(status.code(), Code::Internal, "{status:?}");
+        assert!(status.message().contains("recording the pod"), "{status:?}");
+        // The owned cgroup named at the last step is removed.
+        let removed = f.cgroups.removed();
+        assert!(
+            matches!(&removed[..], [c] if c.starts_with("/fake/")),
+            "{removed:?}"
+        );
+        std::fs::remove_file(&records).unwrap();
+        f.assert_nothing_left();
+        runs_again(&f).await;
+    }
+
+    /// A rollback that fails itself keeps the pod NOTREADY under its name,
+    /// never leaked; RemovePodSandbox finishes it.
+    #[tokio::test]
+    async fn a_failed_rollback_keeps_the_pod_not_ready_for_remove() {
+        let f = PodFakes::new(|_, _| {});
+        f.cgroups.fail_at(Some(CgroupStep::PodCgroup));
+        f.net.fail_at(Some(NetStep::Del));
+        let status = run(&f, "web").await.unwrap_err();
+        assert_eq!(status.code(), Code::Internal, "{status:?}");
+        assert!(
+            status.message().contains("naming the pod's cgroup"),
+            "{status:?}"
+        );
+        let kept = f.crius.pods.list();
+        assert!(
+            matches!(&kept[..], [p] if p.state == PodState::NotReady),
+            "{kept:?}"
+        );
+        assert_eq!(
+            run(&f, "web").await.unwrap_err().code(),
+            Code::AlreadyExists
+        );
+        f.cgroups.fail_at(None);
+        f.net.fail_at(None);
+        let entry = f.crius.pods.find(&kept[0].id).unwrap();
+        stop_pod(&f.crius, &entry).await.unwrap();
+        remove_pod(&f.crius, &entry).await.unwrap();
+        f.assert_nothing_left();
+        runs_again(&f).await;
+    }
 }

@@ -6,6 +6,8 @@
 
 mod files;
 mod lifecycle;
+#[cfg(test)]
+pub(crate) mod testing;
 
 // The record, for the life cycle's submodules.
 use crate::state::sandbox::{pod_name, PodFiles, PodRecord, PodState};

@@ -143,3 +143,74 @@ pub fn checkpoint_pod() -> Reply<cri::CheckpointPodResponse> {
 pub fn restore_pod() -> Reply<cri::RestorePodResponse> {
     unimplemented("RestorePod")
 }
+
+/// StopPodSandbox and RemovePodSandbox twice over, through the fakes (no
+/// root). What the code promises: Stop releases the network once (a pod
+/// not ready gets no second DEL); Remove runs the whole idempotent teardown,
+/// so its DEL follows Stop's and finds nothing cached (a harmless no-op);
+/// a second Remove finds no pod and touches nothing.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::namespaces::fake::NsCall;
+    use crate::network::fake::NetCall;
+    use crate::pod::testing::{run_request, PodFakes};
+    use crate::state::sandbox::PodState;
+
+    async fn run(f: &PodFakes) -> String {
+        run_pod_sandbox(&f.crius, run_request("web"))
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id
+    }
+
+    fn del(id: &str, had_network: bool) -> NetCall {
+        NetCall::Del {
+            id: id.into(),
+            had_network,
+        }
+    }
+
+    #[tokio::test]
+    async fn stop_pod_sandbox_is_idempotent_and_dels_once() {
+        let f = PodFakes::new(|_, _| {});
+        let id = run(&f).await;
+        for _ in 0..2 {
+            let req = cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            };
+            stop_pod_sandbox(&f.crius, req).await.unwrap();
+        }
+        assert_eq!(f.net.calls(), [NetCall::Add(id.clone()), del(&id, true)]);
+        let pod = f.crius.pods.find(&id).unwrap().snapshot();
+        assert_eq!(pod.state, PodState::NotReady);
+        // Stop keeps the namespaces, the dir and the record for Remove.
+        assert_eq!(f.ns.pinned().len(), 3);
+        assert!(pod.dir.exists());
+    }
+
+    #[tokio::test]
+    async fn remove_pod_sandbox_is_idempotent_and_its_repeated_del_is_harmless() {
+        let f = PodFakes::new(|_, _| {});
+        let id = run(&f).await;
+        for _ in 0..2 {
+            let req = cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            };
+            remove_pod_sandbox(&f.crius, req).await.unwrap();
+        }
+        // Stop's DEL released the network; the teardown's found nothing
+        // cached; the second Remove found no pod.
+        assert_eq!(
+            f.net.calls(),
+            [NetCall::Add(id.clone()), del(&id, true), del(&id, false)]
+        );
+        let unpins = f.ns.calls();
+        let unpins = unpins.iter().filter(|c| matches!(c, NsCall::Unpin(_)));
+        assert_eq!(unpins.count(), 3);
+        f.assert_nothing_left();
+        // The name is free again.
+        run(&f).await;
+    }
+}

@@ -208,7 +208,9 @@ fn one_container(
         // Its pod is being removed: no cgroup to read.
         None => CgroupStats::default(),
     };
-    let layer = crate::fs_usage::dir_usage(&record.layer_dir.join("upper"))
+    let layer = crius
+        .snapshotter
+        .usage(&record.layer_dir)
         .with_context(|| format!("disk usage of container {}'s writable layer", record.id))?;
     Ok(cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {

@@ -1,0 +1,356 @@
+//! CreateContainer's rollback, step by step, without root: fakes for the
+//! shim, the snapshotter and the cgroup driver, real records in a temp dir.
+//! Each test makes one step fail and checks that everything done before it
+//! is undone, the name is free again and the error names the step.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crius_proto::cri;
+use tonic::Code;
+
+use super::*;
+use crate::cgroups::fake::FakeCgroups;
+use crate::config::Config;
+use crate::image::snapshot::fake::{FakeSnapshotStep, FakeSnapshotter};
+use crate::image::{ImageConfig, ImageRecord};
+use crate::shim_client::fake::{FakeShimStep, FakeShims};
+use crate::state::container::container_name;
+
+const IMAGE_ID: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const LAYER: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+struct Fixture {
+    crius: Arc<Crius>,
+    shims: Arc<FakeShims>,
+    snapshots: Arc<FakeSnapshotter>,
+    pod: PodRecord,
+    _tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = Config {
+            root: tmp.path().join("root"),
+            state: tmp.path().join("state"),
+            ..Default::default()
+        };
+        let shims = Arc::new(FakeShims::default());
+        let snapshots = Arc::new(FakeSnapshotter::new(config.root.join("containers")));
+        let mut crius = Crius::open(config)
+            .unwrap()
+            .with_shims(shims.clone())
+            .with_snapshotter(snapshots.clone());
+        crius.cgroups = Arc::new(FakeCgroups::default());
+        crius
+            .images
+            .record(ImageRecord {
+                id: IMAGE_ID.into(),
+                repo_tags: vec!["docker.io/library/busybox:latest".into()],
+                repo_digests: vec![],
+                size: 1,
+                chain_ids: vec![LAYER.into()],
+                config: ImageConfig {
+                    cmd: vec!["sh".into()],
+                    ..Default::default()
+                },
+                blobs: vec![],
+            })
+            .unwrap();
+        let pod_config = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: "web".into(),
+                namespace: "default".into(),
+                uid: "u1".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        };
+        let pod = PodRecord::new(
+            "p1".repeat(32),
+            tmp.path().join("state/pods/p1"),
+            pod_config,
+            1,
+        );
+        Fixture {
+            crius: Arc::new(crius),
+            shims,
+            snapshots,
+            pod,
+            _tmp: tmp,
+        }
+    }
+
+    fn request(&self, image: &str) -> cri::CreateContainerRequest {
+        cri::CreateContainerRequest {
+            pod_sandbox_id: self.pod.id.clone(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: "app".into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            sandbox_config: None,
+        }
+    }
+
+    fn name(&self) -> String {
+        let req = self.request("busybox");
+        container_name(
+            req.config.as_ref().unwrap(),
+            &crate::state::sandbox::pod_name(&self.pod.config),
+        )
+    }
+
+    async fn create(&self, req: cri::CreateContainerRequest) -> Result<String, tonic::Status> {
+        create_container(&self.crius, self.pod.clone(), req)
+            .await
+            .map_err(tonic::Status::from)
+    }
+
+    /// The failed create's id: the one container dir the snapshotter was
+    /// asked to remove.
+    fn failed_id(&self) -> String {
+        let removed = self.snapshots.removed();
+        assert_eq!(removed.len(), 1, "one rollback: {removed:?}");
+        removed[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Nothing of any container is left: every prepared rootfs removed, no
+    /// shim up, no bundle or container dir, no record in the table or on disk.
+    #[track_caller]
+    fn assert_nothing_left(&self) {
+        let (prepared, removed) = (self.snapshots.prepared(), self.snapshots.removed());
+        for dir in &prepared {
+            assert!(removed.contains(dir), "{dir:?} prepared, not removed");
+        }
+        assert!(
+            self.shims.up().is_empty(),
+            "shims up: {:?}",
+            self.shims.up()
+        );
+        for id in self.shims.spawned() {
+            let calls = self.shims.calls(&id);
+            if calls.contains(&"Create") {
+                let create = calls.iter().position(|c| *c == "Create").unwrap();
+                let after = &calls[create..];
+                assert!(
+                    after.contains(&"Delete") && after.contains(&"Shutdown"),
+                    "shim of {id}: {calls:?}"
+                );
+            }
+        }
+        let state = &self.crius.config.state;
+        let root = &self.crius.config.root;
+        for dir in [state.join("c"), root.join("containers")] {
+            assert_eq!(entries(&dir), Vec::<PathBuf>::new(), "left in {dir:?}");
+        }
+        assert!(
+            self.crius.containers.list().is_empty(),
+            "a record in the table"
+        );
+        assert_eq!(
+            entries(&root.join("meta/containers")),
+            Vec::<PathBuf>::new(),
+            "a record on disk"
+        );
+    }
+
+    /// The name is free: the same create succeeds now (the failure cleared)
+    /// and leaves one created container with a shim that was created.
+    async fn assert_name_free(&self) {
+        self.shims.fail_at(None);
+        self.snapshots.fail_at(None);
+        let id = self.create(self.request("busybox")).await.unwrap();
+        let record = self.crius.containers.find(&id).unwrap().snapshot();
+        assert_eq!(record.state, ContainerState::Created);
+        assert_eq!(record.pid, 4242);
+        assert_eq!(self.shims.calls(&id), ["Spawn", "Create"]);
+        assert!(record.bundle.join("config.json").is_file());
+    }
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(d) => d.map(|e| e.unwrap().path()).collect(),
+        Err(_) => vec![],
+    }
+}
+
+#[track_caller]
+fn assert_step(status: &tonic::Status, code: Code, step: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(status.message().contains(step), "{status:?} names {step:?}");
+}
+
+#[tokio::test]
+async fn a_taken_name_fails_before_anything_is_made() {
+    let fx = Fixture::new();
+    fx.crius
+        .containers
+        .reserve_name(&fx.name(), "other")
+        .unwrap();
+    let status = fx.create(fx.request("busybox")).await.unwrap_err();
+    assert_step(
+        &status,
+        Code::AlreadyExists,
+        &format!("name {:?} is reserved", fx.name()),
+    );
+    assert!(fx.snapshots.prepared().is_empty() && fx.snapshots.removed().is_empty());
+    assert!(fx.shims.spawned().is_empty());
+    fx.assert_nothing_left();
+    fx.crius.containers.release_name(&fx.name(), "other");
+    fx.assert_name_free().await;
+}
+
+#[tokio::test]
+async fn an_unknown_image_fails_before_anything_is_made() {
+    let fx = Fixture::new();
+    let status = fx.create(fx.request("nope:1")).await.unwrap_err();
+    assert_step(&status, Code::NotFound, "image \"nope:1\" not found");
+    assert!(fx.snapshots.prepared().is_empty() && fx.snapshots.removed().is_empty());
+    assert!(fx.shims.spawned().is_empty());
+    fx.assert_nothing_left();
+    fx.assert_name_free().await;
+}
+
+#[tokio::test]
+async fn a_failed_rootfs_is_undone() {
+    let fx = Fixture::new();
+    fx.snapshots.fail_at(Some(FakeSnapshotStep::Prepare));
+    let status = fx.create(fx.request("busybox")).await.unwrap_err();
+    assert_step(&status, Code::Internal, "preparing the container's rootfs");
+    let id = fx.failed_id();
+    assert!(fx.shims.spawned().is_empty(), "no shim before the rootfs");
+    assert_eq!(
+        fx.shims.calls(&id),
+        ["Connect"],
+        "rollback looked for a shim"
+    );
+    fx.assert_nothing_left();
+    fx.assert_name_free().await;
+}
+
+#[tokio::test]
+async fn a_failed_spec_is_undone() {
+    let fx = Fixture::new();
+    let mut req = fx.request("busybox");
+    let config = req.config.as_mut().unwrap();
+    config.mounts.push(cri::Mount {
+        container_path: "/data".into(),
+        host_path: String::new(),
+        ..Default::default()
+    });
+    let status = fx.create(req).await.unwrap_err();
+    assert_step(&status, Code::InvalidArgument, "config.mounts");
+    let id = fx.failed_id();
+    assert_eq!(fx.snapshots.prepared(), fx.snapshots.removed());
+    assert!(fx.shims.spawned().is_empty(), "no shim before the spec");
+    assert_eq!(fx.shims.calls(&id), ["Connect"]);
+    fx.assert_nothing_left();
+    fx.assert_name_free().await;
+}
+
+#[tokio::test]
+async fn a_failed_shim_spawn_is_undone() {
+    let fx = Fixture::new();
+    fx.shims.fail_at(Some(FakeShimStep::Spawn));
+    let status = fx.create(fx.request("busybox")).await.unwrap_err();
+    assert_step(&status, Code::Internal, "spawning the container's shim");
+    let id = fx.failed_id();
+    assert_eq!(fx.snapshots.prepared(), fx.snapshots.removed());
+    assert_eq!(fx.shims.calls(&id), ["Spawn", "Connect"]);
+    fx.assert_nothing_left();
+    fx.assert_name_free().await;
+}
+
+#[tokio::test]
+async fn a_failed_shim_create_is_undone() {
+    let fx = Fixture::new();
+    fx.shims.fail_at(Some(FakeShimStep::Create));
+    let status = fx.create(fx.request("busybox")).await.unwrap_err();
+    assert_step(
+        &status,
+        Code::Internal,
+        "creating the container in its shim",
+    );
+    let id = fx.failed_id();
+    assert_eq!(fx.snapshots.prepared(), fx.snapshots.removed());
+    assert_eq!(
+        fx.shims.calls(&id),
+        ["Spawn", "Create", "Delete", "Shutdown"]
+    );
+    fx.assert_nothing_left();
+    fx.assert_name_free().await;
+}
+
+#[tokio::test]
+async fn a_failed_record_write_is_undone() {
+    let fx = Fixture::new();
+    // The store writes records under meta/containers/: a file there fails
+    // the write, for root too.
+    let records = fx.crius.config.root.join("meta/containers");
+    let _ = std::fs::remove_dir_all(&records);
+    std::fs::write(&records, b"").unwrap();
+    let status = fx.create(fx.request("busybox")).await.unwrap_err();
+    assert_step(&status, Code::Internal, "writing the container's record");
+    let id = fx.failed_id();
+    assert_eq!(fx.snapshots.prepared(), fx.snapshots.removed());
+    assert_eq!(
+        fx.shims.calls(&id),
+        ["Spawn", "Create", "Delete", "Shutdown"]
+    );
+    std::fs::remove_file(&records).unwrap();
+    fx.assert_nothing_left();
+    fx.assert_name_free().await;
+}
+
+#[tokio::test]
+async fn a_rollback_that_fails_keeps_the_container_unknown_for_remove() {
+    let fx = Fixture::new();
+    fx.shims.fail_at(Some(FakeShimStep::Create));
+    fx.snapshots.fail_at(Some(FakeSnapshotStep::Remove));
+    let status = fx.create(fx.request("busybox")).await.unwrap_err();
+    assert_step(
+        &status,
+        Code::Internal,
+        "creating the container in its shim",
+    );
+    let kept = fx.crius.containers.list();
+    assert_eq!(kept.len(), 1, "kept, not leaked");
+    assert_eq!(kept[0].state, ContainerState::Unknown);
+    let again = fx.create(fx.request("busybox")).await.unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists, "the name stays held");
+    fx.snapshots.fail_at(None);
+    fx.shims.fail_at(None);
+    remove_container(&fx.crius, &kept[0].id).await.unwrap();
+    fx.assert_nothing_left();
+    fx.assert_name_free().await;
+}
+
+#[tokio::test]
+async fn a_container_runs_stops_and_goes_through_the_fakes() {
+    let fx = Fixture::new();
+    let id = fx.create(fx.request("busybox")).await.unwrap();
+    start_container(&fx.crius, &id).await.unwrap();
+    let entry = fx.crius.containers.find(&id).unwrap();
+    assert_eq!(entry.snapshot().state, ContainerState::Running);
+    stop_container(&fx.crius, &id, 0).await.unwrap();
+    assert_eq!(entry.snapshot().state, ContainerState::Exited);
+    assert_eq!(entry.snapshot().exit_code, 137);
+    remove_container(&fx.crius, &id).await.unwrap();
+    fx.assert_nothing_left();
+    let calls = fx.shims.calls(&id);
+    assert_eq!(&calls[..3], ["Spawn", "Create", "Start"], "{calls:?}");
+    assert!(calls.ends_with(&["Delete", "Shutdown"]), "{calls:?}");
+}

@@ -1,0 +1,232 @@
+//! A [`ShimLauncher`] for unit tests: no process, no socket; a log of every
+//! call by container id, which shims are still up, and a failure to inject.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crius_proto::shim::v1 as pb;
+use tonic::Status;
+
+use super::{ShimApi, ShimError, ShimFuture, ShimLauncher, ShimPaths};
+
+/// A call of [`FakeShims`] that can be made to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FakeShimStep {
+    Spawn,
+    Create,
+    Start,
+    Kill,
+    Delete,
+    Shutdown,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    fail: Option<FakeShimStep>,
+    /// (container id, call) in order: "Spawn", "Connect", "Create", ….
+    calls: Vec<(String, &'static str)>,
+    /// Spawned and not shut down.
+    up: HashSet<String>,
+    /// Killed: their wait returns.
+    exited: HashSet<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct FakeShims {
+    state: Arc<Mutex<State>>,
+    exits: Arc<tokio::sync::Notify>,
+}
+
+impl FakeShims {
+    /// Makes every later call of `step` fail (`None`: none fails).
+    pub fn fail_at(&self, step: Option<FakeShimStep>) {
+        self.state.lock().unwrap().fail = step;
+    }
+
+    /// The calls made on container `id`'s shim, in order (`Spawn` and
+    /// `Connect` included).
+    pub fn calls(&self, id: &str) -> Vec<&'static str> {
+        let state = self.state.lock().unwrap();
+        state
+            .calls
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, c)| *c)
+            .collect()
+    }
+
+    /// The ids of every container a shim was spawned for, in order.
+    pub fn spawned(&self) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state
+            .calls
+            .iter()
+            .filter(|(_, c)| *c == "Spawn")
+            .map(|(i, _)| i.clone())
+            .collect()
+    }
+
+    /// The ids whose shims are up (spawned, not shut down).
+    pub fn up(&self) -> HashSet<String> {
+        self.state.lock().unwrap().up.clone()
+    }
+
+    fn shim(&self, id: &str) -> Arc<dyn ShimApi> {
+        Arc::new(FakeShim {
+            id: id.to_string(),
+            fakes: self.clone(),
+        })
+    }
+
+    /// Logs `call` on `id`'s shim, then fails it if injected or the shim is down.
+    fn call(
+        &self,
+        id: &str,
+        call: &'static str,
+        step: Option<FakeShimStep>,
+    ) -> Result<(), ShimError> {
+        let mut state = self.state.lock().unwrap();
+        state.calls.push((id.to_string(), call));
+        if step.is_some() && state.fail == step {
+            return Err(ShimError::Call {
+                id: id.to_string(),
+                call,
+                status: Status::internal("injected failure"),
+            });
+        }
+        if !state.up.contains(id) {
+            return Err(unreachable(id, call));
+        }
+        Ok(())
+    }
+}
+
+fn unreachable(id: &str, call: &'static str) -> ShimError {
+    ShimError::Call {
+        id: id.to_string(),
+        call,
+        status: Status::unavailable("no fake shim serves"),
+    }
+}
+
+impl ShimLauncher for FakeShims {
+    fn spawn<'a>(
+        &'a self,
+        id: &'a str,
+        _paths: &'a ShimPaths,
+        _log_path: Option<&'a Path>,
+    ) -> ShimFuture<'a, Arc<dyn ShimApi>> {
+        Box::pin(async move {
+            let mut state = self.state.lock().unwrap();
+            state.calls.push((id.to_string(), "Spawn"));
+            if state.fail == Some(FakeShimStep::Spawn) {
+                return Err(ShimError::Spawn {
+                    id: id.to_string(),
+                    bin: "fake-shim".into(),
+                    source: std::io::Error::other("injected failure"),
+                });
+            }
+            state.up.insert(id.to_string());
+            drop(state);
+            Ok(self.shim(id))
+        })
+    }
+
+    fn connect<'a>(&'a self, id: &'a str, _socket: &'a Path) -> ShimFuture<'a, Arc<dyn ShimApi>> {
+        Box::pin(async move {
+            let mut state = self.state.lock().unwrap();
+            state.calls.push((id.to_string(), "Connect"));
+            if !state.up.contains(id) {
+                return Err(unreachable(id, "Connect"));
+            }
+            drop(state);
+            Ok(self.shim(id))
+        })
+    }
+}
+
+struct FakeShim {
+    id: String,
+    fakes: FakeShims,
+}
+
+impl ShimApi for FakeShim {
+    fn create(&self, _stdin: bool) -> ShimFuture<'_, u32> {
+        Box::pin(async move {
+            self.fakes
+                .call(&self.id, "Create", Some(FakeShimStep::Create))?;
+            Ok(4242)
+        })
+    }
+
+    fn start(&self) -> ShimFuture<'_, ()> {
+        Box::pin(async move {
+            self.fakes
+                .call(&self.id, "Start", Some(FakeShimStep::Start))
+        })
+    }
+
+    fn kill(&self, _signal: i32, _all: bool) -> ShimFuture<'_, ()> {
+        Box::pin(async move {
+            self.fakes
+                .call(&self.id, "Kill", Some(FakeShimStep::Kill))?;
+            self.fakes
+                .state
+                .lock()
+                .unwrap()
+                .exited
+                .insert(self.id.clone());
+            self.fakes.exits.notify_waiters();
+            Ok(())
+        })
+    }
+
+    fn wait(&self) -> ShimFuture<'_, pb::WaitResponse> {
+        Box::pin(async move {
+            self.fakes.call(&self.id, "Wait", None)?;
+            loop {
+                let exited = self.fakes.exits.notified();
+                if self.fakes.state.lock().unwrap().exited.contains(&self.id) {
+                    return Ok(pb::WaitResponse {
+                        exit_code: 137,
+                        ..Default::default()
+                    });
+                }
+                exited.await;
+            }
+        })
+    }
+
+    fn exec_sync(
+        &self,
+        _process_json: Vec<u8>,
+        _timeout: Duration,
+    ) -> ShimFuture<'_, pb::ExecSyncResponse> {
+        Box::pin(async move {
+            self.fakes.call(&self.id, "ExecSync", None)?;
+            Ok(pb::ExecSyncResponse::default())
+        })
+    }
+
+    fn delete(&self) -> ShimFuture<'_, ()> {
+        Box::pin(async move {
+            self.fakes
+                .call(&self.id, "Delete", Some(FakeShimStep::Delete))
+        })
+    }
+
+    fn reopen_log(&self) -> ShimFuture<'_, ()> {
+        Box::pin(async move { self.fakes.call(&self.id, "ReopenLog", None) })
+    }
+
+    fn shutdown(&self) -> ShimFuture<'_, ()> {
+        Box::pin(async move {
+            self.fakes
+                .call(&self.id, "Shutdown", Some(FakeShimStep::Shutdown))?;
+            self.fakes.state.lock().unwrap().up.remove(&self.id);
+            Ok(())
+        })
+    }
+}
