@@ -10,6 +10,9 @@ use tracing::Instrument;
 
 use crate::error::CriError;
 
+/// Runs one CRI call `name` on object `id` under its span and the caller's
+/// deadline: its response, or its error as the one gRPC status (a passed
+/// deadline is DEADLINE_EXCEEDED). Logs the outcome with `elapsed_ms`.
 pub async fn rpc<T, F>(name: &'static str, id: &str, call: F) -> Result<Response<T>, Status>
 where
     F: Future<Output = Result<T, CriError>>,

@@ -16,8 +16,10 @@ pub mod runtime_service;
 pub mod server;
 pub mod shim_client;
 pub mod spec;
+pub mod stamp;
 pub mod state;
 pub mod stats;
+pub(crate) mod task;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -38,9 +40,9 @@ pub struct Crius {
     pub config: Config,
     pub store: Store,
     /// Pulled images: content, unpacked layers and the index.
-    pub images: image::ImageStore,
-    pub pods: Table<PodRecord>,
-    pub containers: Table<ContainerRecord>,
+    pub images: Arc<image::ImageStore>,
+    pub pods: Arc<Table<PodRecord>>,
+    pub containers: Arc<Table<ContainerRecord>>,
     /// Pod networking (CNI ADD/DEL/CHECK): [`network::Cni`] for real.
     pub cni: Arc<dyn network::PodNetworking>,
     /// Pinning the pods' namespaces: [`namespaces::HostNamespaces`] for real.
@@ -50,16 +52,16 @@ pub struct Crius {
     pub host_resolv_conf: PathBuf,
     /// The containers' shims: spawned through [`shim_client::ProcessShims`]
     /// (`crius-shim`, installed beside `criusd`) for real.
-    pub shims: Shims,
+    pub shims: Arc<Shims>,
     /// Containers' root filesystems and the layers they hold:
     /// [`image::snapshot::OverlaySnapshotter`] for real.
     pub snapshotter: Arc<dyn image::snapshot::Snapshotter>,
     /// What this host's cgroups can enforce, measured once.
-    pub host: HostCapabilities,
+    pub host: Arc<HostCapabilities>,
     /// The cgroup driver: names, places and removes pod and container cgroups.
     pub cgroups: Arc<dyn cgroups::CgroupDriver>,
     /// The cgroup layout and each cgroup's previous CPU sample, for stats.
-    pub stats: stats::Sampler,
+    pub stats: Arc<stats::Sampler>,
     pod_cidr: RwLock<String>,
 }
 
@@ -82,27 +84,31 @@ impl Crius {
         let cgroup_layout =
             cgroups::CgroupLayout::detect().context("detecting the host's cgroups")?;
         Ok(Crius {
-            images,
+            images: Arc::new(images),
             // A pod record an older criusd wrote gets what RunPodSandbox resolves today.
-            pods: Table::load_upgrading(store.clone(), pod::upgrade_record)
-                .context("loading pods")?,
-            containers: Table::load(store.clone()).context("loading containers")?,
+            pods: Arc::new(
+                Table::load_upgrading(store.clone(), pod::upgrade_record)
+                    .context("loading pods")?,
+            ),
+            containers: Arc::new(Table::load(store.clone()).context("loading containers")?),
             cni: Arc::new(Cni::from_config(&config)),
             namespaces: Arc::new(namespaces::HostNamespaces),
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
             // libcontainer's state of every container, shared by the shims.
-            shims: Shims::new(Arc::new(shim_client::ProcessShims::new(
+            shims: Arc::new(Shims::new(Arc::new(shim_client::ProcessShims::new(
                 shim_bin,
                 config.state.join("runtime"),
-            ))),
+            )))),
             snapshotter,
-            host: HostCapabilities::detect(cgroup_layout.limits())
-                .context("probing the host's capabilities")?,
+            host: Arc::new(
+                HostCapabilities::detect(cgroup_layout.limits())
+                    .context("probing the host's capabilities")?,
+            ),
             cgroups: Arc::new(cgroups::Cgroupfs::new(
                 cgroup_layout.clone(),
                 &config.cgroup_parent,
             )),
-            stats: stats::Sampler::new(cgroup_layout),
+            stats: Arc::new(stats::Sampler::new(cgroup_layout)),
             config,
             store,
             pod_cidr: RwLock::new(String::new()),
@@ -127,14 +133,17 @@ impl Crius {
 
     /// Wires `launcher` for the shims instead of the real one (a test's fake).
     pub fn with_shims(mut self, launcher: Arc<dyn shim_client::ShimLauncher>) -> Crius {
-        self.shims = Shims::new(launcher);
+        self.shims = Arc::new(Shims::new(launcher));
         self
     }
 
     /// Wires `snapshotter` for containers' root filesystems and image
-    /// garbage collection instead of the real one (a test's fake).
+    /// garbage collection instead of the real one (a test's fake). Call it
+    /// before any deps are built (panics if the image store is shared).
     pub fn with_snapshotter(mut self, snapshotter: Arc<dyn image::snapshot::Snapshotter>) -> Crius {
-        self.images.set_snapshotter(snapshotter.clone());
+        Arc::get_mut(&mut self.images)
+            .expect("with_snapshotter before the image store is shared")
+            .set_snapshotter(snapshotter.clone());
         self.snapshotter = snapshotter;
         self
     }
@@ -146,29 +155,46 @@ impl Crius {
     pub fn set_pod_cidr(&self, cidr: String) {
         *self.pod_cidr.write().expect("pod_cidr lock") = cidr;
     }
-}
 
-/// Runs a state-changing call in its own task, so that it finishes (and
-/// rolls back) even when the caller's request is dropped at its deadline.
-pub(crate) async fn detached<T: Send + 'static>(
-    work: impl std::future::Future<Output = Result<T, error::CriError>> + Send + 'static,
-) -> Result<T, error::CriError> {
-    use anyhow::Context;
-    tokio::spawn(work).await.context("lifecycle task")?
-}
+    /// What the pod concern uses: the pods' table, its seams (CNI, namespace
+    /// pinning, cgroup driver) and where pods' dirs and the host's
+    /// resolv.conf are. Cheap (clones of `Arc`s and two paths).
+    pub fn pod_deps(&self) -> pod::PodDeps {
+        pod::PodDeps {
+            pods: self.pods.clone(),
+            cni: self.cni.clone(),
+            namespaces: self.namespaces.clone(),
+            cgroups: self.cgroups.clone(),
+            pods_dir: self.config.state.join("pods"),
+            host_resolv_conf: self.host_resolv_conf.clone(),
+        }
+    }
 
-/// A new pod or container id: 64 hex digits, as containerd's.
-pub fn new_id() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
+    /// What the container concern uses: the containers' table, the images,
+    /// the shims, the snapshotter, the cgroup driver, the host's
+    /// capabilities and where bundles go. Cheap (clones of `Arc`s and a path).
+    pub fn container_deps(&self) -> container::ContainerDeps {
+        container::ContainerDeps {
+            containers: self.containers.clone(),
+            images: self.images.clone(),
+            shims: self.shims.clone(),
+            snapshotter: self.snapshotter.clone(),
+            cgroups: self.cgroups.clone(),
+            host: self.host.clone(),
+            bundles_dir: self.config.state.join("c"),
+        }
+    }
 
-/// Now, in unix nanoseconds (CRI's timestamps).
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    /// What stats read: both tables, the cgroup driver, the snapshotter, the
+    /// CPU sampler and the writable layers' mountpoint. Cheap.
+    pub fn stats_deps(&self) -> stats::StatsDeps {
+        stats::StatsDeps {
+            pods: self.pods.clone(),
+            containers: self.containers.clone(),
+            cgroups: self.cgroups.clone(),
+            snapshotter: self.snapshotter.clone(),
+            sampler: self.stats.clone(),
+            layers_mountpoint: self.config.root.join("containers"),
+        }
+    }
 }

@@ -12,13 +12,14 @@ use anyhow::Context;
 use crius_proto::cri;
 use crius_proto::shim::v1 as pb;
 
-use super::{container_name, ContainerRecord, ContainerState};
+use super::{container_name, ContainerDeps, ContainerRecord, ContainerState};
 use crate::error::CriError;
 use crate::shim_client::{ShimApi, ShimPaths};
 use crate::spec::{self, ContainerSpecInput, SandboxNamespaces};
+use crate::stamp::{new_id, now_nanos};
 use crate::state::sandbox::PodRecord;
 use crate::state::table::Entry;
-use crate::{detached, new_id, now_nanos, Crius};
+use crate::task::detached;
 
 /// Hex digits of the container id that name its bundle dir.
 const BUNDLE_NAME_LEN: usize = 16;
@@ -32,7 +33,7 @@ const BUNDLE_NAME_LEN: usize = 16;
 /// undone with the name released, or the container kept UNKNOWN for
 /// RemoveContainer. Not idempotent.
 pub async fn create_container(
-    crius: &Arc<Crius>,
+    deps: &ContainerDeps,
     pod: PodRecord,
     req: cri::CreateContainerRequest,
 ) -> Result<String, CriError> {
@@ -58,19 +59,19 @@ pub async fn create_container(
     if image_name.is_empty() {
         return Err(CriError::invalid("config.image.image", "must not be empty"));
     }
-    let image = crius
+    let image = deps
         .images
         .resolve(&image_name)
         .ok_or_else(|| CriError::NotFound(format!("image {image_name:?} not found")))?;
     let id = new_id();
     let pod_name = crate::state::sandbox::pod_name(&pod.config);
     let name = container_name(&config, &pod_name);
-    crius.containers.reserve_name(&name, &id)?;
+    deps.containers.reserve_name(&name, &id)?;
     let record = ContainerRecord {
         // A short name keeps the shim's socket path far below the 107 bytes
         // a unix socket allows; creating the dir fails on a collision.
-        bundle: crius.config.state.join("c").join(&id[..BUNDLE_NAME_LEN]),
-        layer_dir: crius.snapshotter.container_dir(&id),
+        bundle: deps.bundles_dir.join(&id[..BUNDLE_NAME_LEN]),
+        layer_dir: deps.snapshotter.container_dir(&id),
         log_path: log_path(&pod, &config),
         id: id.clone(),
         pod_id: pod.id.clone(),
@@ -93,7 +94,7 @@ pub async fn create_container(
         resources: None,
         config,
     };
-    let layers = crius.images.layer_dirs(&image);
+    let layers = deps.images.layer_dirs(&image);
     let image_view = spec::ImageConfigView {
         user: image.config.user.clone(),
         env: image.config.env.clone(),
@@ -102,7 +103,7 @@ pub async fn create_container(
         working_dir: image.config.working_dir.clone(),
         stop_signal: image.config.stop_signal.clone(),
     };
-    let crius = crius.clone();
+    let deps = deps.clone();
     detached(async move {
         let mut record = record;
         // The annotation names the image as the user did, not kubelet's image ID.
@@ -110,11 +111,11 @@ pub async fn create_container(
         // A bundle dir that exists already is another container's (its
         // short name collided): nothing of ours to undo there.
         if let Err(e) = make_bundle(&record.bundle) {
-            crius.containers.release_name(&name, &id);
+            deps.containers.release_name(&name, &id);
             return Err(e);
         }
-        let result = match setup(&crius, &pod, &mut record, &layers, &annotated_name, &image_view).await {
-            Ok(()) => crius
+        let result = match setup(&deps, &pod, &mut record, &layers, &annotated_name, &image_view).await {
+            Ok(()) => deps
                 .containers
                 .insert(record.clone())
                 .map(drop)
@@ -124,13 +125,13 @@ pub async fn create_container(
         let Err(e) = result else {
             return Ok(id);
         };
-        match teardown(&crius, &record).await {
-            Ok(()) => crius.containers.release_name(&name, &id),
+        match teardown(&deps, &record).await {
+            Ok(()) => deps.containers.release_name(&name, &id),
             Err(undo) => {
                 // Kept, not leaked: RemoveContainer retries the teardown.
                 tracing::error!(container = %id, error = %format!("{undo:#}"), "rollback of a failed container left something behind; kept as unknown");
                 record.state = ContainerState::Unknown;
-                if let Err(store) = crius.containers.insert(record) {
+                if let Err(store) = deps.containers.insert(record) {
                     tracing::error!(error = %store, "recording the half-made container");
                 }
             }
@@ -179,7 +180,7 @@ fn make_bundle(bundle: &Path) -> Result<(), CriError> {
 /// dir, shim spawn, shim create. On error the caller undoes them all with
 /// [`teardown`].
 async fn setup(
-    crius: &Arc<Crius>,
+    deps: &ContainerDeps,
     pod: &PodRecord,
     record: &mut ContainerRecord,
     layers: &[std::path::PathBuf],
@@ -189,7 +190,7 @@ async fn setup(
     let rootfs = record.rootfs();
     std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
     {
-        let snapshotter = crius.snapshotter.clone();
+        let snapshotter = deps.snapshotter.clone();
         let (layers, layer_dir, rootfs) =
             (layers.to_vec(), record.layer_dir.clone(), rootfs.clone());
         tokio::task::spawn_blocking(move || snapshotter.prepare(&layer_dir, &layers, &rootfs))
@@ -217,7 +218,7 @@ async fn setup(
         rootfs: &rootfs,
         namespaces: &namespaces,
         target_pid_namespace: None,
-        cgroups_path: crius
+        cgroups_path: deps
             .cgroups
             .container_cgroups_path(&pod.cgroup_parent, &record.id),
         // What RunPodSandbox resolved for the pod's containers.
@@ -226,7 +227,7 @@ async fn setup(
         hosts_file: Some(&pod.files.hosts),
         hostname_file: Some(&pod.files.hostname),
         shm_path: None,
-        host: &crius.host,
+        host: &deps.host,
     })
     .map_err(|e| CriError::from(e).context("building the container's spec"))?;
     record.process = spec.process().clone().unwrap_or_default();
@@ -240,7 +241,7 @@ async fn setup(
                 .with_context(|| format!("creating log dir {}", dir.display()))?;
         }
     }
-    let shim = crius
+    let shim = deps
         .shims
         .spawn(
             &record.id,
@@ -260,8 +261,8 @@ async fn setup(
 /// Ends the shim and releases the rootfs (through the snapshotter) and the bundle.
 /// Idempotent. Errors: the shim's, as `From<ShimError>` maps them
 /// (Unavailable if it breaks off mid-delete), else Internal.
-async fn teardown(crius: &Arc<Crius>, record: &ContainerRecord) -> Result<(), CriError> {
-    match crius.shims.get(&record.id, &record.bundle).await {
+async fn teardown(deps: &ContainerDeps, record: &ContainerRecord) -> Result<(), CriError> {
+    match deps.shims.get(&record.id, &record.bundle).await {
         Ok(shim) => {
             shim.delete().await?;
             // The shim exits after replying; a broken connection means it is gone already.
@@ -274,8 +275,8 @@ async fn teardown(crius: &Arc<Crius>, record: &ContainerRecord) -> Result<(), Cr
         Err(e) if e.is_unreachable() => {}
         Err(e) => return Err(e.into()),
     }
-    crius.shims.remove(&record.id);
-    let snapshotter = crius.snapshotter.clone();
+    deps.shims.remove(&record.id);
+    let snapshotter = deps.snapshotter.clone();
     let (rootfs, bundle, layer_dir) = (
         record.rootfs(),
         record.bundle.clone(),
@@ -297,9 +298,9 @@ async fn teardown(crius: &Arc<Crius>, record: &ContainerRecord) -> Result<(), Cr
 /// Releases a created container's process. Errors: NotFound for an unknown
 /// id, FailedPrecondition unless it is created (so not idempotent),
 /// Unavailable when its shim is unreachable.
-pub async fn start_container(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
-    let entry = crius.containers.find(id)?;
-    let crius = crius.clone();
+pub async fn start_container(deps: &ContainerDeps, id: &str) -> Result<(), CriError> {
+    let entry = deps.containers.find(id)?;
+    let deps = deps.clone();
     detached(async move {
         let _op = entry.op.lock().await;
         let record = entry.snapshot();
@@ -309,13 +310,13 @@ pub async fn start_container(crius: &Arc<Crius>, id: &str) -> Result<(), CriErro
                 record.id, record.state
             )));
         }
-        let shim = crius.shims.get(&record.id, &record.bundle).await?;
+        let shim = deps.shims.get(&record.id, &record.bundle).await?;
         shim.start().await?;
-        crius.containers.update(&entry, |c| {
+        deps.containers.update(&entry, |c| {
             c.state = ContainerState::Running;
             c.started_at = now_nanos();
         })?;
-        watch_exit(crius.clone(), entry.clone(), shim);
+        watch_exit(deps.clone(), entry.clone(), shim);
         Ok(())
     })
     .await
@@ -323,19 +324,19 @@ pub async fn start_container(crius: &Arc<Crius>, id: &str) -> Result<(), CriErro
 
 /// After a criusd restart: watches again every container that was running,
 /// and settles those whose shim died meanwhile from their exit files.
-pub fn recover(crius: &Arc<Crius>) {
-    for entry in crius.containers.entries() {
+pub fn recover(deps: &ContainerDeps) {
+    for entry in deps.containers.entries() {
         let record = entry.snapshot();
         if record.state != ContainerState::Running {
             continue;
         }
-        let crius = crius.clone();
+        let deps = deps.clone();
         tokio::spawn(async move {
-            match crius.shims.get(&record.id, &record.bundle).await {
-                Ok(shim) => watch_exit(crius.clone(), entry, shim),
+            match deps.shims.get(&record.id, &record.bundle).await {
+                Ok(shim) => watch_exit(deps.clone(), entry, shim),
                 Err(e) => {
                     tracing::warn!(container = %record.id, error = %e, "shim unreachable after restart");
-                    record_exit(&crius, &entry, read_exit_file(&record));
+                    record_exit(&deps, &entry, read_exit_file(&record));
                 }
             }
         });
@@ -343,7 +344,7 @@ pub fn recover(crius: &Arc<Crius>) {
 }
 
 /// Records the exit once the shim reports it.
-fn watch_exit(crius: Arc<Crius>, entry: Arc<Entry<ContainerRecord>>, shim: Arc<dyn ShimApi>) {
+fn watch_exit(deps: ContainerDeps, entry: Arc<Entry<ContainerRecord>>, shim: Arc<dyn ShimApi>) {
     tokio::spawn(async move {
         let exit = match shim.wait().await {
             Ok(w) => Some(Exit::from(w)),
@@ -352,7 +353,7 @@ fn watch_exit(crius: Arc<Crius>, entry: Arc<Entry<ContainerRecord>>, shim: Arc<d
                 read_exit_file(&entry.snapshot())
             }
         };
-        record_exit(&crius, &entry, exit);
+        record_exit(&deps, &entry, exit);
     });
 }
 
@@ -385,8 +386,8 @@ fn read_exit_file(record: &ContainerRecord) -> Option<Exit> {
         })
 }
 
-fn record_exit(crius: &Crius, entry: &Entry<ContainerRecord>, exit: Option<Exit>) {
-    let result = crius.containers.update(entry, |c| {
+fn record_exit(deps: &ContainerDeps, entry: &Entry<ContainerRecord>, exit: Option<Exit>) {
+    let result = deps.containers.update(entry, |c| {
         if matches!(c.state, ContainerState::Exited) {
             return;
         }
@@ -427,23 +428,23 @@ fn parse_signal(name: &str) -> i32 {
 /// Sends the stop signal, then SIGKILL to every process after `timeout_secs`.
 /// Stopping an exited or unknown container succeeds; so does an unknown id.
 pub async fn stop_container(
-    crius: &Arc<Crius>,
+    deps: &ContainerDeps,
     id: &str,
     timeout_secs: i64,
 ) -> Result<(), CriError> {
-    let Some(entry) = crius.containers.find_if_any(id)? else {
+    let Some(entry) = deps.containers.find_if_any(id)? else {
         return Ok(());
     };
-    let crius = crius.clone();
+    let deps = deps.clone();
     detached(async move {
         let _op = entry.op.lock().await;
-        stop_locked(&crius, &entry, timeout_secs).await
+        stop_locked(&deps, &entry, timeout_secs).await
     })
     .await
 }
 
 async fn stop_locked(
-    crius: &Arc<Crius>,
+    deps: &ContainerDeps,
     entry: &Arc<Entry<ContainerRecord>>,
     timeout_secs: i64,
 ) -> Result<(), CriError> {
@@ -454,10 +455,10 @@ async fn stop_locked(
     ) {
         return Ok(());
     }
-    let shim = match crius.shims.get(&record.id, &record.bundle).await {
+    let shim = match deps.shims.get(&record.id, &record.bundle).await {
         Ok(s) => s,
         Err(e) if e.is_unreachable() => {
-            record_exit(crius, entry, read_exit_file(&record));
+            record_exit(deps, entry, read_exit_file(&record));
             return Ok(());
         }
         Err(e) => return Err(e.into()),
@@ -467,28 +468,28 @@ async fn stop_locked(
     if record.state == ContainerState::Running && !timeout.is_zero() {
         shim.kill(parse_signal(&record.stop_signal), false).await?;
         if let Ok(Ok(w)) = tokio::time::timeout(timeout, shim.wait()).await {
-            record_exit(crius, entry, Some(Exit::from(w)));
+            record_exit(deps, entry, Some(Exit::from(w)));
             return Ok(());
         }
     }
     shim.kill(libc::SIGKILL, true).await?;
     let w = shim.wait().await?;
-    record_exit(crius, entry, Some(Exit::from(w)));
+    record_exit(deps, entry, Some(Exit::from(w)));
     Ok(())
 }
 
 /// Kills the container if it runs and removes everything it holds. Unknown ids succeed.
-pub async fn remove_container(crius: &Arc<Crius>, id: &str) -> Result<(), CriError> {
-    let Some(entry) = crius.containers.find_if_any(id)? else {
+pub async fn remove_container(deps: &ContainerDeps, id: &str) -> Result<(), CriError> {
+    let Some(entry) = deps.containers.find_if_any(id)? else {
         return Ok(());
     };
-    let crius = crius.clone();
+    let deps = deps.clone();
     detached(async move {
         let _op = entry.op.lock().await;
-        stop_locked(&crius, &entry, 0).await?;
+        stop_locked(&deps, &entry, 0).await?;
         let record = entry.snapshot();
-        teardown(&crius, &record).await?;
-        crius.containers.remove(&record.id)?;
+        teardown(&deps, &record).await?;
+        deps.containers.remove(&record.id)?;
         Ok(())
     })
     .await

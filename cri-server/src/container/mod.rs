@@ -14,6 +14,38 @@ pub use exec::exec_sync;
 pub use lifecycle::{create_container, recover, remove_container, start_container, stop_container};
 pub use log::reopen_container_log;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::cgroups::CgroupDriver;
+use crate::image::snapshot::Snapshotter;
+use crate::image::ImageStore;
+use crate::shim_client::Shims;
+use crate::spec::HostCapabilities;
+use crate::state::table::Table;
+
+/// What the container's life cycle, ExecSync and ReopenContainerLog use,
+/// and nothing else: built by the composition root
+/// (`Crius::container_deps`) or by a test around fakes. Cheap to clone; a
+/// detached task (and each exit watcher) holds its own clone.
+#[derive(Clone)]
+pub struct ContainerDeps {
+    /// The containers' records and name reservations.
+    pub containers: Arc<Table<ContainerRecord>>,
+    /// Pulled images: the container's image and its layers.
+    pub images: Arc<ImageStore>,
+    /// The containers' shims (spawned, or connected again after a restart).
+    pub shims: Arc<Shims>,
+    /// The containers' root filesystems and the layers they hold.
+    pub snapshotter: Arc<dyn Snapshotter>,
+    /// Names the container's cgroup under its pod's.
+    pub cgroups: Arc<dyn CgroupDriver>,
+    /// What this host's cgroups can enforce, for the spec.
+    pub host: Arc<HostCapabilities>,
+    /// Where each container's bundle (`<bundles_dir>/<16 hex of the id>`) is made.
+    pub bundles_dir: PathBuf,
+}
+
 /// The answer to a call that needs a running container; a shim that saw
 /// its container stop answers the same (`From<ShimError> for CriError`).
 fn not_running(id: &str) -> CriError {

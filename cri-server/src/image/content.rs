@@ -166,6 +166,7 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     chain
 }
 
+/// The OCI digest of `bytes`: `sha256:` and 64 lowercase hex digits.
 pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }

@@ -227,6 +227,8 @@ pub fn validate_digest(digest: &str) -> Result<(), String> {
     }
 }
 
+/// True when `hex` is 64 lowercase hex digits (a sha256 digest's or an
+/// image id's hex part).
 pub fn is_sha256_hex(hex: &str) -> bool {
     hex.len() == 64
         && hex

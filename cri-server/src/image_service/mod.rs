@@ -9,10 +9,10 @@ use crius_proto::cri;
 use crius_proto::cri::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
-use crate::detached;
 use crate::error::CriError;
 use crate::image::{ImageRecord, RegistryAuth};
 use crate::instrument::{rpc, unimplemented, ReplyStream};
+use crate::task::detached;
 use crate::Crius;
 
 pub struct ImageHandler {

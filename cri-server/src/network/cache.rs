@@ -59,6 +59,8 @@ fn cache_err(path: &Path) -> impl FnOnce(io::Error) -> CniError + '_ {
     }
 }
 
+/// The cached record at `path`; `None` when there is none. Errors:
+/// CacheIo, or CacheCorrupt for a record that does not parse.
 pub(crate) fn read(path: &Path) -> Result<Option<CacheRecord>, CniError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
@@ -73,6 +75,8 @@ pub(crate) fn read(path: &Path) -> Result<Option<CacheRecord>, CniError> {
         })
 }
 
+/// Writes `record` at `path` crash-safely (temp file, fsync, rename, fsync
+/// of the dir). Idempotent. Errors: CacheIo naming the path.
 pub(crate) fn write(path: &Path, record: &CacheRecord) -> Result<(), CniError> {
     let dir = path.parent().expect("a record path has a parent");
     fs::create_dir_all(dir).map_err(cache_err(dir))?;
@@ -87,6 +91,7 @@ pub(crate) fn write(path: &Path, record: &CacheRecord) -> Result<(), CniError> {
         .map_err(cache_err(dir))
 }
 
+/// Removes the record at `path`. Idempotent: a missing record is no error.
 pub(crate) fn remove(path: &Path) -> Result<(), CniError> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(cache_err(path)(e)),

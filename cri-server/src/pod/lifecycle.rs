@@ -6,17 +6,17 @@
 //! RemovePodSandbox uses undoes every step that was done.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context;
 use crius_proto::cri;
 
-use super::{files, pod_name, PodFiles, PodRecord, PodState};
+use super::{files, pod_name, PodDeps, PodFiles, PodRecord, PodState};
 use crate::error::CriError;
 use crate::namespaces::NamespaceKinds;
 use crate::network::cni::{PodNetwork, PortMapping, Protocol};
+use crate::stamp::{new_id, now_nanos};
 use crate::state::table::Entry;
-use crate::{detached, new_id, now_nanos, Crius};
+use crate::task::detached;
 
 fn validate(config: &cri::PodSandboxConfig) -> Result<(), CriError> {
     let m = config
@@ -39,10 +39,7 @@ fn validate(config: &cri::PodSandboxConfig) -> Result<(), CriError> {
 /// it: its id. Errors: InvalidArgument for a bad config or an unknown
 /// runtime handler, AlreadyExists for a taken name, Internal for a failed
 /// step (undone, or kept NOTREADY for RemovePodSandbox). Not idempotent.
-pub async fn run_pod(
-    crius: &Arc<Crius>,
-    req: cri::RunPodSandboxRequest,
-) -> Result<String, CriError> {
+pub async fn run_pod(deps: &PodDeps, req: cri::RunPodSandboxRequest) -> Result<String, CriError> {
     let config = req
         .config
         .ok_or_else(|| CriError::invalid("config", "is required"))?;
@@ -55,10 +52,10 @@ pub async fn run_pod(
     }
     let id = new_id();
     let name = pod_name(&config);
-    crius.pods.reserve_name(&name, &id)?;
-    let crius = crius.clone();
+    deps.pods.reserve_name(&name, &id)?;
+    let deps = deps.clone();
     detached(async move {
-        create(&crius, id.clone(), config)
+        create(&deps, id.clone(), config)
             .await
             .map_err(|e| e.context("running pod sandbox"))?;
         Ok(id)
@@ -66,15 +63,11 @@ pub async fn run_pod(
     .await
 }
 
-async fn create(
-    crius: &Arc<Crius>,
-    id: String,
-    config: cri::PodSandboxConfig,
-) -> Result<(), CriError> {
-    let dir = crius.config.state.join("pods").join(&id);
+async fn create(deps: &PodDeps, id: String, config: cri::PodSandboxConfig) -> Result<(), CriError> {
+    let dir = deps.pods_dir.join(&id);
     let mut pod = PodRecord::new(id, dir, config, now_nanos());
-    let result = match setup(crius, &mut pod).await {
-        Ok(()) => crius
+    let result = match setup(deps, &mut pod).await {
+        Ok(()) => deps
             .pods
             .insert(pod.clone())
             .map(drop)
@@ -84,13 +77,13 @@ async fn create(
     let Err(e) = result else {
         return Ok(());
     };
-    match teardown(crius, &pod).await {
-        Ok(()) => crius.pods.release_name(&pod_name(&pod.config), &pod.id),
+    match teardown(deps, &pod).await {
+        Ok(()) => deps.pods.release_name(&pod_name(&pod.config), &pod.id),
         Err(undo) => {
             // Kept, not leaked: RemovePodSandbox retries the teardown.
             tracing::error!(pod = %pod.id, error = %format!("{undo:#}"), "rollback of a failed pod left something behind; kept as not ready");
             pod.state = PodState::NotReady;
-            if let Err(store) = crius.pods.insert(pod) {
+            if let Err(store) = deps.pods.insert(pod) {
                 tracing::error!(error = %store, "recording the half-made pod");
             }
         }
@@ -102,7 +95,7 @@ async fn create(
 /// Errors: each concern's, as its `From` maps it (a bad kubelet
 /// `cgroup_parent` is InvalidArgument naming `config.linux.cgroup_parent`);
 /// an Internal one names its step in the cause chain.
-async fn setup(crius: &Arc<Crius>, pod: &mut PodRecord) -> Result<(), CriError> {
+async fn setup(deps: &PodDeps, pod: &mut PodRecord) -> Result<(), CriError> {
     std::fs::create_dir_all(&pod.dir)
         .with_context(|| format!("creating the pod's dir {}", pod.dir.display()))?;
     let ns = pod.namespace_options();
@@ -117,7 +110,7 @@ async fn setup(crius: &Arc<Crius>, pod: &mut PodRecord) -> Result<(), CriError> 
     if kinds.net || kinds.ipc || kinds.uts {
         let dir = pod.dir.join("ns");
         let host = kinds.uts.then(|| hostname.clone());
-        let pinner = crius.namespaces.clone();
+        let pinner = deps.namespaces.clone();
         let pinned = tokio::task::spawn_blocking(move || pinner.pin(&dir, kinds, host.as_deref()))
             .await?
             .map_err(|e| CriError::from(e).context("pinning the pod's namespaces"))?;
@@ -126,14 +119,14 @@ async fn setup(crius: &Arc<Crius>, pod: &mut PodRecord) -> Result<(), CriError> 
         pod.utsns = pinned.uts;
     }
     if let Some(netns) = pod.netns.clone() {
-        let status = (crius.cni.add(&pod_network(pod, &netns)).await)
+        let status = (deps.cni.add(&pod_network(pod, &netns)).await)
             .map_err(|e| CriError::from(e).context("setting up the pod network (CNI ADD)"))?;
         pod.ip = status.ip;
         pod.additional_ips = status.additional_ips;
     }
     // What the pod's containers read from its record.
     pod.files =
-        write_files(pod, &hostname, &crius.host_resolv_conf).context("writing the pod's files")?;
+        write_files(pod, &hostname, &deps.host_resolv_conf).context("writing the pod's files")?;
     pod.hostname = files::containers_hostname(&pod.config, pod.utsns.is_some());
     let given = pod
         .config
@@ -141,7 +134,7 @@ async fn setup(crius: &Arc<Crius>, pod: &mut PodRecord) -> Result<(), CriError> 
         .as_ref()
         .map(|l| l.cgroup_parent.clone())
         .unwrap_or_default();
-    let cgroup = (crius.cgroups.pod_cgroup(&pod.id, &given))
+    let cgroup = (deps.cgroups.pod_cgroup(&pod.id, &given))
         .map_err(|e| CriError::from(e).context("naming the pod's cgroup"))?;
     pod.cgroup_parent = cgroup.name;
     pod.owns_cgroup = cgroup.owned;
@@ -190,12 +183,12 @@ fn pod_network(pod: &PodRecord, netns: &Path) -> PodNetwork {
 }
 
 /// Releases the pod's network, namespaces, files and cgroup. Idempotent.
-async fn teardown(crius: &Crius, pod: &PodRecord) -> Result<(), CriError> {
+async fn teardown(deps: &PodDeps, pod: &PodRecord) -> Result<(), CriError> {
     if let Some(netns) = &pod.netns {
-        crius.cni.del(&pod_network(pod, netns)).await?;
+        deps.cni.del(&pod_network(pod, netns)).await?;
     }
     let dir = pod.dir.clone();
-    let pinner = crius.namespaces.clone();
+    let pinner = deps.namespaces.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         pinner.unpin(&dir.join("ns"))?;
         match std::fs::remove_dir_all(&dir) {
@@ -207,7 +200,7 @@ async fn teardown(crius: &Crius, pod: &PodRecord) -> Result<(), CriError> {
     })
     .await??;
     if pod.owns_cgroup {
-        crius.cgroups.remove(&pod.cgroup_parent)?;
+        deps.cgroups.remove(&pod.cgroup_parent)?;
     }
     Ok(())
 }
@@ -216,13 +209,13 @@ async fn teardown(crius: &Crius, pod: &PodRecord) -> Result<(), CriError> {
 /// the entry's op lock and has stopped the pod's containers first.
 /// Idempotent: a pod not ready is left as it is. Errors: Internal (CNI DEL,
 /// store).
-pub async fn stop_pod(crius: &Crius, entry: &Entry<PodRecord>) -> Result<(), CriError> {
+pub async fn stop_pod(deps: &PodDeps, entry: &Entry<PodRecord>) -> Result<(), CriError> {
     let pod = entry.snapshot();
     if pod.state == PodState::Ready {
         if let Some(netns) = &pod.netns {
-            crius.cni.del(&pod_network(&pod, netns)).await?;
+            deps.cni.del(&pod_network(&pod, netns)).await?;
         }
-        crius.pods.update(entry, |p| p.state = PodState::NotReady)?;
+        deps.pods.update(entry, |p| p.state = PodState::NotReady)?;
     }
     Ok(())
 }
@@ -231,10 +224,10 @@ pub async fn stop_pod(crius: &Crius, entry: &Entry<PodRecord>) -> Result<(), Cri
 /// and deletes its record; the caller holds the entry's op lock and has
 /// stopped the pod and removed its containers first. Idempotent. Errors:
 /// Internal (a teardown step, store).
-pub async fn remove_pod(crius: &Crius, entry: &Entry<PodRecord>) -> Result<(), CriError> {
+pub async fn remove_pod(deps: &PodDeps, entry: &Entry<PodRecord>) -> Result<(), CriError> {
     let pod = entry.snapshot();
-    teardown(crius, &pod).await?;
-    crius.pods.remove(&pod.id)?;
+    teardown(deps, &pod).await?;
+    deps.pods.remove(&pod.id)?;
     Ok(())
 }
 
@@ -253,7 +246,7 @@ mod rollback_tests {
     use crate::pod::testing::{run_request, PodFakes};
 
     async fn run(f: &PodFakes, name: &str) -> Result<String, Status> {
-        run_pod(&f.crius, run_request(name))
+        run_pod(&f.deps, run_request(name))
             .await
             .map_err(Status::from)
     }
@@ -276,7 +269,7 @@ mod rollback_tests {
 
     async fn runs_again(f: &PodFakes) {
         let id = run(f, "web").await.expect("a second run of the same name");
-        let pod = f.crius.pods.find(&id).unwrap().snapshot();
+        let pod = f.deps.pods.find(&id).unwrap().snapshot();
         assert_eq!(pod.state, PodState::Ready);
         assert!(f.net.added().contains(&id));
         assert_eq!(f.ns.pinned().len(), 3);
@@ -286,7 +279,7 @@ mod rollback_tests {
     async fn a_clean_run_sets_every_step_up() {
         let f = PodFakes::new(|_, _| {});
         let id = run(&f, "web").await.unwrap();
-        let pod = f.crius.pods.find(&id).unwrap().snapshot();
+        let pod = f.deps.pods.find(&id).unwrap().snapshot();
         assert!(pod.netns.is_some() && pod.ipcns.is_some() && pod.utsns.is_some());
         assert_eq!(pod.ip, "10.88.0.2");
         assert_eq!(pod.cgroup_parent, format!("/fake/{id}"));
@@ -310,12 +303,12 @@ mod rollback_tests {
         // Nothing of the second attempt was made; the first pod is intact.
         assert_eq!(f.ns.calls(), ns_calls);
         assert_eq!(f.net.calls(), net_calls);
-        assert_eq!(f.crius.pods.list().len(), 1);
+        assert_eq!(f.deps.pods.list().len(), 1);
         assert_eq!(PodFakes::entries(&f.pods_dir()).len(), 1);
         // Once the holder is gone, the name is free.
-        let entry = f.crius.pods.find(&first).unwrap();
-        stop_pod(&f.crius, &entry).await.unwrap();
-        remove_pod(&f.crius, &entry).await.unwrap();
+        let entry = f.deps.pods.find(&first).unwrap();
+        stop_pod(&f.deps, &entry).await.unwrap();
+        remove_pod(&f.deps, &entry).await.unwrap();
         f.assert_nothing_left();
         runs_again(&f).await;
     }
@@ -417,7 +410,7 @@ mod rollback_tests {
             servers: vec!["10.0.0.10".into()],
             ..Default::default()
         });
-        run_pod(&f.crius, req)
+        run_pod(&f.deps, req)
             .await
             .expect("a second run of the same name");
     }
@@ -447,7 +440,7 @@ mod rollback_tests {
             cgroup_parent: "/kubepods/../../etc".into(),
             ..Default::default()
         });
-        let got = run_pod(&f.crius, req).await.map_err(Status::from);
+        let got = run_pod(&f.deps, req).await.map_err(Status::from);
         failed_at(
             &f,
             got,
@@ -492,7 +485,7 @@ mod rollback_tests {
             status.message().contains("naming the pod's cgroup"),
             "{status:?}"
         );
-        let kept = f.crius.pods.list();
+        let kept = f.deps.pods.list();
         assert!(
             matches!(&kept[..], [p] if p.state == PodState::NotReady),
             "{kept:?}"
@@ -503,9 +496,9 @@ mod rollback_tests {
         );
         f.cgroups.fail_at(None);
         f.net.fail_at(None);
-        let entry = f.crius.pods.find(&kept[0].id).unwrap();
-        stop_pod(&f.crius, &entry).await.unwrap();
-        remove_pod(&f.crius, &entry).await.unwrap();
+        let entry = f.deps.pods.find(&kept[0].id).unwrap();
+        stop_pod(&f.deps, &entry).await.unwrap();
+        remove_pod(&f.deps, &entry).await.unwrap();
         f.assert_nothing_left();
         runs_again(&f).await;
     }

@@ -14,6 +14,33 @@ use crate::state::sandbox::{pod_name, PodFiles, PodRecord, PodState};
 
 pub use lifecycle::{remove_pod, run_pod, stop_pod};
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::cgroups::CgroupDriver;
+use crate::namespaces::NamespacePinner;
+use crate::network::PodNetworking;
+use crate::state::table::Table;
+
+/// What the pod's life cycle uses, and nothing else: built by the
+/// composition root (`Crius::pod_deps`) or by a test around fakes. Cheap to
+/// clone; a detached task holds its own clone.
+#[derive(Clone)]
+pub struct PodDeps {
+    /// The pods' records and name reservations.
+    pub pods: Arc<Table<PodRecord>>,
+    /// Pod networking (CNI ADD/DEL).
+    pub cni: Arc<dyn PodNetworking>,
+    /// Pinning the pod's namespaces.
+    pub namespaces: Arc<dyn NamespacePinner>,
+    /// Names and removes the pod's cgroup.
+    pub cgroups: Arc<dyn CgroupDriver>,
+    /// Where each pod's dir (`<pods_dir>/<id>`) is made.
+    pub pods_dir: PathBuf,
+    /// The host's resolv.conf, copied for pods without a DNS config.
+    pub host_resolv_conf: PathBuf,
+}
+
 /// Fills what a record written by an older criusd lacks, as RunPodSandbox
 /// resolves it today: the containers' hostname and the pod files' paths
 /// (which such a criusd wrote in the pod's dir). Run on each pod record as

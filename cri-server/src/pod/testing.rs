@@ -1,67 +1,101 @@
-//! A daemon for unit tests of the pod's life cycle: real records in a temp
-//! dir, fakes at every edge a pod touches (CNI, namespace pinning, the
+//! A pod concern for unit tests of the pod's life cycle: real records in a
+//! temp dir, fakes at every edge a pod touches (CNI, namespace pinning, the
 //! cgroup driver), so no test needs root.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crius_proto::cri;
 
+use super::PodDeps;
 use crate::cgroups::fake::FakeCgroups;
 use crate::config::Config;
 use crate::namespaces::fake::{FakeNamespaces, NsCall};
 use crate::network::fake::{FakeNetworking, NetCall};
-use crate::Crius;
+use crate::state::table::Table;
+use crate::state::Store;
 
-/// The daemon and its fakes, to inject failures and read what they saw.
+/// The pod concern's deps and their fakes, to inject failures and read
+/// what they saw.
 pub(crate) struct PodFakes {
-    pub crius: Arc<Crius>,
+    pub deps: PodDeps,
     pub net: Arc<FakeNetworking>,
     pub ns: Arc<FakeNamespaces>,
     pub cgroups: Arc<FakeCgroups>,
-    /// Kept alive for the daemon's dirs.
+    /// The dirs: records under `root/meta`, pods under `state/pods`.
+    pub config: Config,
+    /// Kept alive for the dirs.
     _tmp: tempfile::TempDir,
 }
 
+/// What [`PodFakes::with`] hands its builder: the config of a temp dir,
+/// the fakes, and the host's resolv.conf to use.
+pub(crate) struct PodSeams {
+    pub config: Config,
+    pub net: Arc<FakeNetworking>,
+    pub ns: Arc<FakeNamespaces>,
+    pub cgroups: Arc<FakeCgroups>,
+    pub host_resolv_conf: PathBuf,
+}
+
 impl PodFakes {
-    /// Records under `<tmp>/root/meta`, pods under `<tmp>/state/pods`, the
-    /// host's resolv.conf at `<tmp>/resolv.conf`; `adjust` may change the
-    /// daemon before it is shared.
-    pub fn new(adjust: impl FnOnce(&mut Crius, &std::path::Path)) -> PodFakes {
+    /// Deps of their own: the pods' table under `<tmp>/root/meta`, pods
+    /// under `<tmp>/state/pods`, the host's resolv.conf at
+    /// `<tmp>/resolv.conf`; `adjust` may change the deps before use.
+    pub fn new(adjust: impl FnOnce(&mut PodDeps, &Path)) -> PodFakes {
+        let (fakes, ()) = PodFakes::with(|seams, tmp| {
+            let store = Store::open(seams.config.root.join("meta")).unwrap();
+            let mut deps = PodDeps {
+                pods: Arc::new(Table::load_upgrading(store, super::upgrade_record).unwrap()),
+                cni: seams.net.clone(),
+                namespaces: seams.ns.clone(),
+                cgroups: seams.cgroups.clone(),
+                pods_dir: seams.config.state.join("pods"),
+                host_resolv_conf: seams.host_resolv_conf.clone(),
+            };
+            adjust(&mut deps, tmp);
+            (deps, ())
+        });
+        fakes
+    }
+
+    /// Fakes in a temp dir, and deps that `build` wires around them (with
+    /// whatever else it makes, e.g. a whole daemon for a service's test).
+    pub fn with<T>(build: impl FnOnce(&PodSeams, &Path) -> (PodDeps, T)) -> (PodFakes, T) {
         let tmp = tempfile::tempdir().unwrap();
-        let config = Config {
-            root: tmp.path().join("root"),
-            state: tmp.path().join("state"),
-            ..Default::default()
-        };
-        let net = Arc::new(FakeNetworking::default());
-        let ns = Arc::new(FakeNamespaces::default());
-        let cgroups = Arc::new(FakeCgroups::default());
-        let mut crius =
-            Crius::open(config)
-                .unwrap()
-                .with_pod_seams(net.clone(), ns.clone(), cgroups.clone());
         let resolv = tmp.path().join("resolv.conf");
         std::fs::write(&resolv, "nameserver 10.0.0.10\n").unwrap();
-        crius.host_resolv_conf = resolv;
-        adjust(&mut crius, tmp.path());
-        PodFakes {
-            crius: Arc::new(crius),
-            net,
-            ns,
-            cgroups,
+        let seams = PodSeams {
+            config: Config {
+                root: tmp.path().join("root"),
+                state: tmp.path().join("state"),
+                ..Default::default()
+            },
+            net: Arc::new(FakeNetworking::default()),
+            ns: Arc::new(FakeNamespaces::default()),
+            cgroups: Arc::new(FakeCgroups::default()),
+            host_resolv_conf: resolv,
+        };
+        let (deps, made) = build(&seams, tmp.path());
+        let fakes = PodFakes {
+            deps,
+            net: seams.net,
+            ns: seams.ns,
+            cgroups: seams.cgroups,
+            config: seams.config,
             _tmp: tmp,
-        }
+        };
+        (fakes, made)
     }
 
     /// Where the pods' dirs are.
     pub fn pods_dir(&self) -> PathBuf {
-        self.crius.config.state.join("pods")
+        self.config.state.join("pods")
     }
 
     /// Where the pods' records are.
     pub fn records_dir(&self) -> PathBuf {
-        self.crius.config.root.join("meta").join("pods")
+        self.config.root.join("meta").join("pods")
     }
 
     /// The entries of `dir` (none when it is absent).
@@ -104,7 +138,7 @@ impl PodFakes {
         }
         assert!(self.net.added().is_empty(), "{:?}", self.net.added());
         assert_eq!(Self::entries(&self.pods_dir()), Vec::<PathBuf>::new());
-        assert!(self.crius.pods.list().is_empty());
+        assert!(self.deps.pods.list().is_empty());
         let records = Self::entries(&self.records_dir());
         assert!(
             records

@@ -29,7 +29,7 @@ pub async fn create_container(
                 pod.id
             )));
         }
-        let container_id = container::create_container(crius, pod, req).await?;
+        let container_id = container::create_container(&crius.container_deps(), pod, req).await?;
         Ok(cri::CreateContainerResponse { container_id })
     })
     .await
@@ -42,7 +42,7 @@ pub async fn start_container(
 ) -> Reply<cri::StartContainerResponse> {
     let id = req.container_id;
     rpc("StartContainer", &id, async {
-        container::start_container(crius, &id).await?;
+        container::start_container(&crius.container_deps(), &id).await?;
         Ok(cri::StartContainerResponse {})
     })
     .await
@@ -54,7 +54,7 @@ pub async fn stop_container(
     req: cri::StopContainerRequest,
 ) -> Reply<cri::StopContainerResponse> {
     rpc("StopContainer", &req.container_id, async {
-        container::stop_container(crius, &req.container_id, req.timeout).await?;
+        container::stop_container(&crius.container_deps(), &req.container_id, req.timeout).await?;
         Ok(cri::StopContainerResponse {})
     })
     .await
@@ -67,7 +67,7 @@ pub async fn remove_container(
 ) -> Reply<cri::RemoveContainerResponse> {
     let id = req.container_id;
     rpc("RemoveContainer", &id, async {
-        container::remove_container(crius, &id).await?;
+        container::remove_container(&crius.container_deps(), &id).await?;
         Ok(cri::RemoveContainerResponse {})
     })
     .await
@@ -110,7 +110,7 @@ pub async fn reopen_container_log(
 ) -> Reply<cri::ReopenContainerLogResponse> {
     let id = req.container_id;
     rpc("ReopenContainerLog", &id, async {
-        container::reopen_container_log(crius, &id).await?;
+        container::reopen_container_log(&crius.container_deps(), &id).await?;
         Ok(cri::ReopenContainerLogResponse {})
     })
     .await

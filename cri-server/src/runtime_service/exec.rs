@@ -15,7 +15,8 @@ pub async fn exec_sync(
     req: cri::ExecSyncRequest,
 ) -> Reply<cri::ExecSyncResponse> {
     let id = req.container_id.clone();
-    rpc("ExecSync", &id, container::exec_sync(crius, req)).await
+    let deps = crius.container_deps();
+    rpc("ExecSync", &id, container::exec_sync(&deps, req)).await
 }
 
 /// Not built yet: UNIMPLEMENTED naming the RPC.

@@ -12,7 +12,8 @@ use crate::error::CriError;
 use crate::instrument::{rpc, unimplemented};
 use crate::state::sandbox::PodRecord;
 use crate::state::table::Entry;
-use crate::{container, detached, pod, Crius};
+use crate::task::detached;
+use crate::{container, pod, Crius};
 
 /// RunPodSandbox: the new pod's id (errors: see [`pod::run_pod`]).
 pub async fn run_pod_sandbox(
@@ -26,7 +27,7 @@ pub async fn run_pod_sandbox(
         .map(|m| m.name.clone())
         .unwrap_or_default();
     rpc("RunPodSandbox", &name, async {
-        let pod_sandbox_id = pod::run_pod(crius, req).await?;
+        let pod_sandbox_id = pod::run_pod(&crius.pod_deps(), req).await?;
         Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
     })
     .await
@@ -70,9 +71,9 @@ pub async fn remove_pod_sandbox(
             let _op = entry.op.lock().await;
             stop_locked(&crius, &entry).await?;
             for c in containers_of(&crius, &entry.snapshot().id) {
-                container::remove_container(&crius, &c).await?;
+                container::remove_container(&crius.container_deps(), &c).await?;
             }
-            pod::remove_pod(&crius, &entry).await
+            pod::remove_pod(&crius.pod_deps(), &entry).await
         })
         .await?;
         Ok(cri::RemovePodSandboxResponse {})
@@ -82,10 +83,11 @@ pub async fn remove_pod_sandbox(
 
 /// The pod's containers, then the pod; the caller holds the pod's op lock.
 async fn stop_locked(crius: &Arc<Crius>, entry: &Entry<PodRecord>) -> Result<(), CriError> {
+    let containers = crius.container_deps();
     for c in containers_of(crius, &entry.snapshot().id) {
-        container::stop_container(crius, &c, 0).await?;
+        container::stop_container(&containers, &c, 0).await?;
     }
-    pod::stop_pod(crius, entry).await
+    pod::stop_pod(&crius.pod_deps(), entry).await
 }
 
 /// The ids of the containers in the pod `pod_id` (a full id).
@@ -157,8 +159,23 @@ mod tests {
     use crate::pod::testing::{run_request, PodFakes};
     use crate::state::sandbox::PodState;
 
-    async fn run(f: &PodFakes) -> String {
-        run_pod_sandbox(&f.crius, run_request("web"))
+    /// A daemon whose pod seams are `PodFakes`' fakes, and those fakes
+    /// (their deps share the daemon's pods table).
+    fn daemon() -> (PodFakes, Arc<Crius>) {
+        PodFakes::with(|s, _| {
+            let mut crius = Crius::open(s.config.clone()).unwrap().with_pod_seams(
+                s.net.clone(),
+                s.ns.clone(),
+                s.cgroups.clone(),
+            );
+            crius.host_resolv_conf = s.host_resolv_conf.clone();
+            let crius = Arc::new(crius);
+            (crius.pod_deps(), crius)
+        })
+    }
+
+    async fn run(crius: &Arc<Crius>) -> String {
+        run_pod_sandbox(crius, run_request("web"))
             .await
             .unwrap()
             .into_inner()
@@ -174,16 +191,16 @@ mod tests {
 
     #[tokio::test]
     async fn stop_pod_sandbox_is_idempotent_and_dels_once() {
-        let f = PodFakes::new(|_, _| {});
-        let id = run(&f).await;
+        let (f, crius) = daemon();
+        let id = run(&crius).await;
         for _ in 0..2 {
             let req = cri::StopPodSandboxRequest {
                 pod_sandbox_id: id.clone(),
             };
-            stop_pod_sandbox(&f.crius, req).await.unwrap();
+            stop_pod_sandbox(&crius, req).await.unwrap();
         }
         assert_eq!(f.net.calls(), [NetCall::Add(id.clone()), del(&id, true)]);
-        let pod = f.crius.pods.find(&id).unwrap().snapshot();
+        let pod = crius.pods.find(&id).unwrap().snapshot();
         assert_eq!(pod.state, PodState::NotReady);
         // Stop keeps the namespaces, the dir and the record for Remove.
         assert_eq!(f.ns.pinned().len(), 3);
@@ -192,13 +209,13 @@ mod tests {
 
     #[tokio::test]
     async fn remove_pod_sandbox_is_idempotent_and_its_repeated_del_is_harmless() {
-        let f = PodFakes::new(|_, _| {});
-        let id = run(&f).await;
+        let (f, crius) = daemon();
+        let id = run(&crius).await;
         for _ in 0..2 {
             let req = cri::RemovePodSandboxRequest {
                 pod_sandbox_id: id.clone(),
             };
-            remove_pod_sandbox(&f.crius, req).await.unwrap();
+            remove_pod_sandbox(&crius, req).await.unwrap();
         }
         // Stop's DEL released the network; the teardown's found nothing
         // cached; the second Remove found no pod.
@@ -211,6 +228,6 @@ mod tests {
         assert_eq!(unpins.count(), 3);
         f.assert_nothing_left();
         // The name is free again.
-        run(&f).await;
+        run(&crius).await;
     }
 }

@@ -16,7 +16,7 @@ pub async fn container_stats(
 ) -> Reply<cri::ContainerStatsResponse> {
     let id = req.container_id;
     rpc("ContainerStats", &id, async {
-        let stats = stats::container_stats(crius, &id).await?;
+        let stats = stats::container_stats(&crius.stats_deps(), &id).await?;
         Ok(cri::ContainerStatsResponse { stats: Some(stats) })
     })
     .await
@@ -29,7 +29,7 @@ pub async fn list_container_stats(
 ) -> Reply<cri::ListContainerStatsResponse> {
     let filter = req.filter.unwrap_or_default();
     rpc("ListContainerStats", "", async {
-        let stats = stats::list_container_stats(crius, filter).await?;
+        let stats = stats::list_container_stats(&crius.stats_deps(), filter).await?;
         Ok(cri::ListContainerStatsResponse { stats })
     })
     .await
@@ -43,7 +43,7 @@ pub async fn pod_sandbox_stats(
 ) -> Reply<cri::PodSandboxStatsResponse> {
     let id = req.pod_sandbox_id;
     rpc("PodSandboxStats", &id, async {
-        let stats = stats::pod_sandbox_stats(crius, &id).await?;
+        let stats = stats::pod_sandbox_stats(&crius.stats_deps(), &id).await?;
         Ok(cri::PodSandboxStatsResponse { stats: Some(stats) })
     })
     .await
@@ -56,7 +56,7 @@ pub async fn list_pod_sandbox_stats(
 ) -> Reply<cri::ListPodSandboxStatsResponse> {
     let filter = req.filter.unwrap_or_default();
     rpc("ListPodSandboxStats", "", async {
-        let stats = stats::list_pod_sandbox_stats(crius, filter).await?;
+        let stats = stats::list_pod_sandbox_stats(&crius.stats_deps(), filter).await?;
         Ok(cri::ListPodSandboxStatsResponse { stats })
     })
     .await

@@ -14,12 +14,33 @@ use std::sync::Arc;
 use anyhow::Context;
 use crius_proto::cri;
 
+use crate::cgroups::CgroupDriver;
 use crate::cgroups::{CgroupError, CgroupLayout, CgroupUsage};
 use crate::error::CriError;
+use crate::image::snapshot::Snapshotter;
+use crate::stamp::now_nanos;
 use crate::state::container::ContainerRecord;
 use crate::state::sandbox::{PodRecord, PodState};
-use crate::{now_nanos, Crius};
+use crate::state::table::Table;
 use rate::CpuRates;
+
+/// What stats read, and nothing else: built by the composition root
+/// (`Crius::stats_deps`). Cheap to clone; a blocking task holds its own.
+#[derive(Clone)]
+pub struct StatsDeps {
+    /// The pods' records (their cgroup parents).
+    pub pods: Arc<Table<PodRecord>>,
+    /// The containers' records.
+    pub containers: Arc<Table<ContainerRecord>>,
+    /// Where each pod's and container's cgroup is.
+    pub cgroups: Arc<dyn CgroupDriver>,
+    /// The writable layers' disk usage.
+    pub snapshotter: Arc<dyn Snapshotter>,
+    /// Each cgroup's previous CPU sample.
+    pub sampler: Arc<Sampler>,
+    /// The writable layers' mountpoint, as reported in `fs_id`.
+    pub layers_mountpoint: std::path::PathBuf,
+}
 
 /// The host's cgroup layout and the previous CPU sample of each cgroup,
 /// from which usage_nano_cores is computed.
@@ -95,14 +116,11 @@ impl CgroupStats {
 }
 
 /// ContainerStats of one container; unknown ids are NotFound.
-pub async fn container_stats(
-    crius: &Arc<Crius>,
-    id: &str,
-) -> Result<cri::ContainerStats, CriError> {
-    let record = crius.containers.find(id)?.snapshot();
-    blocking(crius, move |crius| {
-        let parents = cgroup_parents(crius);
-        one_container(crius, &parents, &record)
+pub async fn container_stats(deps: &StatsDeps, id: &str) -> Result<cri::ContainerStats, CriError> {
+    let record = deps.containers.find(id)?.snapshot();
+    blocking(deps, move |deps| {
+        let parents = cgroup_parents(deps);
+        one_container(deps, &parents, &record)
     })
     .await
 }
@@ -110,7 +128,7 @@ pub async fn container_stats(
 /// ListContainerStats: every container the filter selects, created and
 /// exited ones too.
 pub async fn list_container_stats(
-    crius: &Arc<Crius>,
+    deps: &StatsDeps,
     filter: cri::ContainerStatsFilter,
 ) -> Result<Vec<cri::ContainerStats>, CriError> {
     let filter = cri::ContainerFilter {
@@ -119,12 +137,12 @@ pub async fn list_container_stats(
         label_selector: filter.label_selector,
         state: None,
     };
-    blocking(crius, move |crius| {
-        let parents = cgroup_parents(crius);
-        let selected = crius.containers.select(|c| c.matches(&filter));
+    blocking(deps, move |deps| {
+        let parents = cgroup_parents(deps);
+        let selected = deps.containers.select(|c| c.matches(&filter));
         selected
             .iter()
-            .map(|c| one_container(crius, &parents, c))
+            .map(|c| one_container(deps, &parents, c))
             .collect()
     })
     .await
@@ -133,26 +151,26 @@ pub async fn list_container_stats(
 /// PodSandboxStats of one ready pod; unknown ids are NotFound, a stopped
 /// pod (whose containers and network are gone) FailedPrecondition.
 pub async fn pod_sandbox_stats(
-    crius: &Arc<Crius>,
+    deps: &StatsDeps,
     id: &str,
 ) -> Result<cri::PodSandboxStats, CriError> {
-    let pod = crius.pods.find(id)?.snapshot();
+    let pod = deps.pods.find(id)?.snapshot();
     if pod.state != PodState::Ready {
         return Err(CriError::FailedPrecondition(format!(
             "pod sandbox {:?} is not ready",
             pod.id
         )));
     }
-    blocking(crius, move |crius| {
-        let containers = crius.containers.list();
-        one_pod(crius, &pod, &containers)
+    blocking(deps, move |deps| {
+        let containers = deps.containers.list();
+        one_pod(deps, &pod, &containers)
     })
     .await
 }
 
 /// ListPodSandboxStats: every ready pod the filter selects.
 pub async fn list_pod_sandbox_stats(
-    crius: &Arc<Crius>,
+    deps: &StatsDeps,
     filter: cri::PodSandboxStatsFilter,
 ) -> Result<Vec<cri::PodSandboxStats>, CriError> {
     let filter = cri::PodSandboxFilter {
@@ -162,12 +180,12 @@ pub async fn list_pod_sandbox_stats(
             state: cri::PodSandboxState::SandboxReady as i32,
         }),
     };
-    blocking(crius, move |crius| {
-        let containers = crius.containers.list();
-        let selected = crius.pods.select(|p| p.matches(&filter));
+    blocking(deps, move |deps| {
+        let containers = deps.containers.list();
+        let selected = deps.pods.select(|p| p.matches(&filter));
         selected
             .iter()
-            .map(|p| one_pod(crius, p, &containers))
+            .map(|p| one_pod(deps, p, &containers))
             .collect()
     })
     .await
@@ -175,19 +193,18 @@ pub async fn list_pod_sandbox_stats(
 
 /// Reading cgroup files and walking a writable layer block: off the runtime.
 async fn blocking<T: Send + 'static>(
-    crius: &Arc<Crius>,
-    work: impl FnOnce(&Crius) -> Result<T, CriError> + Send + 'static,
+    deps: &StatsDeps,
+    work: impl FnOnce(&StatsDeps) -> Result<T, CriError> + Send + 'static,
 ) -> Result<T, CriError> {
-    let crius = crius.clone();
-    tokio::task::spawn_blocking(move || work(&crius))
+    let deps = deps.clone();
+    tokio::task::spawn_blocking(move || work(&deps))
         .await
         .context("stats task")?
 }
 
 /// Each pod's cgroup parent, by pod id.
-fn cgroup_parents(crius: &Crius) -> HashMap<String, String> {
-    crius
-        .pods
+fn cgroup_parents(deps: &StatsDeps) -> HashMap<String, String> {
+    deps.pods
         .list()
         .into_iter()
         .map(|p| (p.id, p.cgroup_parent))
@@ -195,20 +212,20 @@ fn cgroup_parents(crius: &Crius) -> HashMap<String, String> {
 }
 
 fn one_container(
-    crius: &Crius,
+    deps: &StatsDeps,
     cgroup_parents: &HashMap<String, String>,
     record: &ContainerRecord,
 ) -> Result<cri::ContainerStats, CriError> {
     let usage = match cgroup_parents.get(&record.pod_id) {
-        Some(parent) => crius
+        Some(parent) => deps
             .cgroups
             .container_dir(parent, &record.id)
-            .and_then(|dir| crius.stats.sample(&dir))
+            .and_then(|dir| deps.sampler.sample(&dir))
             .with_context(|| format!("stats of container {}", record.id))?,
         // Its pod is being removed: no cgroup to read.
         None => CgroupStats::default(),
     };
-    let layer = crius
+    let layer = deps
         .snapshotter
         .usage(&record.layer_dir)
         .with_context(|| format!("disk usage of container {}'s writable layer", record.id))?;
@@ -226,7 +243,7 @@ fn one_container(
         writable_layer: Some(cri::FilesystemUsage {
             timestamp: now_nanos(),
             fs_id: Some(cri::FilesystemIdentifier {
-                mountpoint: crius.config.root.join("containers").display().to_string(),
+                mountpoint: deps.layers_mountpoint.display().to_string(),
             }),
             used_bytes: value(layer.bytes),
             inodes_used: value(layer.inodes),
@@ -235,20 +252,20 @@ fn one_container(
 }
 
 fn one_pod(
-    crius: &Crius,
+    deps: &StatsDeps,
     pod: &PodRecord,
     containers: &[ContainerRecord],
 ) -> Result<cri::PodSandboxStats, CriError> {
-    let totals = crius
+    let totals = deps
         .cgroups
         .pod_dir(&pod.cgroup_parent)
-        .and_then(|dir| crius.stats.sample(&dir))
+        .and_then(|dir| deps.sampler.sample(&dir))
         .with_context(|| format!("stats of pod sandbox {}", pod.id))?;
     let parents = HashMap::from([(pod.id.clone(), pod.cgroup_parent.clone())]);
     let containers = containers
         .iter()
         .filter(|c| c.pod_id == pod.id)
-        .map(|c| one_container(crius, &parents, c))
+        .map(|c| one_container(deps, &parents, c))
         .collect::<Result<_, _>>()?;
     Ok(cri::PodSandboxStats {
         attributes: Some(cri::PodSandboxAttributes {

@@ -11,17 +11,25 @@ use tonic::Code;
 
 use super::*;
 use crate::cgroups::fake::FakeCgroups;
+use crate::cgroups::CgroupLayout;
 use crate::config::Config;
 use crate::image::snapshot::fake::{FakeSnapshotStep, FakeSnapshotter};
+use crate::image::ImageStore;
 use crate::image::{ImageConfig, ImageRecord};
 use crate::shim_client::fake::{FakeShimStep, FakeShims};
+use crate::shim_client::Shims;
+use crate::spec::HostCapabilities;
 use crate::state::container::container_name;
+use crate::state::table::Table;
+use crate::state::Store;
 
 const IMAGE_ID: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const LAYER: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
 struct Fixture {
-    crius: Arc<Crius>,
+    deps: ContainerDeps,
+    /// The dirs: records under `root/meta`, bundles under `state/c`.
+    config: Config,
     shims: Arc<FakeShims>,
     snapshots: Arc<FakeSnapshotter>,
     pod: PodRecord,
@@ -38,13 +46,10 @@ impl Fixture {
         };
         let shims = Arc::new(FakeShims::default());
         let snapshots = Arc::new(FakeSnapshotter::new(config.root.join("containers")));
-        let mut crius = Crius::open(config)
-            .unwrap()
-            .with_shims(shims.clone())
-            .with_snapshotter(snapshots.clone());
-        crius.cgroups = Arc::new(FakeCgroups::default());
-        crius
-            .images
+        let store = Store::open(config.root.join("meta")).unwrap();
+        let images = ImageStore::open(&config, store.clone(), snapshots.clone()).unwrap();
+        let layout = CgroupLayout::detect().unwrap();
+        images
             .record(ImageRecord {
                 id: IMAGE_ID.into(),
                 repo_tags: vec!["docker.io/library/busybox:latest".into()],
@@ -74,7 +79,16 @@ impl Fixture {
             1,
         );
         Fixture {
-            crius: Arc::new(crius),
+            deps: ContainerDeps {
+                containers: Arc::new(Table::load(store).unwrap()),
+                images: Arc::new(images),
+                shims: Arc::new(Shims::new(shims.clone())),
+                snapshotter: snapshots.clone(),
+                cgroups: Arc::new(FakeCgroups::default()),
+                host: Arc::new(HostCapabilities::detect(layout.limits()).unwrap()),
+                bundles_dir: config.state.join("c"),
+            },
+            config,
             shims,
             snapshots,
             pod,
@@ -109,7 +123,7 @@ impl Fixture {
     }
 
     async fn create(&self, req: cri::CreateContainerRequest) -> Result<String, tonic::Status> {
-        create_container(&self.crius, self.pod.clone(), req)
+        create_container(&self.deps, self.pod.clone(), req)
             .await
             .map_err(tonic::Status::from)
     }
@@ -150,13 +164,13 @@ impl Fixture {
                 );
             }
         }
-        let state = &self.crius.config.state;
-        let root = &self.crius.config.root;
+        let state = &self.config.state;
+        let root = &self.config.root;
         for dir in [state.join("c"), root.join("containers")] {
             assert_eq!(entries(&dir), Vec::<PathBuf>::new(), "left in {dir:?}");
         }
         assert!(
-            self.crius.containers.list().is_empty(),
+            self.deps.containers.list().is_empty(),
             "a record in the table"
         );
         assert_eq!(
@@ -172,7 +186,7 @@ impl Fixture {
         self.shims.fail_at(None);
         self.snapshots.fail_at(None);
         let id = self.create(self.request("busybox")).await.unwrap();
-        let record = self.crius.containers.find(&id).unwrap().snapshot();
+        let record = self.deps.containers.find(&id).unwrap().snapshot();
         assert_eq!(record.state, ContainerState::Created);
         assert_eq!(record.pid, 4242);
         assert_eq!(self.shims.calls(&id), ["Spawn", "Create"]);
@@ -196,7 +210,7 @@ fn assert_step(status: &tonic::Status, code: Code, step: &str) {
 #[tokio::test]
 async fn a_taken_name_fails_before_anything_is_made() {
     let fx = Fixture::new();
-    fx.crius
+    fx.deps
         .containers
         .reserve_name(&fx.name(), "other")
         .unwrap();
@@ -209,7 +223,7 @@ async fn a_taken_name_fails_before_anything_is_made() {
     assert!(fx.snapshots.prepared().is_empty() && fx.snapshots.removed().is_empty());
     assert!(fx.shims.spawned().is_empty());
     fx.assert_nothing_left();
-    fx.crius.containers.release_name(&fx.name(), "other");
+    fx.deps.containers.release_name(&fx.name(), "other");
     fx.assert_name_free().await;
 }
 
@@ -299,7 +313,7 @@ async fn a_failed_record_write_is_undone() {
     let fx = Fixture::new();
     // The store writes records under meta/containers/: a file there fails
     // the write, for root too.
-    let records = fx.crius.config.root.join("meta/containers");
+    let records = fx.config.root.join("meta/containers");
     let _ = std::fs::remove_dir_all(&records);
     std::fs::write(&records, b"").unwrap();
     let status = fx.create(fx.request("busybox")).await.unwrap_err();
@@ -326,14 +340,14 @@ async fn a_rollback_that_fails_keeps_the_container_unknown_for_remove() {
         Code::Internal,
         "creating the container in its shim",
     );
-    let kept = fx.crius.containers.list();
+    let kept = fx.deps.containers.list();
     assert_eq!(kept.len(), 1, "kept, not leaked");
     assert_eq!(kept[0].state, ContainerState::Unknown);
     let again = fx.create(fx.request("busybox")).await.unwrap_err();
     assert_eq!(again.code(), Code::AlreadyExists, "the name stays held");
     fx.snapshots.fail_at(None);
     fx.shims.fail_at(None);
-    remove_container(&fx.crius, &kept[0].id).await.unwrap();
+    remove_container(&fx.deps, &kept[0].id).await.unwrap();
     fx.assert_nothing_left();
     fx.assert_name_free().await;
 }
@@ -342,13 +356,13 @@ async fn a_rollback_that_fails_keeps_the_container_unknown_for_remove() {
 async fn a_container_runs_stops_and_goes_through_the_fakes() {
     let fx = Fixture::new();
     let id = fx.create(fx.request("busybox")).await.unwrap();
-    start_container(&fx.crius, &id).await.unwrap();
-    let entry = fx.crius.containers.find(&id).unwrap();
+    start_container(&fx.deps, &id).await.unwrap();
+    let entry = fx.deps.containers.find(&id).unwrap();
     assert_eq!(entry.snapshot().state, ContainerState::Running);
-    stop_container(&fx.crius, &id, 0).await.unwrap();
+    stop_container(&fx.deps, &id, 0).await.unwrap();
     assert_eq!(entry.snapshot().state, ContainerState::Exited);
     assert_eq!(entry.snapshot().exit_code, 137);
-    remove_container(&fx.crius, &id).await.unwrap();
+    remove_container(&fx.deps, &id).await.unwrap();
     fx.assert_nothing_left();
     let calls = fx.shims.calls(&id);
     assert_eq!(&calls[..3], ["Spawn", "Create", "Start"], "{calls:?}");
