@@ -182,6 +182,7 @@ impl Crius {
             cgroups: self.cgroups.clone(),
             host: self.host.clone(),
             bundles_dir: self.config.state.join("c"),
+            protected_host_dirs: vec![self.config.root.clone(), self.config.state.clone()],
         }
     }
 

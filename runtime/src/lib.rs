@@ -40,6 +40,7 @@
 //!   [`Runtime::exec`] for the `no_new_privs` this implies). AppArmor is not inherited either.
 
 mod console;
+mod cwd;
 mod error;
 mod exec_seccomp;
 mod init_identity;

@@ -201,6 +201,9 @@ impl Runtime {
         io: ProcessIo,
     ) -> Result<Pid, RuntimeError> {
         let step = Step::Create;
+        // libcontainer only chdirs; runc makes a missing working directory first.
+        crate::cwd::ensure(bundle)
+            .map_err(|e| RuntimeError::io(id, step, "prepare the working directory", e))?;
         let container = with_own_oom_score(id, step, || {
             self.builder(id, io)?
                 .as_init(bundle)

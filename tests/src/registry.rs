@@ -75,6 +75,8 @@ impl TestRegistry {
                     "crius/layers",
                     "--only",
                     "crius/httpd",
+                    "--only",
+                    "crius/workdir",
                 ])
                 .output()
                 .expect("running crius-test-images");

@@ -2,6 +2,7 @@
 //! CreateContainer → StartContainer → logs → ExecSync → a second pod reached
 //! over the pod network → stop → remove, and nothing left behind.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crius_proto::cri;
@@ -69,6 +70,36 @@ async fn first_pod_end_to_end() {
         ),
         (64 << 20, 50_000, 100_000)
     );
+
+    // `crictl inspect`'s info: the pid to nsenter, the spec it runs with.
+    let info = container_info(&mut rt, &shell).await;
+    let pid = info["pid"].as_u64().expect("a pid");
+    let pid_ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    assert_ne!(pid_ns(&pid.to_string()), pid_ns("self"), "pid {pid}");
+    assert_eq!(info["sandboxID"], pod_a_id.as_str());
+    assert_eq!(
+        info["runtimeSpec"]["process"]["args"],
+        serde_json::json!(["sh", "-c", "echo hello; sleep 600"])
+    );
+    assert_eq!(info["config"]["metadata"]["name"], "shell");
+    assert!(
+        Path::new(info["rootfs"].as_str().unwrap()).is_dir(),
+        "{info}"
+    );
+    let pod_info = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_a_id.clone(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner()
+        .info;
+    let pod_info: serde_json::Value = serde_json::from_str(&pod_info["info"]).unwrap();
+    let netns = pod_info["namespaces"]["network"].as_str().expect("a netns");
+    assert!(Path::new(netns).exists(), "{pod_info}");
+    assert_eq!(pod_info["config"]["metadata"]["name"], "a");
+    assert!(pod_info["cniResult"]["ips"].is_array(), "{pod_info}");
 
     // ExecSync: both streams and the exit code.
     let r = exec(
@@ -180,6 +211,9 @@ async fn first_pod_end_to_end() {
     }
     let status = container_status(&mut rt, &shell).await;
     assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
+    // Exited, the verbose status still answers with what is known.
+    let info = container_info(&mut rt, &shell).await;
+    assert_eq!(info["pid"].as_u64(), Some(pid));
     for id in [&pod_a_id, &pod_b_id] {
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
             pod_sandbox_id: id.to_string(),
@@ -202,4 +236,18 @@ async fn first_pod_end_to_end() {
         .is_empty());
     wait_for("shims to exit", || daemon.shim_pids().is_empty());
     assert_eq!(daemon.leaks(), Vec::<String>::new());
+}
+
+/// ContainerStatus(verbose)'s `info["info"]`, parsed.
+async fn container_info(rt: &mut crius_tests::cri::Runtime, id: &str) -> serde_json::Value {
+    let info = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner()
+        .info;
+    serde_json::from_str(&info["info"]).expect("info is JSON")
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crius_proto::cri;
 use crius_proto::cri::image_service_client::ImageServiceClient;
+use crius_tests::cri::{container_config, exec, pod_config, run_container, run_pod};
 use crius_tests::registry::TestRegistry;
 use crius_tests::{require_root, Daemon, DaemonOptions};
 use tonic::transport::Channel;
@@ -204,6 +205,16 @@ fn expected_data_tree() -> BTreeMap<&'static str, &'static str> {
         ("data/links/symlink.txt", "symlink:original.txt"),
         ("data/opaque", "dir"),
         ("data/opaque/new.txt", "file:added by the upper layer\n"),
+        ("data/recreated-after", "dir"),
+        (
+            "data/recreated-after/newfile",
+            "file:re-created by the upper layer\n",
+        ),
+        ("data/recreated-before", "dir"),
+        (
+            "data/recreated-before/newfile",
+            "file:re-created by the upper layer\n",
+        ),
         ("data/replaced.txt", "file:upper\n"),
     ])
 }
@@ -230,7 +241,12 @@ async fn layers_unpack_for_overlayfs() {
         return;
     }
     let registry = TestRegistry::shared();
-    let daemon = start(registry);
+    // With a network: a container of the image runs at the end.
+    let daemon = Daemon::start_with(DaemonOptions {
+        config_toml: registry.config_toml(),
+        network: true,
+        ..Default::default()
+    });
     let mut images = daemon.images().await;
     let reference = registry.image("crius/layers:latest");
 
@@ -273,6 +289,18 @@ async fn layers_unpack_for_overlayfs() {
         &whiteout.file_type()
     ));
     assert_eq!(whiteout.rdev(), 0);
+    // A directory whited out and re-created by the same layer, with the
+    // whiteout before or after it in the tar: opaque, holding only its own.
+    for dir in ["data/recreated-before", "data/recreated-after"] {
+        let path = upper.join(dir);
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_dir(), "{dir}");
+        assert_eq!(
+            xattr(&path, "trusted.overlay.opaque").as_deref(),
+            Some(&b"y"[..]),
+            "{dir}"
+        );
+        assert_eq!(names(&path), ["newfile"], "{dir}");
+    }
 
     // Stacked read-only, the layers show exactly the documented tree.
     let merged = daemon.dir.path().join("merged");
@@ -304,6 +332,60 @@ async fn layers_unpack_for_overlayfs() {
     assert_eq!(tree, expected);
     assert_eq!(hard.ino(), original.ino(), "the hard link shares the inode");
     assert!(busybox_there, "the base layer lies below");
+
+    // And from inside a running container of the image.
+    let mut rt = daemon.runtime().await;
+    let logs = daemon.dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let pod = pod_config("layers", &logs);
+    let pod_id = run_pod(&mut rt, &pod).await.expect("RunPodSandbox");
+    let config = container_config("layers", &reference, &["sleep", "600"]);
+    let container = run_container(&mut rt, &pod_id, &pod, config).await;
+    let seen = exec(
+        &mut rt,
+        &container,
+        &[
+            "sh",
+            "-c",
+            "ls -A /data/recreated-before; echo --; ls -A /data/recreated-after",
+        ],
+        10,
+    )
+    .await
+    .expect("ExecSync");
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("RemovePodSandbox");
+    assert_eq!(seen.exit_code, 0, "{seen:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&seen.stdout),
+        "newfile\n--\nnewfile\n",
+        "only the re-created file, in either tar order"
+    );
+}
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    let mut value = [0u8; 64];
+    // SAFETY: valid NUL-terminated strings and a 64-byte buffer.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    (n >= 0).then(|| value[..n as usize].to_vec())
 }
 
 #[tokio::test]

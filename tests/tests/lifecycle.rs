@@ -33,11 +33,12 @@ async fn failed_container_create_is_rolled_back() {
     let pod = pod_config("rollback", &daemon.dir.path().join("logs"));
     let pod_id = run_pod(&mut rt, &pod).await.expect("RunPodSandbox");
 
-    // The spec is built after the rootfs is mounted: a bad mount fails late.
+    // The spec is built after the rootfs is mounted: a bad mount fails late
+    // (a missing host_path is created, but never under /proc).
     let mut bad = container_config("c", &busybox, &["sleep", "600"]);
     bad.mounts.push(cri::Mount {
         container_path: "/data".into(),
-        host_path: "/nonexistent/crius-test".into(),
+        host_path: "/proc/crius-test/missing".into(),
         ..Default::default()
     });
     let err = create_container(&mut rt, &pod_id, &pod, bad)

@@ -228,6 +228,7 @@ async fn setup(
         hostname_file: Some(&pod.files.hostname),
         shm_path: None,
         host: &deps.host,
+        protected_host_dirs: &deps.protected_host_dirs,
     })
     .map_err(|e| CriError::from(e).context("building the container's spec"))?;
     record.process = spec.process().clone().unwrap_or_default();

@@ -14,6 +14,7 @@ pub use exec::exec_sync;
 pub use lifecycle::{create_container, recover, remove_container, start_container, stop_container};
 pub use log::reopen_container_log;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -44,6 +45,28 @@ pub struct ContainerDeps {
     pub host: Arc<HostCapabilities>,
     /// Where each container's bundle (`<bundles_dir>/<16 hex of the id>`) is made.
     pub bundles_dir: PathBuf,
+    /// The daemon's root and state dirs: a bind's missing `host_path` under
+    /// them is refused rather than created.
+    pub protected_host_dirs: Vec<PathBuf>,
+}
+
+/// ContainerStatus' verbose `info`: one key, "info", holding
+/// [`ContainerRecord::verbose_info`] with the OCI spec read from the
+/// bundle's config.json. Never fails: a bundle that is gone (or a spec that
+/// does not read) leaves `runtimeSpec` null, with a warning for the latter.
+pub async fn status_info(record: &ContainerRecord) -> HashMap<String, String> {
+    let path = record.bundle.join("config.json");
+    let spec = match tokio::fs::read(&path).await {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| tracing::warn!(path = %path.display(), "unreadable runtime spec: {e}"))
+            .ok(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "reading the runtime spec: {e}");
+            None
+        }
+    };
+    HashMap::from([("info".to_string(), record.verbose_info(spec).to_string())])
 }
 
 /// The answer to a call that needs a running container; a shim that saw
@@ -98,6 +121,7 @@ mod tests {
             hostname_file: None,
             shm_path: None,
             host,
+            protected_host_dirs: &[],
         })
         .unwrap();
         r.resources = crate::spec::applied_resources(&spec);

@@ -5,6 +5,15 @@
 //! directory. Owners, modes (setuid bits too), mtimes, xattrs, hard links and
 //! symlinks are kept.
 //!
+//! A whiteout hides only what the LOWER layers have: entries of its own layer
+//! stay, wherever they come in the tar, before or after it (OCI image spec,
+//! "Whiteouts"). So whiteouts are applied once the whole tar is unpacked, to
+//! what this layer holds at that path by then: nothing → the 0/0 device; a
+//! directory (the layer re-creates it) → the directory made opaque, so that
+//! only this layer's content shows; anything else (a file, symlink, … of this
+//! layer) → left as is, it hides the lower path by itself. An opaque marker
+//! marks its directory opaque if the directory is still one at the end.
+//!
 //! Safety: the archive is untrusted. A path with `..` is refused, and no
 //! symlink is ever followed: every parent of an entry must be a real directory
 //! of this layer (`a -> /etc` then `a/passwd` is refused), and the entry itself
@@ -98,12 +107,19 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<(), UnpackError> {
     let mut archive = tar::Archive::new(reader);
     // Directory mtimes change as entries land in them: set them last, deepest first.
     let mut dir_mtimes: Vec<(PathBuf, i64)> = Vec::new();
+    // Whiteouts wait for the whole layer: they must not touch its own entries.
+    let mut whiteouts: Vec<(PathBuf, Whiteout)> = Vec::new();
     for entry in archive.entries().map_err(UnpackError::Read)? {
         let mut entry = entry.map_err(UnpackError::Read)?;
         let rel = layer_path(&entry.path_bytes())?;
-        if let Some(mtime) = unpack_entry(&mut entry, &rel, dest)? {
-            dir_mtimes.push((rel, mtime));
+        match unpack_entry(&mut entry, &rel, dest)? {
+            Unpacked::Dir(mtime) => dir_mtimes.push((rel, mtime)),
+            Unpacked::Whiteout(whiteout) => whiteouts.push(whiteout),
+            Unpacked::Other => {}
         }
+    }
+    for (rel, whiteout) in &whiteouts {
+        apply_whiteout(dest, rel, *whiteout)?;
     }
     for (rel, mtime) in dir_mtimes.iter().rev() {
         set_mtime(&dest.join(rel), *mtime).map_err(errno_err(rel))?;
@@ -130,12 +146,68 @@ fn layer_path(raw: &[u8]) -> Result<PathBuf, UnpackError> {
     Ok(rel)
 }
 
-/// Creates the entry; returns a directory's mtime, to be set at the end.
+/// How a whiteout hides the lower layers' path it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whiteout {
+    /// `.wh.<name>`: the path itself.
+    Path,
+    /// `.wh..wh..opq`: everything in this directory.
+    Opaque,
+}
+
+/// What an entry left to do once the whole layer is unpacked.
+enum Unpacked {
+    /// A directory's mtime, set at the very end.
+    Dir(i64),
+    /// A whiteout of the path (relative to the layer) applied after every entry.
+    Whiteout((PathBuf, Whiteout)),
+    Other,
+}
+
+/// Hides the lower layers' `rel` by what this layer holds there once all of
+/// its entries are unpacked (see the module doc). A parent that is no longer
+/// a real directory of this layer (a later entry replaced it by a file or a
+/// symlink) already hides everything below it: the whiteout has nothing left
+/// to do, and no symlink is followed to do it.
+fn apply_whiteout(dest: &Path, rel: &Path, whiteout: Whiteout) -> Result<(), UnpackError> {
+    let mut dir = dest.to_path_buf();
+    let parents = match whiteout {
+        Whiteout::Path => rel.parent().unwrap_or(Path::new("")),
+        Whiteout::Opaque => rel,
+    };
+    for component in parents.components() {
+        dir.push(component);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.file_type().is_dir() => {}
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(entry_err(rel)(e)),
+        }
+    }
+    if whiteout == Whiteout::Opaque {
+        return set_xattr(&dir, OVERLAY_OPAQUE_XATTR, b"y").map_err(entry_err(rel));
+    }
+    let target = dest.join(rel);
+    match fs::symlink_metadata(&target) {
+        // Re-created by this layer: only its own content may show.
+        Ok(meta) if meta.file_type().is_dir() => {
+            set_xattr(&target, OVERLAY_OPAQUE_XATTR, b"y").map_err(entry_err(rel))
+        }
+        // A file, symlink, … of this layer hides the lower path by itself.
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            mknod(&target, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(errno_err(rel))
+        }
+        Err(e) => Err(entry_err(rel)(e)),
+    }
+}
+
+/// Creates the entry, or records the whiteout it is.
 fn unpack_entry<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     rel: &Path,
     dest: &Path,
-) -> Result<Option<i64>, UnpackError> {
+) -> Result<Unpacked, UnpackError> {
     let header = entry.header();
     let kind = header.entry_type();
     if matches!(
@@ -147,7 +219,7 @@ fn unpack_entry<R: Read>(
     ) {
         // Metadata for other entries (the tar crate applies the per-entry
         // kinds itself); `git archive` writes a global one.
-        return Ok(None);
+        return Ok(Unpacked::Other);
     }
     let mode = header.mode().map_err(entry_err(rel))? & 0o7777;
     let uid = header.uid().map_err(entry_err(rel))? as u32;
@@ -167,7 +239,7 @@ fn unpack_entry<R: Read>(
             });
         }
         apply_owner_mode(dest, rel, uid, gid, mode)?;
-        return Ok(Some(mtime));
+        return Ok(Unpacked::Dir(mtime));
     }
 
     create_parents(dest, rel)?;
@@ -175,16 +247,17 @@ fn unpack_entry<R: Read>(
     let name = rel.file_name().unwrap_or_default().to_string_lossy();
 
     if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-        let parent = target.parent().unwrap_or(dest);
+        let parent = rel.parent().unwrap_or(Path::new(""));
         if name == OPAQUE_WHITEOUT {
-            set_xattr(parent, OVERLAY_OPAQUE_XATTR, b"y").map_err(entry_err(rel))?;
-        } else if !name.starts_with(AUFS_META_PREFIX) && !hidden.is_empty() {
-            let hidden_path = parent.join(hidden);
-            remove_existing(&hidden_path, false).map_err(entry_err(rel))?;
-            mknod(&hidden_path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
-                .map_err(errno_err(rel))?;
+            return Ok(Unpacked::Whiteout((parent.to_path_buf(), Whiteout::Opaque)));
         }
-        return Ok(None);
+        if name.starts_with(AUFS_META_PREFIX) || hidden.is_empty() {
+            return Ok(Unpacked::Other);
+        }
+        if hidden == "." || hidden == ".." {
+            return Err(unsafe_entry(rel, "a whiteout of \".\" or \"..\""));
+        }
+        return Ok(Unpacked::Whiteout((parent.join(hidden), Whiteout::Path)));
     }
 
     remove_existing(&target, kind.is_dir()).map_err(entry_err(rel))?;
@@ -232,7 +305,7 @@ fn unpack_entry<R: Read>(
             // symlink itself, never what it points to.
             fs::hard_link(&source, &target).map_err(entry_err(rel))?;
             // The inode's metadata came with its first name.
-            return Ok(None);
+            return Ok(Unpacked::Other);
         }
         tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
             let flag = match kind {
@@ -246,14 +319,17 @@ fn unpack_entry<R: Read>(
         }
         other => {
             tracing::debug!(entry = %rel.display(), kind = ?other, "layer entry type skipped");
-            return Ok(None);
+            return Ok(Unpacked::Other);
         }
     }
     apply_xattrs(entry, &target, rel)?;
-    if dir_mtime.is_none() {
-        set_mtime(&target, mtime).map_err(errno_err(rel))?;
+    match dir_mtime {
+        Some(mtime) => Ok(Unpacked::Dir(mtime)),
+        None => {
+            set_mtime(&target, mtime).map_err(errno_err(rel))?;
+            Ok(Unpacked::Other)
+        }
     }
-    Ok(dir_mtime)
 }
 
 fn unsafe_entry(rel: &Path, reason: &str) -> UnpackError {
@@ -541,6 +617,266 @@ mod tests {
         };
         assert_eq!(n, 1, "opaque xattr set");
         assert_eq!(value[0], b'y');
+    }
+
+    fn opaque(path: &Path) -> Option<Vec<u8>> {
+        let path = CString::new(path.as_os_str().as_bytes()).unwrap();
+        let name = CString::new(OVERLAY_OPAQUE_XATTR).unwrap();
+        let mut value = [0u8; 8];
+        // SAFETY: valid NUL-terminated strings and an 8-byte buffer.
+        let n = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        (n >= 0).then(|| value[..n as usize].to_vec())
+    }
+
+    fn is_whiteout_device(path: &Path) -> bool {
+        fs::symlink_metadata(path)
+            .map(|m| m.file_type().is_char_device() && m.rdev() == 0)
+            .unwrap_or(false)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// One layer's tar from `(path, kind)` steps in the given order: a path
+    /// ending in `/` is a directory, `->` a symlink, anything else a file
+    /// holding its own path.
+    fn layer(steps: &[&str]) -> Vec<u8> {
+        let mut t = Tarball::new();
+        for step in steps {
+            if step.ends_with('/') {
+                t.dir(step, 0o755);
+            } else if let Some((path, target)) = step.split_once(" -> ") {
+                t.link(tar::EntryType::Symlink, path, target);
+            } else {
+                t.file(step, 0o644, step.as_bytes());
+            }
+        }
+        t.finish()
+    }
+
+    /// The entries in both orders: the whiteouts (names holding `.wh.`)
+    /// first, then last.
+    fn both_orders<'a>(steps: &[&'a str]) -> [Vec<&'a str>; 2] {
+        let (whiteouts, others): (Vec<&str>, Vec<&str>) =
+            steps.iter().partition(|s| s.contains(WHITEOUT_PREFIX));
+        [
+            whiteouts.iter().chain(&others).copied().collect(),
+            others.iter().chain(&whiteouts).copied().collect(),
+        ]
+    }
+
+    /// What overlayfs shows of `upper` stacked on `lower` (read-only mount),
+    /// as sorted `path` / `path=content` / `path->target` lines.
+    fn merged_view(lower: &Path, upper: &Path) -> Vec<String> {
+        fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) {
+            for name in names(&root.join(rel)) {
+                let rel = rel.join(&name);
+                let path = root.join(&rel);
+                let meta = fs::symlink_metadata(&path).unwrap();
+                if meta.is_dir() {
+                    out.push(format!("{}/", rel.display()));
+                    walk(root, &rel, out);
+                } else if meta.file_type().is_symlink() {
+                    let target = fs::read_link(&path).unwrap();
+                    out.push(format!("{} -> {}", rel.display(), target.display()));
+                } else {
+                    let content = fs::read_to_string(&path).unwrap();
+                    out.push(format!("{}={content}", rel.display()));
+                }
+            }
+        }
+        let target = tempfile::tempdir().unwrap();
+        let options = format!("lowerdir={}:{}", upper.display(), lower.display());
+        nix::mount::mount(
+            Some("overlay"),
+            target.path(),
+            Some("overlay"),
+            nix::mount::MsFlags::MS_RDONLY,
+            Some(options.as_str()),
+        )
+        .expect("overlay mount of the two layers");
+        let view = std::panic::catch_unwind(|| {
+            let mut out = Vec::new();
+            walk(target.path(), Path::new(""), &mut out);
+            out
+        });
+        nix::mount::umount2(target.path(), nix::mount::MntFlags::MNT_DETACH).unwrap();
+        view.unwrap()
+    }
+
+    /// Unpacks `lower`, then `upper` in both orders of its whiteouts; checks
+    /// the upper layer dir with `check` and the overlay of the two against
+    /// `expected`.
+    fn stack_in_both_orders(
+        lower: &[&str],
+        upper: &[&str],
+        expected: &[&str],
+        check: impl Fn(&Path, &str),
+    ) {
+        let lower_tar = layer(lower);
+        for (order, steps) in ["whiteouts first", "whiteouts last"]
+            .into_iter()
+            .zip(both_orders(upper))
+        {
+            let lower_dir = tempfile::tempdir().unwrap();
+            unpack(&lower_tar[..], lower_dir.path()).unwrap();
+            let (upper_dir, result) = unpack_into(&layer(&steps));
+            result.unwrap_or_else(|e| panic!("{order} {steps:?}: {e}"));
+            check(upper_dir.path(), order);
+            assert_eq!(
+                merged_view(lower_dir.path(), upper_dir.path()),
+                expected,
+                "{order}: {steps:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn whiteout_of_a_dir_recreated_in_the_same_layer_hides_only_the_lower_one() {
+        if !is_root() {
+            return;
+        }
+        let lower = ["a1/", "a1/old", "keep"];
+        let expected = ["a1/", "a1/newfile=a1/newfile", "keep=keep"];
+        let check = |upper: &Path, order: &str| {
+            let a1 = upper.join("a1");
+            assert!(fs::symlink_metadata(&a1).unwrap().is_dir(), "{order}");
+            assert_eq!(opaque(&a1).as_deref(), Some(&b"y"[..]), "{order}");
+            assert_eq!(names(&a1), ["newfile"], "{order}");
+            assert!(!upper.join(".wh.a1").exists(), "{order}");
+        };
+        // With the directory's own entry, and with it only implied by its file.
+        stack_in_both_orders(&lower, &[".wh.a1", "a1/", "a1/newfile"], &expected, check);
+        stack_in_both_orders(&lower, &[".wh.a1", "a1/newfile"], &expected, check);
+        // Deeper: the re-created directory's own subdirectory.
+        stack_in_both_orders(
+            &["d/", "d/a1/", "d/a1/old/", "d/a1/old/x"],
+            &["d/.wh.a1", "d/a1/sub/newfile"],
+            &[
+                "d/",
+                "d/a1/",
+                "d/a1/sub/",
+                "d/a1/sub/newfile=d/a1/sub/newfile",
+            ],
+            |upper, order| {
+                assert_eq!(
+                    opaque(&upper.join("d/a1")).as_deref(),
+                    Some(&b"y"[..]),
+                    "{order}"
+                );
+                assert_eq!(
+                    opaque(&upper.join("d")),
+                    None,
+                    "{order}: only the whited-out dir"
+                );
+            },
+        );
+    }
+
+    #[test]
+    fn opaque_marker_keeps_the_same_layers_entries_in_either_order() {
+        if !is_root() {
+            return;
+        }
+        let lower = ["d/", "d/old", "d/old-dir/deep"];
+        let expected = ["d/", "d/new=d/new", "d/sub/", "d/sub/x=d/sub/x"];
+        let check = |upper: &Path, order: &str| {
+            let d = upper.join("d");
+            assert_eq!(opaque(&d).as_deref(), Some(&b"y"[..]), "{order}");
+            assert_eq!(names(&d), ["new", "sub"], "{order}");
+        };
+        stack_in_both_orders(
+            &lower,
+            &["d/.wh..wh..opq", "d/", "d/new", "d/sub/x"],
+            &expected,
+            check,
+        );
+        stack_in_both_orders(
+            &lower,
+            &["d/.wh..wh..opq", "d/new", "d/sub/x"],
+            &expected,
+            check,
+        );
+    }
+
+    #[test]
+    fn whiteout_of_a_file_recreated_in_the_same_layer_keeps_the_new_file() {
+        if !is_root() {
+            return;
+        }
+        stack_in_both_orders(
+            &["f", "g/", "g/old"],
+            &[".wh.f", "f", ".wh.g", "g"],
+            &["f=f", "g=g"],
+            |upper, order| {
+                for name in ["f", "g"] {
+                    let meta = fs::symlink_metadata(upper.join(name)).unwrap();
+                    assert!(meta.is_file(), "{order}: {name} is this layer's file");
+                    assert_eq!(fs::read(upper.join(name)).unwrap(), name.as_bytes());
+                }
+            },
+        );
+    }
+
+    #[test]
+    fn whiteout_of_a_name_the_same_layer_adds_later_keeps_it() {
+        if !is_root() {
+            return;
+        }
+        // A symlink replacing a lower directory, a new directory over a
+        // lower file, and a plain whiteout beside them.
+        stack_in_both_orders(
+            &["s/", "s/old", "t", "gone", "keep"],
+            &[".wh.s", "s -> keep", ".wh.t", "t/", "t/inner", ".wh.gone"],
+            &["keep=keep", "s -> keep", "t/", "t/inner=t/inner"],
+            |upper, order| {
+                assert!(fs::symlink_metadata(upper.join("s")).unwrap().is_symlink());
+                assert_eq!(
+                    opaque(&upper.join("t")).as_deref(),
+                    Some(&b"y"[..]),
+                    "{order}"
+                );
+                assert!(is_whiteout_device(&upper.join("gone")), "{order}");
+                assert!(!is_whiteout_device(&upper.join("s")), "{order}");
+            },
+        );
+    }
+
+    #[test]
+    fn whiteout_under_a_parent_the_layer_replaces_is_moot_and_dot_names_are_refused() {
+        if !is_root() {
+            return;
+        }
+        // The parent becomes a symlink after the whiteout: nothing is
+        // followed, nothing is created through it.
+        let outside = tempfile::tempdir().unwrap();
+        let link = format!("d -> {}", outside.path().display());
+        for steps in [vec!["d/.wh.x", "d", link.as_str()], vec!["d/.wh.x", "d"]] {
+            let (dir, result) = unpack_into(&layer(&steps));
+            result.unwrap_or_else(|e| panic!("{steps:?}: {e}"));
+            assert!(!fs::symlink_metadata(dir.path().join("d")).unwrap().is_dir());
+            assert!(names(outside.path()).is_empty(), "{steps:?}");
+        }
+        for name in [".wh..", ".wh..."] {
+            let (_dir, result) = unpack_into(&layer(&[&format!("sub/{name}")]));
+            assert!(
+                matches!(result, Err(UnpackError::Unsafe { .. })),
+                "{name}: {result:?}"
+            );
+        }
     }
 
     #[test]

@@ -342,6 +342,14 @@ impl Cni {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// The result the pod's completed ADD cached (`None`: nothing cached,
+    /// or an ADD under way). Errors: the cache's (an invalid pod id, I/O, a
+    /// corrupt record).
+    pub async fn cached_result(&self, pod_id: &str) -> Result<Option<Value>, CniError> {
+        let path = cache::record_path(&self.cache_dir, pod_id)?;
+        Ok(read_record(&path).await?.and_then(|r| r.result))
+    }
+
     /// Asks each plugin whether the pod's network is still as ADD left it.
     /// Config lists older than 0.4.0 have no CHECK; they pass.
     pub async fn check(&self, pod: &PodNetwork) -> Result<(), CniError> {

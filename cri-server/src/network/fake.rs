@@ -109,6 +109,23 @@ impl PodNetworking for FakeNetworking {
             Ok(())
         })
     }
+
+    /// A CNI 1.0 result holding the pod's address (no call logged: a read).
+    fn cached_result<'a>(
+        &'a self,
+        pod_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, CniError>> {
+        Box::pin(async move {
+            let cache = self.cache.lock().unwrap();
+            Ok(cache.get(pod_id).map(|s| {
+                serde_json::json!({
+                    "cniVersion": "1.0.0",
+                    "interfaces": [{"name": s.interface}],
+                    "ips": [{"address": format!("{}/16", s.ip), "interface": 0}],
+                })
+            }))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,16 @@ pub trait PodNetworking: Send + Sync + fmt::Debug {
     /// CNI CHECK: the pod's network is still as ADD left it. Errors:
     /// `NotAdded` for a pod with no completed ADD; a failing plugin.
     fn check<'a>(&'a self, pod: &'a PodNetwork) -> BoxFuture<'a, Result<(), CniError>>;
+
+    /// The CNI result the pod's last completed ADD returned, as the plugins
+    /// wrote it (CNI spec JSON: `cniVersion`, `interfaces`, `ips`, `routes`,
+    /// `dns`), for PodSandboxStatus' verbose info. `None`: nothing cached
+    /// (never added, already deleted, or an ADD under way). Reads the
+    /// cache; errors: cache faults.
+    fn cached_result<'a>(
+        &'a self,
+        pod_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, CniError>>;
 }
 
 impl PodNetworking for Cni {
@@ -48,5 +58,12 @@ impl PodNetworking for Cni {
 
     fn check<'a>(&'a self, pod: &'a PodNetwork) -> BoxFuture<'a, Result<(), CniError>> {
         Box::pin(Cni::check(self, pod))
+    }
+
+    fn cached_result<'a>(
+        &'a self,
+        pod_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, CniError>> {
+        Box::pin(Cni::cached_result(self, pod_id))
     }
 }

@@ -14,6 +14,7 @@ use crate::state::sandbox::{pod_name, PodFiles, PodRecord, PodState};
 
 pub use lifecycle::{remove_pod, run_pod, stop_pod};
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -39,6 +40,26 @@ pub struct PodDeps {
     pub pods_dir: PathBuf,
     /// The host's resolv.conf, copied for pods without a DNS config.
     pub host_resolv_conf: PathBuf,
+}
+
+/// PodSandboxStatus' verbose `info`: one key, "info", holding
+/// [`PodRecord::verbose_info`] with the pod's cached CNI result and whether
+/// its pinned netns is gone. Never fails: a cache that does not read leaves
+/// `cniResult` null, with a warning.
+pub async fn status_info(deps: &PodDeps, pod: &PodRecord) -> HashMap<String, String> {
+    let cni_result = match deps.cni.cached_result(&pod.id).await {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::warn!(pod = %pod.id, "reading the pod's CNI result: {e}");
+            None
+        }
+    };
+    let netns_closed = match &pod.netns {
+        Some(path) => !tokio::fs::try_exists(path).await.unwrap_or(false),
+        None => false,
+    };
+    let info = pod.verbose_info(cni_result, netns_closed);
+    HashMap::from([("info".to_string(), info.to_string())])
 }
 
 /// Fills what a record written by an older criusd lacks, as RunPodSandbox

@@ -87,7 +87,9 @@ pub async fn list_containers(
     .await
 }
 
-/// ContainerStatus. Errors: NotFound for an unknown id.
+/// ContainerStatus; with `verbose`, `info` as containerd fills it (see
+/// [`container::status_info`]), else empty and without any file read.
+/// Errors: NotFound for an unknown id.
 pub async fn container_status(
     crius: &Arc<Crius>,
     req: cri::ContainerStatusRequest,
@@ -95,9 +97,14 @@ pub async fn container_status(
     let id = req.container_id;
     rpc("ContainerStatus", &id, async {
         let record = crius.containers.find(&id)?.snapshot();
+        let info = if req.verbose {
+            container::status_info(&record).await
+        } else {
+            Default::default()
+        };
         Ok(cri::ContainerStatusResponse {
             status: Some(record.status()),
-            ..Default::default()
+            info,
         })
     })
     .await
@@ -134,4 +141,61 @@ pub fn checkpoint_container() -> Reply<cri::CheckpointContainerResponse> {
 /// Not built yet: UNIMPLEMENTED naming the RPC.
 pub fn get_container_events<T>() -> Reply<T> {
     unimplemented("GetContainerEvents")
+}
+
+/// ContainerStatus' verbose info through the handler: the spec read from
+/// the bundle, nothing read without `verbose`, and what is known once the
+/// bundle is gone.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::state::container::{fixture, ContainerState};
+    use crate::state::table::Record;
+
+    async fn status(crius: &Arc<Crius>, verbose: bool) -> cri::ContainerStatusResponse {
+        let req = cri::ContainerStatusRequest {
+            container_id: "c1".into(),
+            verbose,
+        };
+        container_status(crius, req).await.unwrap().into_inner()
+    }
+
+    #[tokio::test]
+    async fn verbose_status_returns_containerds_info() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = Config {
+            root: tmp.path().join("root"),
+            state: tmp.path().join("state"),
+            ..Default::default()
+        };
+        let crius = Arc::new(Crius::open(config).unwrap());
+        let mut record = fixture(ContainerState::Running, 0);
+        record.bundle = tmp.path().join("bundle");
+        record.config.command = vec!["top".into()];
+        std::fs::create_dir_all(&record.bundle).unwrap();
+        let spec = serde_json::json!({"ociVersion": "1.0.2", "process": {"args": ["top"]}});
+        std::fs::write(record.bundle.join("config.json"), spec.to_string()).unwrap();
+        crius.containers.reserve_name(&record.name(), "c1").unwrap();
+        crius.containers.insert(record.clone()).unwrap();
+
+        assert!(status(&crius, false).await.info.is_empty());
+        let reply = status(&crius, true).await;
+        assert_eq!(reply.info.len(), 1);
+        let info: serde_json::Value = serde_json::from_str(&reply.info["info"]).unwrap();
+        assert_eq!(info["pid"], 42);
+        assert_eq!(info["sandboxID"], "p1");
+        assert_eq!(info["runtimeSpec"], spec);
+        assert_eq!(info["runtimeSpec"]["process"]["args"][0], "top");
+        let config: cri::ContainerConfig = serde_json::from_value(info["config"].clone()).unwrap();
+        assert_eq!(config, record.config);
+
+        // Exited and its bundle cleaned: still answers, without the spec.
+        std::fs::remove_dir_all(&record.bundle).unwrap();
+        let reply = status(&crius, true).await;
+        let info: serde_json::Value = serde_json::from_str(&reply.info["info"]).unwrap();
+        assert!(info["runtimeSpec"].is_null());
+        assert_eq!(info["pid"], 42);
+        assert_eq!(info["snapshotKey"], "c1");
+    }
 }

@@ -96,7 +96,9 @@ fn containers_of(crius: &Crius, pod_id: &str) -> Vec<String> {
     of_pod.into_iter().map(|c| c.id).collect()
 }
 
-/// PodSandboxStatus. Errors: NotFound for an unknown id.
+/// PodSandboxStatus; with `verbose`, `info` as containerd fills it (see
+/// [`pod::status_info`]), else empty and without any file read. Errors:
+/// NotFound for an unknown id.
 pub async fn pod_sandbox_status(
     crius: &Arc<Crius>,
     req: cri::PodSandboxStatusRequest,
@@ -104,8 +106,14 @@ pub async fn pod_sandbox_status(
     let id = req.pod_sandbox_id;
     rpc("PodSandboxStatus", &id, async {
         let pod = crius.pods.find(&id)?.snapshot();
+        let info = if req.verbose {
+            pod::status_info(&crius.pod_deps(), &pod).await
+        } else {
+            Default::default()
+        };
         Ok(cri::PodSandboxStatusResponse {
             status: Some(pod.status()),
+            info,
             ..Default::default()
         })
     })
@@ -205,6 +213,47 @@ mod tests {
         // Stop keeps the namespaces, the dir and the record for Remove.
         assert_eq!(f.ns.pinned().len(), 3);
         assert!(pod.dir.exists());
+    }
+
+    #[tokio::test]
+    async fn verbose_status_returns_the_config_namespaces_and_cni_result() {
+        let (f, crius) = daemon();
+        let id = run(&crius).await;
+        let status = |verbose| {
+            let req = cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose,
+            };
+            pod_sandbox_status(&crius, req)
+        };
+        assert!(status(false).await.unwrap().into_inner().info.is_empty());
+        let reply = status(true).await.unwrap().into_inner();
+        let info: serde_json::Value = serde_json::from_str(&reply.info["info"]).unwrap();
+        let pod = crius.pods.find(&id).unwrap().snapshot();
+        assert_eq!(info["pid"], 0);
+        let netns = pod.netns.clone().unwrap();
+        assert_eq!(info["namespaces"]["network"], netns.display().to_string());
+        assert_eq!(
+            info["runtimeSpec"]["linux"]["namespaces"][0]["path"],
+            netns.display().to_string()
+        );
+        let ip = reply.status.unwrap().network.unwrap().ip;
+        assert_eq!(info["cniResult"]["ips"][0]["address"], format!("{ip}/16"));
+        let config: cri::PodSandboxConfig = serde_json::from_value(info["config"].clone()).unwrap();
+        assert_eq!(config, pod.config);
+        // Stopped: the network released, the status still answers.
+        let req = cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        };
+        stop_pod_sandbox(&crius, req).await.unwrap();
+        let reply = status(true).await.unwrap().into_inner();
+        let info: serde_json::Value = serde_json::from_str(&reply.info["info"]).unwrap();
+        assert!(info["cniResult"].is_null());
+        assert_eq!(
+            info["config"]["metadata"],
+            serde_json::json!(pod.config.metadata)
+        );
+        drop(f);
     }
 
     #[tokio::test]

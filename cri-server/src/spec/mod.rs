@@ -2,8 +2,9 @@
 //!
 //! Rules taken from containerd's CRI plugin and CRI-O. The only I/O: reading
 //! the image's /etc/passwd and /etc/group (user resolution), looking at the
-//! request's host paths, devices and seccomp profile file, and listing the
-//! host's /dev for a privileged container. What the host can enforce is
+//! request's host paths (and creating a missing bind source, as containerd
+//! does), devices and seccomp profile file, and listing the host's /dev for a
+//! privileged container. What the host can enforce is
 //! measured once, by [`HostCapabilities::detect`], and passed in.
 
 mod devices;
@@ -92,6 +93,9 @@ pub struct ContainerSpecInput<'a> {
     /// (the host's /dev/shm is bound then). `None`: a private tmpfs.
     pub shm_path: Option<&'a Path>,
     pub host: &'a HostCapabilities,
+    /// Host dirs under which a missing bind `host_path` is never created (the
+    /// daemon's root and state dirs); /proc, /sys and /dev are always such.
+    pub protected_host_dirs: &'a [PathBuf],
 }
 
 const ANNOTATION_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
@@ -181,6 +185,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         input.namespaces.ipc.is_none(),
         privileged,
         readonly_rootfs,
+        input.protected_host_dirs,
     )?;
 
     let devices = devices::devices(config, privileged, Path::new("/dev"))?;

@@ -41,8 +41,9 @@ pub(super) fn mounts(
     host_ipc: bool,
     privileged: bool,
     readonly_rootfs: bool,
+    protected: &[PathBuf],
 ) -> Result<Mounts, SpecError> {
-    let mut binds = requested_binds(config)?;
+    let mut binds = requested_binds(config, protected)?;
 
     // The pod's files, unless the request mounts something there itself.
     let shm = if host_ipc {
@@ -116,7 +117,10 @@ pub(super) fn mounts(
     })
 }
 
-fn requested_binds(config: &ContainerConfig) -> Result<Vec<Bind>, SpecError> {
+fn requested_binds(
+    config: &ContainerConfig,
+    protected: &[PathBuf],
+) -> Result<Vec<Bind>, SpecError> {
     let mut binds: Vec<Bind> = Vec::with_capacity(config.mounts.len());
     for (i, m) in config.mounts.iter().enumerate() {
         let invalid = |what: &str| SpecError::invalid(FIELD_MOUNTS, format!("mounts[{i}].{what}"));
@@ -140,23 +144,7 @@ fn requested_binds(config: &ContainerConfig) -> Result<Vec<Bind>, SpecError> {
         if m.host_path.is_empty() {
             return Err(invalid("host_path is empty"));
         }
-        // Symlinks resolved on the host, as containerd does, so the runtime
-        // binds what the request named at the time of the request.
-        let source = match std::fs::canonicalize(&m.host_path) {
-            Ok(p) => p,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(invalid(&format!(
-                    "host_path {:?} does not exist",
-                    m.host_path
-                )))
-            }
-            Err(source) => {
-                return Err(SpecError::Io {
-                    path: m.host_path.clone().into(),
-                    source,
-                })
-            }
-        };
+        let source = host_source(i, &m.host_path, protected)?;
         let propagation = MountPropagation::try_from(m.propagation)
             .map_err(|_| invalid(&format!("propagation: unknown value {}", m.propagation)))?;
         let destination = clean(&m.container_path);
@@ -170,6 +158,95 @@ fn requested_binds(config: &ContainerConfig) -> Result<Vec<Bind>, SpecError> {
         });
     }
     Ok(binds)
+}
+
+/// Host trees where a missing `host_path` is never created, whatever the
+/// request: the kernel's pseudo filesystems. The daemon adds its own root and
+/// state dirs (`protected`).
+const NO_CREATE_UNDER: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// The host path a bind mounts: `host_path` with its symlinks resolved on the
+/// host, as containerd does, so the runtime binds what the request named at
+/// the time of the request.
+///
+/// A missing path is created as containerd does (`mkdir -p`, 0755, owned by
+/// root), which kubelet's default hostPath type (`""`, no check) relies on.
+/// Refused, InvalidArgument naming the mount: a relative path; a path whose
+/// nearest existing ancestor is not a directory (named); a path that resolves
+/// under [`NO_CREATE_UNDER`] or `protected` (named). Directories made here
+/// stay when a later step of CreateContainer fails, as with containerd: they
+/// are the pod's volumes, which kubelet owns and may mount again on a retry.
+fn host_source(i: usize, host_path: &str, protected: &[PathBuf]) -> Result<PathBuf, SpecError> {
+    let invalid = |what: String| SpecError::invalid(FIELD_MOUNTS, format!("mounts[{i}].{what}"));
+    let io = |path: &Path, source: std::io::Error| SpecError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let missing = |e: &std::io::Error| {
+        e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+    };
+    match std::fs::canonicalize(host_path) {
+        Ok(p) => return Ok(p),
+        Err(e) if missing(&e) => {}
+        Err(e) => return Err(io(Path::new(host_path), e)),
+    }
+    if !host_path.starts_with('/') {
+        return Err(invalid(format!(
+            "host_path {host_path:?} does not exist and is not an absolute path"
+        )));
+    }
+    // The nearest ancestor that exists, resolved, and the names below it.
+    let wanted = PathBuf::from(clean(host_path));
+    let mut below = Vec::new();
+    let mut ancestor = wanted.as_path();
+    let real_ancestor = loop {
+        match std::fs::canonicalize(ancestor) {
+            Ok(real) => break real,
+            Err(e) if missing(&e) => {}
+            Err(e) => return Err(io(ancestor, e)),
+        }
+        below.push(ancestor.file_name().unwrap_or_default().to_owned());
+        ancestor = ancestor.parent().unwrap_or(Path::new("/"));
+    };
+    if !real_ancestor.is_dir() {
+        return Err(invalid(format!(
+            "host_path {host_path:?} does not exist and cannot be created: its parent {} is not a directory",
+            ancestor.display()
+        )));
+    }
+    let mut target = real_ancestor;
+    target.extend(below.iter().rev());
+    let protected_real = protected
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+    let denied = NO_CREATE_UNDER
+        .iter()
+        .map(PathBuf::from)
+        .chain(protected.iter().cloned())
+        .chain(protected_real)
+        .find(|d| target.starts_with(d));
+    if let Some(denied) = denied {
+        return Err(invalid(format!(
+            "host_path {host_path:?} does not exist and is not created: it lies under {}, where crius creates nothing",
+            denied.display()
+        )));
+    }
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&target)
+            .map_err(|e| {
+                let e = std::io::Error::new(
+                    e.kind(),
+                    format!("creating it (missing bind source): {e}"),
+                );
+                io(&target, e)
+            })?;
+    }
+    tracing::info!(host_path, created = %target.display(), "created a missing bind mount source");
+    std::fs::canonicalize(&target).map_err(|e| io(&target, e))
 }
 
 /// containerd's default set (without /run), /sys and the cgroup tree read-only
@@ -304,6 +381,7 @@ mod tests {
             false,
             false,
             false,
+            &[],
         )
         .unwrap();
         assert_eq!(
@@ -336,6 +414,7 @@ mod tests {
             false,
             true,
             false,
+            &[],
         )
         .unwrap();
         assert!(find(&m, "/sys").3.contains(&"rw".to_string()));
@@ -354,7 +433,7 @@ mod tests {
             mounts: vec![ro, slave],
             ..Default::default()
         };
-        let m = mounts(&cfg, &PodFiles::default(), false, false, false).unwrap();
+        let m = mounts(&cfg, &PodFiles::default(), false, false, false, &[]).unwrap();
         let real = std::fs::canonicalize(dir.path())
             .unwrap()
             .display()
@@ -379,7 +458,7 @@ mod tests {
             mounts: vec![shared, slave],
             ..Default::default()
         };
-        let m = mounts(&cfg, &PodFiles::default(), false, false, false).unwrap();
+        let m = mounts(&cfg, &PodFiles::default(), false, false, false, &[]).unwrap();
         assert_eq!(find(&m, "/shared").3, strings(&["rbind", "rshared", "rw"]));
         assert_eq!(m.rootfs_propagation.as_deref(), Some("shared"));
     }
@@ -396,7 +475,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let m = mounts(&cfg, &PodFiles::default(), false, false, false).unwrap();
+        let m = mounts(&cfg, &PodFiles::default(), false, false, false, &[]).unwrap();
         let d = destinations(&m);
         assert_eq!(&d[d.len() - 2..], ["/a", "/a/b/c"]);
         assert_eq!(
@@ -408,32 +487,134 @@ mod tests {
         );
     }
 
+    fn invalid_message(r: Result<Mounts, SpecError>) -> String {
+        match r {
+            Err(
+                e @ SpecError::InvalidArgument {
+                    field: FIELD_MOUNTS,
+                    ..
+                },
+            ) => e.to_string(),
+            other => panic!("expected InvalidArgument on {FIELD_MOUNTS}, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn missing_host_path_names_the_mount() {
+    fn a_missing_host_path_is_created_with_mode_0755() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("link")).unwrap();
         let cfg = ContainerConfig {
             mounts: vec![
                 cri_mount("/ok", dir.path()),
-                cri_mount("/x", &dir.path().join("gone")),
+                cri_mount("/x", &dir.path().join("gone/deeper")),
+                // Through a symlink and `..`: made where they lead on the host.
+                cri_mount("/y", &dir.path().join("link/a/../b")),
             ],
             ..Default::default()
         };
-        let err = mounts(&cfg, &PodFiles::default(), false, false, false).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                SpecError::InvalidArgument {
-                    field: FIELD_MOUNTS,
-                    ..
-                }
+        let m = mounts(&cfg, &PodFiles::default(), false, false, false, &[]).unwrap();
+        let made = dir.path().join("gone/deeper");
+        assert!(made.is_dir());
+        for d in [dir.path().join("gone"), made.clone()] {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & !0o022, 0o755 & !0o022, "{}", d.display());
+            assert_eq!(mode & 0o700, 0o700);
+        }
+        assert_eq!(find(&m, "/x").2, made.display().to_string());
+        assert!(dir.path().join("b").is_dir());
+        assert!(!dir.path().join("a").exists());
+        assert_eq!(find(&m, "/y").2, dir.path().join("b").display().to_string());
+    }
+
+    #[test]
+    fn a_missing_host_path_under_a_file_names_the_mount_and_the_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        for host in [file.join("sub"), file.join("sub/deeper")] {
+            let cfg = ContainerConfig {
+                mounts: vec![cri_mount("/ok", dir.path()), cri_mount("/x", &host)],
+                ..Default::default()
+            };
+            let msg = invalid_message(mounts(&cfg, &PodFiles::default(), false, false, false, &[]));
+            assert!(msg.contains("mounts[1].host_path"), "{msg}");
+            assert!(
+                msg.contains(&format!("its parent {} is not a directory", file.display())),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_host_path_is_not_created_where_crius_must_not_touch() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        // A symlink into a protected dir does not get around the list.
+        std::os::unix::fs::symlink(&state, dir.path().join("to-state")).unwrap();
+        let protected = [dir.path().join("root-not-yet-made"), state.clone()];
+        let cases = [
+            (
+                PathBuf::from("/proc/crius-test-missing"),
+                PathBuf::from("/proc"),
             ),
-            "{err}"
-        );
-        let msg = err.to_string();
-        assert!(
-            msg.contains("mounts[1].host_path") && msg.contains("gone"),
-            "{msg}"
-        );
+            (
+                PathBuf::from("/sys/crius-test/missing"),
+                PathBuf::from("/sys"),
+            ),
+            (
+                PathBuf::from("/dev/../dev/crius-test-missing"),
+                PathBuf::from("/dev"),
+            ),
+            (state.join("c/x"), state.clone()),
+            (dir.path().join("to-state/x"), state.clone()),
+            (protected[0].join("meta"), protected[0].clone()),
+        ];
+        for (host, under) in cases {
+            let cfg = ContainerConfig {
+                mounts: vec![cri_mount("/x", &host)],
+                ..Default::default()
+            };
+            let msg = invalid_message(mounts(
+                &cfg,
+                &PodFiles::default(),
+                false,
+                false,
+                false,
+                &protected,
+            ));
+            assert!(msg.contains("mounts[0].host_path"), "{msg}");
+            assert!(
+                msg.contains(&format!("it lies under {},", under.display())),
+                "{msg}"
+            );
+        }
+        assert!(!state.join("c").exists() && !protected[0].exists());
+        // What exists there is still bound: the list is about creating only.
+        let cfg = ContainerConfig {
+            mounts: vec![
+                cri_mount("/x", &state),
+                cri_mount("/null", Path::new("/dev/null")),
+            ],
+            ..Default::default()
+        };
+        mounts(&cfg, &PodFiles::default(), false, false, false, &protected).unwrap();
+    }
+
+    #[test]
+    fn a_missing_relative_host_path_is_refused() {
+        let cfg = ContainerConfig {
+            mounts: vec![CriMount {
+                container_path: "/x".into(),
+                host_path: "crius-relative-missing/x".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let msg = invalid_message(mounts(&cfg, &PodFiles::default(), false, false, false, &[]));
+        assert!(msg.contains("not an absolute path"), "{msg}");
+        assert!(!Path::new("crius-relative-missing").exists());
     }
 
     #[test]
@@ -449,7 +630,7 @@ mod tests {
                 ..Default::default()
             };
             assert!(matches!(
-                mounts(&cfg, &PodFiles::default(), false, false, false),
+                mounts(&cfg, &PodFiles::default(), false, false, false, &[]),
                 Err(SpecError::InvalidArgument { .. })
             ));
         }
@@ -468,7 +649,7 @@ mod tests {
             mounts: vec![cri_mount("/etc/hosts", dir.path())],
             ..Default::default()
         };
-        let m = mounts(&cfg, &pod, false, false, true).unwrap();
+        let m = mounts(&cfg, &pod, false, false, true, &[]).unwrap();
         assert_eq!(
             find(&m, "/etc/hostname"),
             (
@@ -508,7 +689,7 @@ mod tests {
             1
         );
 
-        let m = mounts(&ContainerConfig::default(), &pod, true, false, false).unwrap();
+        let m = mounts(&ContainerConfig::default(), &pod, true, false, false, &[]).unwrap();
         assert_eq!(
             find(&m, "/dev/shm").2,
             "/dev/shm",
@@ -523,7 +704,7 @@ mod tests {
             mounts: vec![cri_mount("/dev", dir.path())],
             ..Default::default()
         };
-        let m = mounts(&cfg, &PodFiles::default(), false, false, false).unwrap();
+        let m = mounts(&cfg, &PodFiles::default(), false, false, false, &[]).unwrap();
         assert_eq!(
             destinations(&m),
             ["/proc", "/sys", "/sys/fs/cgroup", "/dev"]

@@ -216,6 +216,7 @@ fn bundle(name: &str, runner: Runner, mut config: ContainerConfig, pod: Pod) -> 
         hostname_file: Some(&pod_dir.join("hostname")),
         shm_path: Some(&pod_dir.join("shm")),
         host: &host,
+        protected_host_dirs: &[],
     })
     .unwrap();
     spec.save(dir.path().join("config.json")).unwrap();

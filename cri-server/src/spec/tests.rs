@@ -141,6 +141,7 @@ impl Fixture {
             hostname_file: Some(Path::new("/run/crius/p1/hostname")),
             shm_path: Some(Path::new("/run/crius/p1/shm")),
             host: &self.host,
+            protected_host_dirs: &[],
         })
     }
 }

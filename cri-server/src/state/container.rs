@@ -143,6 +143,32 @@ impl ContainerRecord {
         }
     }
 
+    /// What ContainerStatus(verbose) returns as `info["info"]`: a JSON
+    /// object in containerd's shape (its `ContainerInfo`, internal/cri/
+    /// server/container_status.go), so `crictl inspect` templates read the
+    /// same: `sandboxID`, `pid` (the container's init as the shim reported
+    /// it, kept after the exit; 0 before create finished), `snapshotKey`
+    /// (the key of the writable layer: the container id, as containerd's
+    /// CRI plugin uses), `snapshotter`, `config` (the CRI ContainerConfig
+    /// as sent) and `runtimeSpec` (the OCI spec it runs with, from its
+    /// bundle's config.json; null when the bundle is gone). crius adds where
+    /// that snapshot lives: `rootfs` (the mounted root filesystem),
+    /// `writableLayer` (the dir of its upper and work dirs) and `bundle`.
+    /// Pure.
+    pub fn verbose_info(&self, runtime_spec: Option<serde_json::Value>) -> serde_json::Value {
+        serde_json::json!({
+            "sandboxID": self.pod_id,
+            "pid": self.pid,
+            "snapshotKey": self.id,
+            "snapshotter": "overlayfs",
+            "rootfs": self.rootfs(),
+            "writableLayer": self.layer_dir,
+            "bundle": self.bundle,
+            "config": self.config,
+            "runtimeSpec": runtime_spec,
+        })
+    }
+
     /// The identity of the container's first process, as its spec resolved
     /// it (CRI's SupplementalGroupsPolicy makes kubelet read it back).
     pub fn user(&self) -> cri::ContainerUser {
@@ -278,6 +304,43 @@ mod tests {
             "registry.k8s.io/e2e-test-images/busybox:1.29-2"
         );
         assert_eq!(status.image_id, "sha256:aa");
+    }
+
+    #[test]
+    fn verbose_info_has_containerds_keys_and_round_trips_the_config() {
+        let mut r = record(ContainerState::Running, 0);
+        r.config.command = vec!["sh".into(), "-c".into(), "sleep 1".into()];
+        r.config.labels.insert("role".into(), "app".into());
+        let spec = serde_json::json!({"ociVersion": "1.0.2", "process": {"args": ["sh"]}});
+        let info = r.verbose_info(Some(spec.clone()));
+        for key in [
+            "sandboxID",
+            "pid",
+            "snapshotKey",
+            "snapshotter",
+            "rootfs",
+            "writableLayer",
+            "bundle",
+            "config",
+            "runtimeSpec",
+        ] {
+            assert!(info.get(key).is_some(), "{key} missing from {info}");
+        }
+        assert_eq!(info["pid"], 42);
+        assert_eq!(info["sandboxID"], "p1");
+        assert_eq!(info["snapshotKey"], "c1");
+        assert_eq!(info["rootfs"], "/run/crius/c/c1/rootfs");
+        assert_eq!(info["writableLayer"], "/var/lib/crius/containers/c1");
+        assert_eq!(info["runtimeSpec"], spec);
+        let config: cri::ContainerConfig = serde_json::from_value(info["config"].clone()).unwrap();
+        assert_eq!(config, r.config);
+        // Go templates and jq read the CRI config by its proto field names.
+        assert_eq!(info["config"]["metadata"]["name"], "app");
+        assert_eq!(info["config"]["log_path"], "");
+        // A container whose bundle is gone still answers with what is known.
+        let gone = r.verbose_info(None);
+        assert!(gone["runtimeSpec"].is_null());
+        assert_eq!(gone["pid"], 42);
     }
 
     #[test]

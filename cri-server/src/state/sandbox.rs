@@ -163,6 +163,54 @@ impl PodRecord {
         }
     }
 
+    /// What PodSandboxStatus(verbose) returns as `info["info"]`: a JSON
+    /// object in containerd's shape (its `SandboxInfo`, internal/cri/types/
+    /// sandbox_info.go) where crius has an equivalent: `pid` (0: a pod has
+    /// no process yet; containerd's field is a plain number, 0 once its
+    /// task is gone, and the shared-PID pause process will fill it),
+    /// `netNamespaceClosed` (the pinned netns is gone), `runtimeHandler`,
+    /// `config` (the CRI PodSandboxConfig as sent), `cniResult` (the cached
+    /// result of the pod's CNI ADD, as the plugins returned it; null without
+    /// one) and `runtimeSpec` holding only `linux.namespaces`: the pinned
+    /// namespaces its containers join (containerd's pause spec lists them
+    /// there, and guides read the netns path from it). crius adds
+    /// `namespaces` (`network`, `ipc`, `uts`: the pinned paths, null where
+    /// the pod shares the node's), `cgroupParent` and `sandboxDir`. No
+    /// `image`: a crius pod has none. Pure.
+    pub fn verbose_info(
+        &self,
+        cni_result: Option<serde_json::Value>,
+        netns_closed: bool,
+    ) -> serde_json::Value {
+        let pinned = [
+            ("network", &self.netns),
+            ("ipc", &self.ipcns),
+            ("uts", &self.utsns),
+        ];
+        let spec_namespaces: Vec<_> = pinned
+            .iter()
+            .filter_map(|(kind, path)| {
+                let path = path.as_ref()?;
+                Some(serde_json::json!({"type": kind, "path": path}))
+            })
+            .collect();
+        let namespaces: serde_json::Map<String, serde_json::Value> = pinned
+            .iter()
+            .map(|(kind, path)| (kind.to_string(), serde_json::json!(path)))
+            .collect();
+        serde_json::json!({
+            "pid": 0,
+            "netNamespaceClosed": netns_closed,
+            "runtimeHandler": self.runtime_handler,
+            "config": self.config,
+            "cniResult": cni_result,
+            "runtimeSpec": {"linux": {"namespaces": spec_namespaces}},
+            "namespaces": namespaces,
+            "cgroupParent": self.cgroup_parent,
+            "sandboxDir": self.dir,
+        })
+    }
+
     /// ListPodSandbox's filter: true when it selects this pod.
     pub fn matches(&self, filter: &cri::PodSandboxFilter) -> bool {
         let state = filter.state.as_ref().map(|s| s.state);
@@ -250,6 +298,50 @@ mod tests {
         let net = s.network.unwrap();
         assert_eq!(net.ip, "10.0.0.2");
         assert_eq!(net.additional_ips[0].ip, "fd00::2");
+    }
+
+    #[test]
+    fn verbose_info_has_the_config_namespaces_and_cni_result() {
+        let mut p = pod("a", PodState::Ready, &[("app", "web")]);
+        p.netns = Some(p.dir.join("ns/net"));
+        p.utsns = Some(p.dir.join("ns/uts"));
+        p.runtime_handler = "runc".into();
+        let cni = serde_json::json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/16"}]});
+        let info = p.verbose_info(Some(cni.clone()), false);
+        for key in [
+            "pid",
+            "netNamespaceClosed",
+            "runtimeHandler",
+            "config",
+            "cniResult",
+            "runtimeSpec",
+            "namespaces",
+            "cgroupParent",
+            "sandboxDir",
+        ] {
+            assert!(info.get(key).is_some(), "{key} missing from {info}");
+        }
+        assert_eq!(info["pid"], 0, "no pause process yet");
+        assert_eq!(info["runtimeHandler"], "runc");
+        assert_eq!(info["cniResult"], cni);
+        assert_eq!(info["namespaces"]["network"], "/run/crius/pods/a/ns/net");
+        assert_eq!(info["namespaces"]["uts"], "/run/crius/pods/a/ns/uts");
+        assert!(info["namespaces"]["ipc"].is_null(), "the node's IPC");
+        assert_eq!(
+            info["runtimeSpec"]["linux"]["namespaces"],
+            serde_json::json!([
+                {"type": "network", "path": "/run/crius/pods/a/ns/net"},
+                {"type": "uts", "path": "/run/crius/pods/a/ns/uts"},
+            ])
+        );
+        let config: cri::PodSandboxConfig = serde_json::from_value(info["config"].clone()).unwrap();
+        assert_eq!(config, p.config);
+        assert_eq!(info["config"]["metadata"]["namespace"], "ns");
+        // Host network, nothing cached: nulls, not errors.
+        p.netns = None;
+        let host = p.verbose_info(None, false);
+        assert!(host["cniResult"].is_null());
+        assert!(host["namespaces"]["network"].is_null());
     }
 
     /// A record as a criusd before the resolved hostname and files were

@@ -55,7 +55,10 @@ pub enum MergedEntry {
 /// `/data/removed.txt` and `/data/removed-dir` (whiteouts), and
 /// `/data/opaque/old.txt` and `/data/opaque/old-dir` (the upper layer made
 /// `/data/opaque` opaque); no `.wh.` file is left; `/data/replaced.txt` has the
-/// upper layer's content. The layers below `/data` are the busybox base.
+/// upper layer's content; `/data/recreated-before` and `/data/recreated-after`,
+/// whited out and re-created by the upper layer (its whiteout before, resp.
+/// after, the new directory in the tar), hold only the upper layer's `newfile`.
+/// The layers below `/data` are the busybox base.
 pub const LAYERS_MERGED_DATA: &[(&str, MergedEntry)] = &[
     ("/data", MergedEntry::Dir),
     (
@@ -77,6 +80,16 @@ pub const LAYERS_MERGED_DATA: &[(&str, MergedEntry)] = &[
         "/data/opaque/new.txt",
         MergedEntry::File("added by the upper layer\n"),
     ),
+    ("/data/recreated-after", MergedEntry::Dir),
+    (
+        "/data/recreated-after/newfile",
+        MergedEntry::File("re-created by the upper layer\n"),
+    ),
+    ("/data/recreated-before", MergedEntry::Dir),
+    (
+        "/data/recreated-before/newfile",
+        MergedEntry::File("re-created by the upper layer\n"),
+    ),
     ("/data/replaced.txt", MergedEntry::File("upper\n")),
 ];
 
@@ -97,7 +110,9 @@ fn whiteout_layers() -> Vec<LayerBuilder> {
             0o644,
             &b"hidden by the opaque directory\n"[..],
         )
-        .file("/data/opaque/old-dir/deep.txt", 0o644, &b"hidden too\n"[..]);
+        .file("/data/opaque/old-dir/deep.txt", 0o644, &b"hidden too\n"[..])
+        .file("/data/recreated-before/old", 0o644, &b"whited out\n"[..])
+        .file("/data/recreated-after/old", 0o644, &b"whited out\n"[..]);
     let mut upper = LayerBuilder::new();
     upper
         .file("/data/replaced.txt", 0o644, &b"upper\n"[..])
@@ -111,7 +126,21 @@ fn whiteout_layers() -> Vec<LayerBuilder> {
         )
         .file("/data/links/original.txt", 0o644, &b"linked\n"[..])
         .hard_link("/data/links/hardlink.txt", "/data/links/original.txt")
-        .symlink("/data/links/symlink.txt", "original.txt");
+        .symlink("/data/links/symlink.txt", "original.txt")
+        // A whiteout of a directory the same layer re-creates, in both tar
+        // orders: it hides only the lower layer's content.
+        .whiteout("/data/recreated-before")
+        .file(
+            "/data/recreated-before/newfile",
+            0o644,
+            &b"re-created by the upper layer\n"[..],
+        )
+        .whiteout_last("/data/recreated-after")
+        .file(
+            "/data/recreated-after/newfile",
+            0o644,
+            &b"re-created by the upper layer\n"[..],
+        );
     vec![lower, upper]
 }
 
@@ -209,6 +238,16 @@ pub fn definitions(busybox: &Arc<[u8]>) -> Vec<Definition> {
             tags: &["latest"],
             run: shell(),
             layers: whiteout_layers(),
+        },
+        // A WorkingDir that none of its layers holds: the runtime makes it.
+        Definition {
+            repo: "crius/workdir",
+            tags: &["latest"],
+            run: RunConfig {
+                working_dir: Some("/app/work"),
+                ..shell()
+            },
+            layers: vec![],
         },
     ];
     images.extend(critest_definitions(busybox));

@@ -42,6 +42,8 @@ enum Node {
 #[derive(Debug, Clone, Default)]
 pub struct LayerBuilder {
     entries: BTreeMap<String, Node>,
+    /// Whiteout markers written after every entry (see `whiteout_last`).
+    trailing_whiteouts: Vec<String>,
 }
 
 /// A finished layer: the gzipped tar blob and its two digests.
@@ -95,6 +97,18 @@ impl LayerBuilder {
         self.file(&marker, 0o644, Vec::new())
     }
 
+    /// As `whiteout`, but the marker comes after every other entry of the
+    /// tar instead of in path order (where `.wh.<name>` sorts before
+    /// `<name>`): the order must not matter to an unpacker.
+    pub fn whiteout_last(&mut self, path: &str) -> &mut Self {
+        let path = relative(path);
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", &path));
+        let marker = relative(&format!("{parent}/{WHITEOUT_PREFIX}{name}"));
+        self.add_parents(&marker);
+        self.trailing_whiteouts.push(marker);
+        self
+    }
+
     /// Hides everything the lower layers have under `dir`.
     pub fn opaque(&mut self, dir: &str) -> &mut Self {
         let marker = format!("{}/{OPAQUE_MARKER}", relative(dir));
@@ -103,15 +117,20 @@ impl LayerBuilder {
 
     fn insert(&mut self, path: &str, node: Node) -> &mut Self {
         let path = relative(path);
-        let mut parent = path.as_str();
+        self.add_parents(&path);
+        self.entries.insert(path, node);
+        self
+    }
+
+    /// The missing parent directories of `path` (relative), mode 0755.
+    fn add_parents(&mut self, path: &str) {
+        let mut parent = path;
         while let Some((up, _)) = parent.rsplit_once('/') {
             self.entries
                 .entry(up.to_string())
                 .or_insert(Node::Dir { mode: 0o755 });
             parent = up;
         }
-        self.entries.insert(path, node);
-        self
     }
 
     /// Where each member of a hard-link group is written from: the member
@@ -182,6 +201,16 @@ impl LayerBuilder {
                 }
                 Node::HardLink { .. } => unreachable!("a hard link's root is a regular file"),
             }
+        }
+        for marker in &self.trailing_whiteouts {
+            let mut header = Header::new_gnu();
+            header.set_mtime(0);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_size(0);
+            header.set_entry_type(EntryType::Regular);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, marker, io::empty())?;
         }
         Ok(tar.into_inner()?)
     }
@@ -268,6 +297,29 @@ mod tests {
             .map(|(p, k, m, l, c)| (p.to_string(), k, m, l.to_string(), c.to_vec()))
             .collect();
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn whiteout_last_comes_after_every_entry() {
+        let mut layer = LayerBuilder::new();
+        layer
+            .whiteout_last("/data/a1")
+            .file("/data/a1/newfile", 0o644, b"new".to_vec())
+            .whiteout("/data/b1");
+        let paths: Vec<String> = tar_entries(&layer.tar().unwrap())
+            .into_iter()
+            .map(|(path, ..)| path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "data",
+                "data/.wh.b1",
+                "data/a1",
+                "data/a1/newfile",
+                "data/.wh.a1"
+            ]
+        );
     }
 
     #[test]

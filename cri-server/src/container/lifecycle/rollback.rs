@@ -87,6 +87,7 @@ impl Fixture {
                 cgroups: Arc::new(FakeCgroups::default()),
                 host: Arc::new(HostCapabilities::detect(layout.limits()).unwrap()),
                 bundles_dir: config.state.join("c"),
+                protected_host_dirs: vec![config.root.clone(), config.state.clone()],
             },
             config,
             shims,
