@@ -62,6 +62,8 @@ pub struct Crius {
     pub cgroups: Arc<dyn cgroups::CgroupDriver>,
     /// The cgroup layout and each cgroup's previous CPU sample, for stats.
     pub stats: Arc<stats::Sampler>,
+    /// The stop deadline each container's concurrent stops share.
+    pub container_stops: Arc<container::StopDeadlines>,
     pod_cidr: RwLock<String>,
 }
 
@@ -109,6 +111,7 @@ impl Crius {
                 &config.cgroup_parent,
             )),
             stats: Arc::new(stats::Sampler::new(cgroup_layout)),
+            container_stops: Arc::default(),
             config,
             store,
             pod_cidr: RwLock::new(String::new()),
@@ -183,6 +186,7 @@ impl Crius {
             host: self.host.clone(),
             bundles_dir: self.config.state.join("c"),
             protected_host_dirs: vec![self.config.root.clone(), self.config.state.clone()],
+            stops: self.container_stops.clone(),
         }
     }
 

@@ -297,3 +297,127 @@ async fn unserved_requests_are_refused_or_warned_about() {
     wait_for("shims to exit", || daemon.shim_pids().is_empty());
     assert_eq!(daemon.leaks(), Vec::<String>::new());
 }
+
+/// A stop with a long grace period is shortened by a later stop with a
+/// shorter one, and by the pod's stop: the container, ignoring SIGTERM, is
+/// killed at once (137), both calls return, and status calls answer
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_later_stop_shortens_a_long_one() {
+    use std::time::{Duration, Instant};
+    if !require_root() {
+        return;
+    }
+    let daemon = daemon();
+    let mut rt = daemon.runtime().await;
+    let busybox = TestRegistry::shared().image("crius/busybox:latest");
+    pull(&mut daemon.images().await, &busybox).await;
+    let pod = pod_config("shorten", &daemon.dir.path().join("logs"));
+    let pod_id = run_pod(&mut rt, &pod).await.unwrap();
+    let stubborn = ["sh", "-c", "trap '' TERM; sleep 600"];
+
+    // StopContainer(120), then StopContainer(0) two seconds later.
+    let id = run_container(
+        &mut rt,
+        &pod_id,
+        &pod,
+        container_config("c1", &busybox, &stubborn),
+    )
+    .await;
+    let long = tokio::spawn({
+        let mut rt = rt.clone();
+        let id = id.clone();
+        async move {
+            rt.stop_container(cri::StopContainerRequest {
+                container_id: id,
+                timeout: 120,
+            })
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!long.is_finished(), "the container ignores SIGTERM");
+    let asked = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(1), container_status(&mut rt, &id))
+        .await
+        .expect("ContainerStatus answers during a stop");
+    assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
+    let listed = tokio::time::timeout(
+        Duration::from_secs(1),
+        rt.list_containers(cri::ListContainersRequest::default()),
+    )
+    .await
+    .expect("ListContainers answers during a stop")
+    .unwrap();
+    assert_eq!(listed.into_inner().containers.len(), 1);
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        rt.stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        }),
+    )
+    .await
+    .expect("StopContainer(0) kills at once")
+    .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    let status = container_status(&mut rt, &id).await;
+    assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(status.exit_code, 137);
+    tokio::time::timeout(Duration::from_secs(2), long)
+        .await
+        .expect("the first stop returns too")
+        .unwrap()
+        .unwrap();
+
+    // StopContainer(120), then StopPodSandbox two seconds later.
+    let id2 = run_container(
+        &mut rt,
+        &pod_id,
+        &pod,
+        container_config("c2", &busybox, &stubborn),
+    )
+    .await;
+    let long = tokio::spawn({
+        let mut rt = rt.clone();
+        let id = id2.clone();
+        async move {
+            rt.stop_container(cri::StopContainerRequest {
+                container_id: id,
+                timeout: 120,
+            })
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!long.is_finished(), "the container ignores SIGTERM");
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        }),
+    )
+    .await
+    .expect("StopPodSandbox kills at once")
+    .unwrap();
+    let status = container_status(&mut rt, &id2).await;
+    assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(status.exit_code, 137);
+    tokio::time::timeout(Duration::from_secs(2), long)
+        .await
+        .expect("the first stop returns too")
+        .unwrap()
+        .unwrap();
+
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .unwrap();
+    wait_for("shims to exit", || daemon.shim_pids().is_empty());
+    assert_eq!(daemon.leaks(), Vec::<String>::new());
+}

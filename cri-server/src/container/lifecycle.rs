@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use crius_proto::cri;
 use crius_proto::shim::v1 as pb;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::{container_name, ContainerDeps, ContainerRecord, ContainerState};
 use crate::error::CriError;
@@ -428,6 +430,9 @@ fn parse_signal(name: &str) -> i32 {
 
 /// Sends the stop signal, then SIGKILL to every process after `timeout_secs`.
 /// Stopping an exited or unknown container succeeds; so does an unknown id.
+/// A stop while another is in progress shortens the other's grace period
+/// if its own deadline is earlier (the container is killed then), and
+/// returns once the container has exited.
 pub async fn stop_container(
     deps: &ContainerDeps,
     id: &str,
@@ -437,17 +442,23 @@ pub async fn stop_container(
         return Ok(());
     };
     let deps = deps.clone();
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs.max(0) as u64);
     detached(async move {
+        // Joined before the op lock: the stop holding it sees an earlier deadline at once.
+        let ticket = deps.stops.join(&entry.snapshot().id, deadline);
         let _op = entry.op.lock().await;
-        stop_locked(&deps, &entry, timeout_secs).await
+        stop_locked(&deps, &entry, ticket.deadline.clone()).await
     })
     .await
 }
 
+/// Sends the stop signal, waits for the exit until the shared `deadline`
+/// (following it down when a later stop lowers it), then SIGKILLs every
+/// process and waits for the exit; records it. The caller holds the op lock.
 async fn stop_locked(
     deps: &ContainerDeps,
     entry: &Arc<Entry<ContainerRecord>>,
-    timeout_secs: i64,
+    mut deadline: watch::Receiver<Instant>,
 ) -> Result<(), CriError> {
     let record = entry.snapshot();
     if !matches!(
@@ -464,13 +475,26 @@ async fn stop_locked(
         }
         Err(e) => return Err(e.into()),
     };
-    let timeout = Duration::from_secs(timeout_secs.max(0) as u64);
     // A created container's init has not exec'd its process: only SIGKILL applies.
-    if record.state == ContainerState::Running && !timeout.is_zero() {
+    let graceful = *deadline.borrow_and_update() > Instant::now();
+    if record.state == ContainerState::Running && graceful {
         shim.kill(parse_signal(&record.stop_signal), false).await?;
-        if let Ok(Ok(w)) = tokio::time::timeout(timeout, shim.wait()).await {
-            record_exit(deps, entry, Some(Exit::from(w)));
-            return Ok(());
+        let wait = shim.wait();
+        tokio::pin!(wait);
+        loop {
+            let until = *deadline.borrow_and_update();
+            tokio::select! {
+                w = &mut wait => {
+                    if let Ok(w) = w {
+                        record_exit(deps, entry, Some(Exit::from(w)));
+                        return Ok(());
+                    }
+                    break;
+                }
+                () = tokio::time::sleep_until(until) => break,
+                // A later stop lowered the deadline: wait until the new one.
+                Ok(()) = deadline.changed() => {}
+            }
         }
     }
     shim.kill(libc::SIGKILL, true).await?;
@@ -479,15 +503,17 @@ async fn stop_locked(
     Ok(())
 }
 
-/// Kills the container if it runs and removes everything it holds. Unknown ids succeed.
+/// Kills the container if it runs and removes everything it holds. Unknown
+/// ids succeed. A stop in progress is shortened to kill at once.
 pub async fn remove_container(deps: &ContainerDeps, id: &str) -> Result<(), CriError> {
     let Some(entry) = deps.containers.find_if_any(id)? else {
         return Ok(());
     };
     let deps = deps.clone();
     detached(async move {
+        let ticket = deps.stops.join(&entry.snapshot().id, Instant::now());
         let _op = entry.op.lock().await;
-        stop_locked(&deps, &entry, 0).await?;
+        stop_locked(&deps, &entry, ticket.deadline.clone()).await?;
         let record = entry.snapshot();
         teardown(&deps, &record).await?;
         deps.containers.remove(&record.id)?;

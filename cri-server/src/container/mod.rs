@@ -5,6 +5,7 @@
 mod exec;
 mod lifecycle;
 mod log;
+mod stops;
 
 use crate::error::CriError;
 // The records, for the life cycle's submodules.
@@ -13,6 +14,7 @@ use crate::state::container::{container_name, reported_image, ContainerRecord, C
 pub use exec::exec_sync;
 pub use lifecycle::{create_container, recover, remove_container, start_container, stop_container};
 pub use log::reopen_container_log;
+pub use stops::StopDeadlines;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -48,6 +50,9 @@ pub struct ContainerDeps {
     /// The daemon's root and state dirs: a bind's missing `host_path` under
     /// them is refused rather than created.
     pub protected_host_dirs: Vec<PathBuf>,
+    /// The stop deadline each container's concurrent stops share: one for
+    /// the daemon, so that a later stop can shorten an earlier one.
+    pub stops: Arc<StopDeadlines>,
 }
 
 /// ContainerStatus' verbose `info`: one key, "info", holding

@@ -31,6 +31,10 @@ struct State {
     up: HashSet<String>,
     /// Killed: their wait returns.
     exited: HashSet<String>,
+    /// (container id, signal) of every Kill, in order.
+    signals: Vec<(String, i32)>,
+    /// Their containers survive every signal but SIGKILL.
+    ignore_sigterm: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -54,6 +58,23 @@ impl FakeShims {
             .iter()
             .filter(|(i, _)| i == id)
             .map(|(_, c)| *c)
+            .collect()
+    }
+
+    /// Makes the containers ignore every signal but SIGKILL (`false`: any
+    /// signal ends them).
+    pub fn ignore_sigterm(&self, ignore: bool) {
+        self.state.lock().unwrap().ignore_sigterm = ignore;
+    }
+
+    /// The signals sent to container `id`, in order.
+    pub fn signals(&self, id: &str) -> Vec<i32> {
+        let state = self.state.lock().unwrap();
+        state
+            .signals
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, s)| *s)
             .collect()
     }
 
@@ -168,16 +189,17 @@ impl ShimApi for FakeShim {
         })
     }
 
-    fn kill(&self, _signal: i32, _all: bool) -> ShimFuture<'_, ()> {
+    fn kill(&self, signal: i32, _all: bool) -> ShimFuture<'_, ()> {
         Box::pin(async move {
             self.fakes
                 .call(&self.id, "Kill", Some(FakeShimStep::Kill))?;
-            self.fakes
-                .state
-                .lock()
-                .unwrap()
-                .exited
-                .insert(self.id.clone());
+            let mut state = self.fakes.state.lock().unwrap();
+            state.signals.push((self.id.clone(), signal));
+            if state.ignore_sigterm && signal != libc::SIGKILL {
+                return Ok(());
+            }
+            state.exited.insert(self.id.clone());
+            drop(state);
             self.fakes.exits.notify_waiters();
             Ok(())
         })

@@ -88,6 +88,7 @@ impl Fixture {
                 host: Arc::new(HostCapabilities::detect(layout.limits()).unwrap()),
                 bundles_dir: config.state.join("c"),
                 protected_host_dirs: vec![config.root.clone(), config.state.clone()],
+                stops: Arc::default(),
             },
             config,
             shims,
@@ -368,4 +369,77 @@ async fn a_container_runs_stops_and_goes_through_the_fakes() {
     let calls = fx.shims.calls(&id);
     assert_eq!(&calls[..3], ["Spawn", "Create", "Start"], "{calls:?}");
     assert!(calls.ends_with(&["Delete", "Shutdown"]), "{calls:?}");
+}
+
+#[tokio::test]
+async fn a_later_stop_with_a_shorter_deadline_kills_at_once() {
+    let fx = Fixture::new();
+    let id = fx.create(fx.request("busybox")).await.unwrap();
+    start_container(&fx.deps, &id).await.unwrap();
+    fx.shims.ignore_sigterm(true);
+    let long = tokio::spawn({
+        let deps = fx.deps.clone();
+        let id = id.clone();
+        async move { stop_container(&deps, &id, 120).await }
+    });
+    // The first stop has sent SIGTERM and waits out its grace period.
+    let sent = tokio::time::timeout(Duration::from_secs(5), async {
+        while fx.shims.signals(&id).is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(sent.is_ok(), "no SIGTERM sent");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!long.is_finished(), "the container ignores SIGTERM");
+    let entry = fx.deps.containers.find(&id).unwrap();
+    assert_eq!(entry.snapshot().state, ContainerState::Running);
+
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(1), stop_container(&fx.deps, &id, 0))
+        .await
+        .expect("the short stop kills at once")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(1), long)
+        .await
+        .expect("the long stop returns too")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(entry.snapshot().state, ContainerState::Exited);
+    assert_eq!(entry.snapshot().exit_code, 137);
+    assert_eq!(
+        fx.shims.signals(&id),
+        [libc::SIGTERM, libc::SIGKILL],
+        "SIGTERM, then SIGKILL once"
+    );
+    remove_container(&fx.deps, &id).await.unwrap();
+    fx.assert_nothing_left();
+}
+
+#[tokio::test]
+async fn a_remove_during_a_long_stop_kills_at_once() {
+    let fx = Fixture::new();
+    let id = fx.create(fx.request("busybox")).await.unwrap();
+    start_container(&fx.deps, &id).await.unwrap();
+    fx.shims.ignore_sigterm(true);
+    let long = tokio::spawn({
+        let deps = fx.deps.clone();
+        let id = id.clone();
+        async move { stop_container(&deps, &id, 120).await }
+    });
+    while fx.shims.signals(&id).is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(1), remove_container(&fx.deps, &id))
+        .await
+        .expect("the remove kills at once")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(1), long)
+        .await
+        .expect("the long stop returns too")
+        .unwrap()
+        .unwrap();
+    assert_eq!(fx.shims.signals(&id), [libc::SIGTERM, libc::SIGKILL]);
+    fx.assert_nothing_left();
 }
