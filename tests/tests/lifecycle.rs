@@ -298,6 +298,26 @@ async fn unserved_requests_are_refused_or_warned_about() {
     assert_eq!(daemon.leaks(), Vec::<String>::new());
 }
 
+/// Starts StopContainer(`id`, 120 s) in a task and checks, two seconds on,
+/// that it still waits: the container ignores SIGTERM.
+async fn long_stop(
+    rt: &crius_proto::cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    id: &str,
+) -> tokio::task::JoinHandle<Result<tonic::Response<cri::StopContainerResponse>, tonic::Status>> {
+    let mut rt = rt.clone();
+    let container_id = id.to_string();
+    let long = tokio::spawn(async move {
+        rt.stop_container(cri::StopContainerRequest {
+            container_id,
+            timeout: 120,
+        })
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(!long.is_finished(), "the container ignores SIGTERM");
+    long
+}
+
 /// A stop with a long grace period is shortened by a later stop with a
 /// shorter one, and by the pod's stop: the container, ignoring SIGTERM, is
 /// killed at once (137), both calls return, and status calls answer
@@ -324,19 +344,7 @@ async fn a_later_stop_shortens_a_long_one() {
         container_config("c1", &busybox, &stubborn),
     )
     .await;
-    let long = tokio::spawn({
-        let mut rt = rt.clone();
-        let id = id.clone();
-        async move {
-            rt.stop_container(cri::StopContainerRequest {
-                container_id: id,
-                timeout: 120,
-            })
-            .await
-        }
-    });
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!long.is_finished(), "the container ignores SIGTERM");
+    let long = long_stop(&rt, &id).await;
     let asked = Instant::now();
     let status = tokio::time::timeout(Duration::from_secs(1), container_status(&mut rt, &id))
         .await
@@ -382,19 +390,7 @@ async fn a_later_stop_shortens_a_long_one() {
         container_config("c2", &busybox, &stubborn),
     )
     .await;
-    let long = tokio::spawn({
-        let mut rt = rt.clone();
-        let id = id2.clone();
-        async move {
-            rt.stop_container(cri::StopContainerRequest {
-                container_id: id,
-                timeout: 120,
-            })
-            .await
-        }
-    });
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!long.is_finished(), "the container ignores SIGTERM");
+    let long = long_stop(&rt, &id2).await;
     tokio::time::timeout(
         Duration::from_secs(2),
         rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
