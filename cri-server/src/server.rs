@@ -87,6 +87,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let bound = bind(&config.socket)?;
     let crius = Arc::new(Crius::open(config)?);
     crate::container::recover(&crius.container_deps());
+    crate::pod::recover(&crius.pod_deps());
     tracing::info!(socket = %bound.path.display(), "criusd serving CRI");
     let runtime = RuntimeServiceServer::new(RuntimeHandler::new(crius.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)

@@ -199,17 +199,13 @@ async fn setup(
             .await?
             .map_err(|e| CriError::from(e).context("preparing the container's rootfs"))?;
     }
-    if pod.namespace_options().pid == cri::NamespaceMode::Pod as i32 {
-        // The pod's shared PID namespace needs its pause process, which the
-        // shim's sandbox mode brings; until then each container has its own.
-        tracing::warn!(pod = %pod.id, pod_name = %record.pod_name, container = %record.id, "the pod asks for a shared PID namespace, which is not served yet: the container gets its own");
-    }
     let namespaces = SandboxNamespaces {
         network: pod.netns.clone(),
         ipc: pod.ipcns.clone(),
         uts: pod.utsns.clone(),
-        pid: None,
+        pid: pod.pause.as_ref().and_then(|p| p.pidns.clone()),
     };
+    let target_pid_namespace = target_pid_namespace(deps, pod, &record.config)?;
     let spec = spec::container_spec(&ContainerSpecInput {
         container_id: &record.id,
         sandbox_id: &pod.id,
@@ -219,7 +215,7 @@ async fn setup(
         image,
         rootfs: &rootfs,
         namespaces: &namespaces,
-        target_pid_namespace: None,
+        target_pid_namespace: target_pid_namespace.as_deref(),
         cgroups_path: deps
             .cgroups
             .container_cgroups_path(&pod.cgroup_parent, &record.id),
@@ -259,6 +255,47 @@ async fn setup(
         .await
         .map_err(|e| CriError::from(e).context("creating the container in its shim"))?;
     Ok(())
+}
+
+/// The PID namespace of the container that `namespace_options.target_id`
+/// names, when the config asks for mode TARGET (kubelet's ephemeral
+/// debug containers): `/proc/<its init pid>/ns/pid`. Errors:
+/// InvalidArgument for an empty target, NotFound for an unknown one,
+/// FailedPrecondition for one in another pod or not running.
+fn target_pid_namespace(
+    deps: &ContainerDeps,
+    pod: &PodRecord,
+    config: &cri::ContainerConfig,
+) -> Result<Option<std::path::PathBuf>, CriError> {
+    const FIELD: &str = "config.linux.security_context.namespace_options.target_id";
+    let options = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|sc| sc.namespace_options.as_ref());
+    let Some(options) = options.filter(|o| o.pid == cri::NamespaceMode::Target as i32) else {
+        return Ok(None);
+    };
+    if options.target_id.is_empty() {
+        return Err(CriError::invalid(
+            FIELD,
+            "must name a container for PID mode TARGET",
+        ));
+    }
+    let target = deps.containers.find(&options.target_id)?.snapshot();
+    if target.pod_id != pod.id {
+        return Err(CriError::FailedPrecondition(format!(
+            "{FIELD}: container {} is in another pod",
+            target.id
+        )));
+    }
+    if target.state != ContainerState::Running || target.pid == 0 {
+        return Err(CriError::FailedPrecondition(format!(
+            "{FIELD}: container {} is {:?}, not running",
+            target.id, target.state
+        )));
+    }
+    Ok(Some(format!("/proc/{}/ns/pid", target.pid).into()))
 }
 
 /// Ends the shim and releases the rootfs (through the snapshotter) and the bundle.
