@@ -497,3 +497,303 @@ fn write_frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream
     out.extend_from_slice(&[kind, flags]);
     out.extend_from_slice(&stream.to_be_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const DATA: u8 = 0x0;
+    const SETTINGS: u8 = 0x4;
+    const WINDOW_UPDATE: u8 = 0x8;
+    const VERSION_PATH: &[u8] = b"/runtime.v1.RuntimeService/Version";
+    /// grpcio 1.85's authority for `unix:/run/crius/crius.sock`.
+    const GRPCIO_AUTHORITY: &[u8] = b"run%2Fcrius%2Fcrius.sock";
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::new();
+        write_frame_header(&mut frame, payload.len(), kind, flags, stream);
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    fn request_fields(authority: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        [
+            (&b":path"[..], VERSION_PATH),
+            (b":authority", authority),
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_vec(), v.to_vec()))
+        .collect()
+    }
+
+    /// The client's side: an HPACK encoder with a dynamic table, so a
+    /// repeated request is sent as indexes.
+    fn encode(client: &mut Encoder<'_>, fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+        client.encode(fields.iter().map(|(n, v)| (&n[..], &v[..])))
+    }
+
+    /// Feeds `input` to a new rewriter `chunk` bytes at a time, then ends it.
+    fn rewrite(input: &[u8], chunk: usize) -> Result<Vec<u8>, Refused> {
+        let mut rewriter = Rewriter::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk) {
+            rewriter.feed(piece, &mut out)?;
+        }
+        rewriter.finish(&mut out);
+        Ok(out)
+    }
+
+    /// The same output whatever the reads' sizes.
+    fn rewrite_in_any_split(input: &[u8]) -> Result<Vec<u8>, Refused> {
+        let whole = rewrite(input, input.len())?;
+        for chunk in [1, 2, 5, 9, 10, 100] {
+            assert_eq!(
+                rewrite(input, chunk)?,
+                whole,
+                "read {chunk} bytes at a time"
+            );
+        }
+        Ok(whole)
+    }
+
+    /// What h2 reads from the rewriter's output, after the preface.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        /// A header block: its frames' types and flags, its priority field
+        /// and the fields it decodes to.
+        Block {
+            stream: u32,
+            frames: Vec<(u8, u8)>,
+            priority: Vec<u8>,
+            fields: Vec<(Vec<u8>, Vec<u8>)>,
+        },
+        Frame {
+            kind: u8,
+            flags: u8,
+            stream: u32,
+            payload: Vec<u8>,
+        },
+    }
+
+    fn as_h2_reads(out: &[u8]) -> Vec<Seen> {
+        let mut rest = out.strip_prefix(PREFACE).expect("the preface comes first");
+        let mut decoder = Decoder::new();
+        let mut seen = Vec::new();
+        let mut block: Option<(Seen, Vec<u8>)> = None;
+        while !rest.is_empty() {
+            let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+            let (kind, flags) = (rest[3], rest[4]);
+            let stream = u32::from_be_bytes([rest[5], rest[6], rest[7], rest[8]]);
+            let payload = &rest[FRAME_HEADER_LEN..FRAME_HEADER_LEN + len];
+            rest = &rest[FRAME_HEADER_LEN + len..];
+            if kind != HEADERS && kind != CONTINUATION {
+                seen.push(Seen::Frame {
+                    kind,
+                    flags,
+                    stream,
+                    payload: payload.to_vec(),
+                });
+                continue;
+            }
+            let (fragment, priority) = if kind == HEADERS {
+                headers_fragment(flags, payload).unwrap()
+            } else {
+                (payload, None)
+            };
+            let (collected, fragments) = block.get_or_insert_with(|| {
+                let block = Seen::Block {
+                    stream,
+                    frames: Vec::new(),
+                    priority: priority.map(Vec::from).unwrap_or_default(),
+                    fields: Vec::new(),
+                };
+                (block, Vec::new())
+            });
+            let Seen::Block { frames, fields, .. } = collected else {
+                unreachable!("only blocks are collected")
+            };
+            frames.push((kind, flags));
+            fragments.extend_from_slice(fragment);
+            if flags & END_HEADERS != 0 {
+                *fields = decoder.decode(fragments).unwrap();
+                seen.push(block.take().unwrap().0);
+            }
+        }
+        seen
+    }
+
+    fn request_block(stream: u32, fields: Vec<(Vec<u8>, Vec<u8>)>) -> Seen {
+        Seen::Block {
+            stream,
+            frames: vec![(HEADERS, END_HEADERS)],
+            priority: Vec::new(),
+            fields,
+        }
+    }
+
+    fn empty_message(stream: u32) -> Seen {
+        Seen::Frame {
+            kind: DATA,
+            flags: END_STREAM,
+            stream,
+            payload: vec![0; 5],
+        }
+    }
+
+    /// Two requests on one connection, the second sent as indexes.
+    fn two_requests(authority: &[u8]) -> Vec<u8> {
+        let mut client = Encoder::new();
+        let fields = request_fields(authority);
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(SETTINGS, 0, 0, &[0, 0x4, 0, 0x10, 0, 0]));
+        for stream in [1, 3] {
+            input.extend(frame(
+                HEADERS,
+                END_HEADERS,
+                stream,
+                &encode(&mut client, &fields),
+            ));
+            input.extend(frame(DATA, END_STREAM, stream, &[0; 5]));
+        }
+        input.extend(frame(WINDOW_UPDATE, 0, 0, &[0, 0, 0x40, 0]));
+        input
+    }
+
+    #[test]
+    fn valid_authorities_pass_byte_for_byte() {
+        for authority in [&b"localhost"[..], b"[::]:50051", b"crius.sock"] {
+            let input = two_requests(authority);
+            assert_eq!(rewrite_in_any_split(&input).unwrap(), input);
+        }
+    }
+
+    #[test]
+    fn refused_authority_becomes_localhost_in_this_and_every_later_block() {
+        for authority in [GRPCIO_AUTHORITY, b"/run/crius/crius.sock", b""] {
+            assert!(http::uri::Authority::try_from(authority).is_err());
+            let out = rewrite_in_any_split(&two_requests(authority)).unwrap();
+            let expected = request_fields(REPLACEMENT_AUTHORITY);
+            assert_eq!(
+                as_h2_reads(&out),
+                vec![
+                    Seen::Frame {
+                        kind: SETTINGS,
+                        flags: 0,
+                        stream: 0,
+                        payload: vec![0, 0x4, 0, 0x10, 0, 0]
+                    },
+                    request_block(1, expected.clone()),
+                    empty_message(1),
+                    request_block(3, expected),
+                    empty_message(3),
+                    Seen::Frame {
+                        kind: WINDOW_UPDATE,
+                        flags: 0,
+                        stream: 0,
+                        payload: vec![0, 0, 0x40, 0]
+                    },
+                ],
+                "authority {:?}",
+                String::from_utf8_lossy(authority)
+            );
+        }
+    }
+
+    #[test]
+    fn padded_prioritized_block_in_continuation_frames_keeps_priority_and_end_stream() {
+        let block = encode(&mut Encoder::new(), &request_fields(GRPCIO_AUTHORITY));
+        let (first, second) = block.split_at(block.len() / 2);
+        let priority = [0x80, 0, 0, 0, 7, 15];
+        let mut headers = vec![3];
+        headers.extend_from_slice(&priority[1..]);
+        headers.extend_from_slice(first);
+        headers.extend_from_slice(&[0; 3]);
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, PADDED | PRIORITY | END_STREAM, 5, &headers));
+        input.extend(frame(CONTINUATION, END_HEADERS, 5, second));
+        let out = rewrite_in_any_split(&input).unwrap();
+        assert_eq!(
+            as_h2_reads(&out),
+            vec![Seen::Block {
+                stream: 5,
+                frames: vec![(HEADERS, PRIORITY | END_STREAM | END_HEADERS)],
+                priority: priority[1..].to_vec(),
+                fields: request_fields(REPLACEMENT_AUTHORITY),
+            }]
+        );
+    }
+
+    #[test]
+    fn large_reencoded_block_is_split_into_frames_every_peer_takes() {
+        let mut fields = request_fields(GRPCIO_AUTHORITY);
+        fields.push((b"x-large".to_vec(), vec![b'a'; 40_000]));
+        let mut input = PREFACE.to_vec();
+        let block = encode(&mut Encoder::new(), &fields);
+        input.extend(frame(HEADERS, 0, 1, &block[..30_000]));
+        input.extend(frame(CONTINUATION, END_HEADERS, 1, &block[30_000..]));
+        let out = rewrite_in_any_split(&input).unwrap();
+        let mut expected = request_fields(REPLACEMENT_AUTHORITY);
+        expected.push(fields.pop().unwrap());
+        assert_eq!(
+            as_h2_reads(&out),
+            vec![Seen::Block {
+                stream: 1,
+                frames: vec![(HEADERS, 0), (CONTINUATION, 0), (CONTINUATION, END_HEADERS)],
+                priority: Vec::new(),
+                fields: expected,
+            }]
+        );
+    }
+
+    /// Blocks that h2 refuses on its own: an index beyond the dynamic table,
+    /// and a block interrupted by a DATA frame.
+    fn broken_blocks() -> [Vec<u8>; 2] {
+        let mut interrupted = frame(HEADERS, 0, 3, &[0x82]);
+        interrupted.extend(frame(DATA, 0, 3, &[0; 5]));
+        [frame(HEADERS, END_HEADERS, 3, &[0x80 | 120]), interrupted]
+    }
+
+    #[test]
+    fn broken_block_before_any_rewrite_leaves_the_connection_to_h2_unread() {
+        for broken in broken_blocks() {
+            let mut input = PREFACE.to_vec();
+            input.extend(broken);
+            let refused = encode(&mut Encoder::new(), &request_fields(GRPCIO_AUTHORITY));
+            input.extend(frame(HEADERS, END_HEADERS, 5, &refused));
+            assert_eq!(rewrite_in_any_split(&input).unwrap(), input);
+        }
+    }
+
+    #[test]
+    fn broken_block_after_a_rewrite_closes_the_connection() {
+        for (broken, want) in broken_blocks()
+            .into_iter()
+            .zip(["does not decode", "malformed"])
+        {
+            let mut input = PREFACE.to_vec();
+            let refused = encode(&mut Encoder::new(), &request_fields(GRPCIO_AUTHORITY));
+            input.extend(frame(HEADERS, END_HEADERS, 1, &refused));
+            input.extend(broken);
+            let error = rewrite(&input, input.len()).unwrap_err();
+            assert!(error.to_string().contains(want), "{error}");
+            assert!(error.to_string().contains("stream 3"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_stream_cut_short_reaches_h2_as_cut() {
+        let block = encode(&mut Encoder::new(), &request_fields(GRPCIO_AUTHORITY));
+        let headers = frame(HEADERS, END_HEADERS, 1, &block);
+        for cut in [PREFACE.len() + 4, PREFACE.len() + 20] {
+            let mut input = PREFACE.to_vec();
+            input.extend_from_slice(&headers);
+            input.truncate(cut);
+            assert_eq!(rewrite_in_any_split(&input).unwrap(), input);
+        }
+    }
+}
