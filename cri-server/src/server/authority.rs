@@ -50,6 +50,9 @@ const MIN_MAX_FRAME_SIZE: usize = 16_384;
 /// (through hyper) refuses header lists above 16 KiB, so only a broken or
 /// hostile client reaches it.
 const MAX_BLOCK: usize = 1 << 20;
+/// The dynamic table size h2's decoder allows: SETTINGS_HEADER_TABLE_SIZE's
+/// initial value, which it keeps (neither hyper nor tonic sets another).
+const H2_HEADER_TABLE_SIZE: usize = 4096;
 /// What a refused authority becomes: grpc-go's authority for unix targets.
 const REPLACEMENT_AUTHORITY: &[u8] = b"localhost";
 
@@ -154,11 +157,11 @@ impl<IO: Connected> Connected for AuthorityFix<IO> {
     }
 }
 
-/// Why a connection that already needed a re-encoded block was closed: h2's
-/// decoder cannot read the client's own block any more, so passing it on
-/// is no option.
+/// A header block the rewriter cannot read. Before any block was re-encoded
+/// it and the rest of the connection go to h2 as received; after, h2's
+/// decoder could misread the client's block, so the connection is closed.
 #[derive(Debug, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// The client's HPACK block does not decode.
     #[error("header block of stream {stream} does not decode: {source}")]
     Hpack {
@@ -234,6 +237,8 @@ pub(crate) struct Rewriter {
 
 impl Rewriter {
     pub(crate) fn new() -> Rewriter {
+        let mut decoder = Decoder::new();
+        decoder.set_max_allowed_table_size(H2_HEADER_TABLE_SIZE);
         let mut encoder = Encoder::new();
         encoder.set_max_table_size(0);
         Rewriter {
@@ -242,7 +247,7 @@ impl Rewriter {
             head: [0; FRAME_HEADER_LEN],
             head_len: 0,
             block: None,
-            decoder: Decoder::new(),
+            decoder,
             encoder,
             reencoded: Vec::new(),
         }
@@ -751,11 +756,16 @@ mod tests {
     }
 
     /// Blocks that h2 refuses on its own: an index beyond the dynamic table,
-    /// and a block interrupted by a DATA frame.
-    fn broken_blocks() -> [Vec<u8>; 2] {
+    /// a dynamic table larger than h2 allows (8192 bytes), and a block
+    /// interrupted by a DATA frame.
+    fn broken_blocks() -> [Vec<u8>; 3] {
         let mut interrupted = frame(HEADERS, 0, 3, &[0x82]);
         interrupted.extend(frame(DATA, 0, 3, &[0; 5]));
-        [frame(HEADERS, END_HEADERS, 3, &[0x80 | 120]), interrupted]
+        [
+            frame(HEADERS, END_HEADERS, 3, &[0x80 | 120]),
+            frame(HEADERS, END_HEADERS, 3, &[0x3f, 0xe1, 0x3f, 0x82]),
+            interrupted,
+        ]
     }
 
     #[test]
@@ -771,9 +781,10 @@ mod tests {
 
     #[test]
     fn broken_block_after_a_rewrite_closes_the_connection() {
-        for (broken, want) in broken_blocks()
-            .into_iter()
-            .zip(["does not decode", "malformed"])
+        for (broken, want) in
+            broken_blocks()
+                .into_iter()
+                .zip(["does not decode", "does not decode", "malformed"])
         {
             let mut input = PREFACE.to_vec();
             let refused = encode(&mut Encoder::new(), &request_fields(GRPCIO_AUTHORITY));
