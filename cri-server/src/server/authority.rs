@@ -18,10 +18,10 @@
 //! frames on their way to h2 and decodes each header block with an HPACK
 //! decoder of its own, which follows the client's encoder. Blocks pass byte
 //! for byte until one carries an authority that h2 would refuse (the same
-//! `Authority` parse); that one and every later block of the connection are
-//! re-encoded, the refused authority replaced by `localhost` (what grpc-go
-//! sends). Every later one, because h2's dynamic table no longer holds what
-//! the client's indexes name. The re-encoder keeps no dynamic table, so its
+//! `Authority` parse); that one is re-encoded with the refused authority
+//! replaced by `localhost` (what grpc-go sends), and so is every later block
+//! of the connection, since h2's dynamic table no longer holds what the
+//! client's indexes name. The re-encoder keeps no dynamic table, so its
 //! indexes name only static entries, which h2 reads alike whatever its own
 //! dynamic table holds. gRPC routes by `:path`; no handler reads the
 //! authority. Other frames, and the server's, pass untouched.
