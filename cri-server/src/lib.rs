@@ -54,9 +54,6 @@ pub struct Crius {
     /// [`shim_client::ProcessShims`] (`crius-shim`, installed beside
     /// `criusd`) for real.
     pub shims: Arc<Shims>,
-    /// The `crius-shim` binary beside `criusd`: the shims, and each pod's
-    /// pause process.
-    pub shim_binary: PathBuf,
     /// Containers' root filesystems and the layers they hold:
     /// [`image::snapshot::OverlaySnapshotter`] for real.
     pub snapshotter: Arc<dyn image::snapshot::Snapshotter>,
@@ -102,10 +99,9 @@ impl Crius {
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
             // libcontainer's state of every container, shared by the shims.
             shims: Arc::new(Shims::new(Arc::new(shim_client::ProcessShims::new(
-                shim_bin.clone(),
+                shim_bin,
                 config.state.join("runtime"),
             )))),
-            shim_binary: shim_bin,
             snapshotter,
             host: Arc::new(
                 HostCapabilities::detect(cgroup_layout.limits())
@@ -177,7 +173,6 @@ impl Crius {
             host_resolv_conf: self.host_resolv_conf.clone(),
             shims: self.shims.clone(),
             bundles_dir: self.config.state.join("p"),
-            pause_binary: self.shim_binary.clone(),
             host: self.host.clone(),
         }
     }

@@ -18,6 +18,7 @@ use crate::error::{RuntimeError, Step};
 use crate::exec_seccomp::SeccompExecutor;
 use crate::init_identity;
 use crate::oom_score::OomScoreAdj;
+use crate::pause::PauseExecutor;
 use crate::state::ContainerState;
 use crate::stdio::{ContainerStdio, Stdio};
 
@@ -204,8 +205,17 @@ impl Runtime {
         // libcontainer only chdirs; runc makes a missing working directory first.
         crate::cwd::ensure(bundle)
             .map_err(|e| RuntimeError::io(id, step, "prepare the working directory", e))?;
+        let sandbox = crate::pause::bundle_is_sandbox(bundle).map_err(|e| {
+            RuntimeError::io(id, step, "read the bundle's spec", std::io::Error::other(e))
+        })?;
         let container = with_own_oom_score(id, step, || {
-            self.builder(id, io)?
+            let builder = self.builder(id, io)?;
+            let builder = if sandbox {
+                builder.with_executor(PauseExecutor)
+            } else {
+                builder
+            };
+            builder
                 .as_init(bundle)
                 .with_systemd(self.systemd_cgroups)
                 .with_detach(true)

@@ -2,8 +2,8 @@
 //! serves the shim API (`crius_proto::shim::v1`) on a unix socket, creates
 //! the container through crius-runtime, owns its stdio and CRI log, reaps it
 //! and records its exit. Single-threaded on purpose: small, and safe for
-//! libcontainer's forks. Started under the name `pause`, the same binary is
-//! a pod's pause process instead (see `pause`).
+//! libcontainer's forks. A pod's pause process is such a container too: its
+//! init runs crius-runtime's built-in pause workload instead of an exec.
 
 mod container;
 mod container_io;
@@ -12,7 +12,6 @@ mod daemon;
 mod error;
 mod exec;
 mod oom;
-mod pause;
 mod reaper;
 mod server;
 
@@ -72,9 +71,6 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    if pause::invoked_as_pause(std::env::args_os().next().as_deref()) {
-        return pause::run();
-    }
     let args = Args::parse();
     let mut ready = match args.ready_fd.map(ReadyPipe::adopt).transpose() {
         Ok(ready) => ready.unwrap_or_else(ReadyPipe::none),

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use crius_proto::cri;
 use crius_tests::cri::{
-    container_status, exec, pod_config, pull, run_container, run_pod, wait_for,
+    container_config, container_status, exec, pod_config, pull, run_container, run_pod, wait_for,
+    Runtime,
 };
 use crius_tests::registry::TestRegistry;
 use crius_tests::{require_root, Daemon, DaemonOptions};
@@ -38,10 +39,26 @@ fn with_pid_mode(
     pod
 }
 
-async fn verbose_pod_info(
-    rt: &mut crius_tests::cri::Runtime,
-    id: &str,
-) -> (i32, serde_json::Value) {
+/// The output of `cmd` run in container `id` (it must succeed).
+async fn output(rt: &mut Runtime, id: &str, cmd: &[&str]) -> String {
+    let reply = exec(rt, id, cmd, 10).await.expect("ExecSync");
+    assert_eq!(reply.exit_code, 0, "{cmd:?}: {reply:?}");
+    String::from_utf8_lossy(&reply.stdout).to_string()
+}
+
+/// Creates and starts container `name` running `cmd` in the pod.
+async fn start(
+    rt: &mut Runtime,
+    pod_id: &str,
+    pod: &cri::PodSandboxConfig,
+    name: &str,
+    image: &str,
+    cmd: &[&str],
+) -> String {
+    run_container(rt, pod_id, pod, container_config(name, image, cmd)).await
+}
+
+async fn verbose_pod_info(rt: &mut Runtime, id: &str) -> (i32, serde_json::Value) {
     let reply = rt
         .pod_sandbox_status(cri::PodSandboxStatusRequest {
             pod_sandbox_id: id.into(),
@@ -54,7 +71,7 @@ async fn verbose_pod_info(
     (reply.status.unwrap().state, info)
 }
 
-async fn remove_pod(rt: &mut crius_tests::cri::Runtime, id: &str) {
+async fn remove_pod(rt: &mut Runtime, id: &str) {
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: id.into(),
     })
@@ -99,12 +116,16 @@ async fn the_pause_process_is_pid_1_of_a_shared_pid_pod() {
     assert_eq!(field("CapBnd:")[0], "0000000000000000", "{status}");
     assert_eq!(field("NoNewPrivs:")[0], "1", "{status}");
     assert_eq!(field("Seccomp:")[0], "2", "{status}");
-    // Its root is an empty read-only dir holding only /pause.
+    // Its root is an empty dir but for /dev (no image, no binary), and its
+    // command line names no host path.
     let root: Vec<_> = std::fs::read_dir(format!("/proc/{pause_pid}/root"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert!(root.contains(&"pause".to_string()), "{root:?}");
+    assert_eq!(root, ["dev"]);
+    let cmdline = std::fs::read(format!("/proc/{pause_pid}/cmdline")).unwrap();
+    assert!(cmdline.starts_with(b"pause\0"), "{cmdline:?}");
+    assert!(cmdline[5..].iter().all(|b| *b == 0), "{cmdline:?}");
     // The shim stays outside the pod's PID and mount namespaces.
     let ppid: u32 = field("PPid:")[0].parse().unwrap();
     let ns = |pid: u32, kind: &str| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
@@ -117,10 +138,9 @@ async fn the_pause_process_is_pid_1_of_a_shared_pid_pod() {
         assert_eq!(ns(ppid, kind), ns(std::process::id(), kind));
     }
 
-    let web = run_container(&mut rt, &pod_id, &pod, "web", &busybox, &["sleep", "600"]).await;
-    let tool = run_container(&mut rt, &pod_id, &pod, "tool", &busybox, &["sleep", "600"]).await;
-    let ps = exec(&mut rt, &tool, &["ps", "-o", "pid,comm"]).await;
-    let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+    let web = start(&mut rt, &pod_id, &pod, "web", &busybox, &["sleep", "600"]).await;
+    let tool = start(&mut rt, &pod_id, &pod, "tool", &busybox, &["sleep", "600"]).await;
+    let ps = output(&mut rt, &tool, &["ps", "-o", "pid,comm"]).await;
     let pid1 = ps
         .lines()
         .find(|l| l.split_whitespace().next() == Some("1"));
@@ -137,20 +157,18 @@ async fn the_pause_process_is_pid_1_of_a_shared_pid_pod() {
 
     // An orphan is reparented to the pause process, which reaps it: a
     // background child of a shell that exits at once.
-    let orphan = exec(&mut rt, &tool, &["sh", "-c", "sleep 2 & echo $!"]).await;
-    let orphan = String::from_utf8_lossy(&orphan.stdout).trim().to_string();
+    let orphan = output(&mut rt, &tool, &["sh", "-c", "sleep 2 & echo $!"]).await;
+    let orphan = orphan.trim().to_string();
     let row = |ps: &str| -> Option<Vec<String>> {
         ps.lines()
             .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
             .find(|f| f.first() == Some(&orphan))
     };
-    let ps = exec(&mut rt, &tool, &["ps", "-o", "pid,ppid,stat,comm"]).await;
-    let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+    let ps = output(&mut rt, &tool, &["ps", "-o", "pid,ppid,stat,comm"]).await;
     assert_eq!(row(&ps).map(|f| f[1].clone()).as_deref(), Some("1"), "{ps}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let ps = exec(&mut rt, &tool, &["ps", "-o", "pid,ppid,stat,comm"]).await;
-        let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+        let ps = output(&mut rt, &tool, &["ps", "-o", "pid,ppid,stat,comm"]).await;
         if row(&ps).is_none() {
             break;
         }
@@ -160,7 +178,7 @@ async fn the_pause_process_is_pid_1_of_a_shared_pid_pod() {
 
     // A shell as the container's init is not PID 1 here: SIGTERM ends it
     // at once (as PID 1 it would wait out the whole grace period).
-    let top = run_container(
+    let top = start(
         &mut rt,
         &pod_id,
         &pod,
@@ -185,7 +203,7 @@ async fn the_pause_process_is_pid_1_of_a_shared_pid_pod() {
     assert_eq!(st.exit_code, 143, "ended by SIGTERM");
 
     remove_pod(&mut rt, &pod_id).await;
-    assert!(!std::path::Path::new(&format!("/proc/{pause_pid}")).exists());
+    assert!(!alive(pause_pid as i32), "the pause process survived");
     assert_eq!(daemon.leaks(), Vec::<String>::new());
 }
 
@@ -210,8 +228,8 @@ async fn pods_without_a_shared_pid_namespace_run_no_process_and_target_joins() {
         "no pause process, no shim"
     );
 
-    let app = run_container(&mut rt, &pod_id, &pod, "app", &busybox, &["sleep", "600"]).await;
-    let mut debug = crius_tests::cri::container_config("debug", &busybox, &["sleep", "600"]);
+    let app = start(&mut rt, &pod_id, &pod, "app", &busybox, &["sleep", "600"]).await;
+    let mut debug = container_config("debug", &busybox, &["sleep", "600"]);
     debug.linux = Some(cri::LinuxContainerConfig {
         security_context: Some(cri::LinuxContainerSecurityContext {
             namespace_options: Some(cri::NamespaceOption {
@@ -231,8 +249,7 @@ async fn pods_without_a_shared_pid_namespace_run_no_process_and_target_joins() {
     })
     .await
     .expect("StartContainer");
-    let ps = exec(&mut rt, &debug_id, &["ps", "-o", "pid,comm"]).await;
-    let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+    let ps = output(&mut rt, &debug_id, &["ps", "-o", "pid,comm"]).await;
     let pid1 = ps
         .lines()
         .find(|l| l.split_whitespace().next() == Some("1"));
@@ -248,7 +265,7 @@ async fn pods_without_a_shared_pid_namespace_run_no_process_and_target_joins() {
     );
 
     // An unknown target is NotFound.
-    let mut bad = crius_tests::cri::container_config("bad", &busybox, &["true"]);
+    let mut bad = container_config("bad", &busybox, &["true"]);
     bad.linux = Some(cri::LinuxContainerConfig {
         security_context: Some(cri::LinuxContainerSecurityContext {
             namespace_options: Some(cri::NamespaceOption {
@@ -302,10 +319,22 @@ async fn a_killed_pause_shim_makes_the_pod_not_ready_and_removable() {
     });
     let reason = info["notReadyReason"].as_str().unwrap_or_default();
     assert!(reason.contains("shim is gone"), "{info}");
-    // The orphaned pause process is killed by the stop; all is released.
+    // The orphaned pause process is killed by the stop (left a zombie for
+    // whoever adopted it); all is released.
     remove_pod(&mut rt, &pod_id).await;
-    assert!(!std::path::Path::new(&format!("/proc/{pause_pid}")).exists());
+    assert!(!alive(pause_pid), "the pause process survived");
     assert_eq!(daemon.leaks(), Vec::<String>::new());
+}
+
+/// True while `pid` runs (a zombie or no process at all is not alive).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => {
+            !matches!(stat.rsplit(')').next().map(str::trim_start), Some(s) if s.starts_with('Z') || s.starts_with('X'))
+        }
+        Err(_) => false,
+    }
 }
 
 /// Runs a future to completion from a synchronous poll loop.

@@ -50,8 +50,6 @@ pub struct PodDeps {
     /// Where each pause process's bundle (`<bundles_dir>/<16 hex of the
     /// pod id>`) is made (`<state>/p`: a short path, for the shim's socket).
     pub bundles_dir: PathBuf,
-    /// The `crius-shim` binary, bound into the pause process's rootfs.
-    pub pause_binary: PathBuf,
     /// What this host's cgroups can enforce, for the pause process's spec.
     pub host: Arc<HostCapabilities>,
 }

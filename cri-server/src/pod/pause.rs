@@ -25,6 +25,14 @@ use crate::spec::{self, SandboxNamespaces};
 use crate::state::sandbox::PauseRecord;
 use crate::state::table::Entry;
 
+/// How often a watch connects again after its Wait broke off, and how long
+/// it lets a busy shim be first.
+const WAIT_RETRIES: u32 = 5;
+const WAIT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long a stop waits for the SIGKILLed pause process to be reaped.
+const KILL_REAP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Hex digits of the pod id that name the pause process's bundle dir (as
 /// a container's: short, for the shim socket's path).
 const BUNDLE_NAME_LEN: usize = 16;
@@ -50,7 +58,7 @@ pub async fn start(deps: &PodDeps, pod: &mut PodRecord) -> Result<(), CriError> 
     std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
     let spec = spec::pause_spec(&spec::PauseSpecInput {
         rootfs: &rootfs,
-        binary: &deps.pause_binary,
+        sandbox_id: &pod.id,
         namespaces: &SandboxNamespaces {
             network: pod.netns.clone(),
             ipc: pod.ipcns.clone(),
@@ -94,16 +102,40 @@ fn set(pod: &mut PodRecord, f: impl FnOnce(&mut PauseRecord)) {
     }
 }
 
-/// Watches the pod's running pause process: when it ends (or its shim is
-/// lost) while the pod is ready, the pod turns NOTREADY with the reason in
+/// Watches the pod's running pause process: when it ends, or its shim is
+/// lost, while the pod is ready, the pod turns NOTREADY with the reason in
 /// its record (kubelet then makes a new sandbox, as it does for a dead pause
-/// container under containerd).
+/// container under containerd). A broken connection alone is not a lost
+/// shim: the watch connects again, and only a shim that no longer answers
+/// is lost.
 pub fn watch(deps: &PodDeps, entry: Arc<Entry<PodRecord>>, shim: Arc<dyn ShimApi>) {
     let deps = deps.clone();
     tokio::spawn(async move {
-        let reason = match shim.wait().await {
-            Ok(exit) => format!("the pause process exited with status {}", exit.exit_code),
-            Err(e) => format!("the pause process's shim is gone: {e}"),
+        let mut shim = shim;
+        let mut retries = WAIT_RETRIES;
+        let reason = loop {
+            let broken = match shim.wait().await {
+                Ok(exit) => {
+                    break format!("the pause process exited with status {}", exit.exit_code)
+                }
+                Err(e) if retries == 0 => break format!("the pause process's shim fails: {e}"),
+                Err(e) => e,
+            };
+            retries -= 1;
+            tokio::time::sleep(WAIT_RETRY_PAUSE).await;
+            let (id, bundle) = {
+                let pod = entry.snapshot();
+                let bundle = pod.pause.map(|p| p.bundle).unwrap_or_default();
+                (pod.id, bundle)
+            };
+            deps.shims.remove(&id);
+            match deps.shims.get(&id, &bundle).await {
+                Ok(again) => shim = again,
+                Err(e) if e.is_unreachable() => {
+                    break format!("the pause process's shim is gone: {broken}; {e}")
+                }
+                Err(e) => break format!("the pause process's shim fails: {e}"),
+            }
         };
         mark_gone(&deps, &entry, reason).await;
     });
@@ -185,7 +217,11 @@ async fn end_through(shim: &dyn ShimApi) -> Result<(), ShimError> {
     match shim.kill(libc::SIGKILL, true).await {
         Err(e) if e.is_unreachable() => return Err(e),
         Err(e) => tracing::debug!(error = %e, "killing the pause process"),
-        Ok(()) => {}
+        // Delete refuses a process whose exit the shim has not reaped yet.
+        Ok(()) => match tokio::time::timeout(KILL_REAP_TIMEOUT, shim.wait()).await {
+            Ok(Err(e)) if e.is_unreachable() => return Err(e),
+            _ => {}
+        },
     }
     shim.delete().await?;
     match shim.shutdown().await {

@@ -61,7 +61,6 @@ impl PodFakes {
                 host_resolv_conf: seams.host_resolv_conf.clone(),
                 shims: Arc::new(Shims::new(Arc::new(seams.shims.clone()))),
                 bundles_dir: seams.config.state.join("p"),
-                pause_binary: "/usr/local/bin/crius-shim".into(),
                 host: Arc::new(HostCapabilities {
                     cgroup_v2: false,
                     hugetlb: false,

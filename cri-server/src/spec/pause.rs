@@ -7,9 +7,13 @@
 //! 65535:65535, no capabilities, no new privileges, the runtime's default
 //! seccomp profile, an OOM score adjustment of -998, the pod's network, IPC
 //! and UTS namespaces joined and a new PID and mount namespace; unlike them,
-//! no image: its read-only rootfs is an empty dir with `crius-shim` bound
-//! read-only at `/pause`.
+//! no image and no binary: its read-only rootfs is an empty dir with a small
+//! tmpfs at `/dev` (libcontainer puts its default device nodes there), and
+//! the annotation `io.kubernetes.cri.container-type: sandbox` (containerd's
+//! own marker of a sandbox spec) makes crius-runtime run its built-in pause
+//! workload in the init instead of an exec.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
@@ -17,10 +21,15 @@ use oci_spec::runtime::{
     LinuxNamespaceType, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
-use super::{HostCapabilities, SandboxNamespaces, SpecError};
+use super::{
+    HostCapabilities, SandboxNamespaces, SpecError, ANNOTATION_CONTAINER_TYPE,
+    ANNOTATION_SANDBOX_ID,
+};
 
-/// The pause process's path in its rootfs.
-pub const PAUSE_PATH: &str = "/pause";
+/// The pause process's command, as `ps` shows it; nothing is executed.
+const PAUSE_ARGS: &str = "pause";
+/// The container type annotation's value for a pod sandbox.
+const SANDBOX: &str = "sandbox";
 /// Its uid and gid: the pause image's `USER 65535:65535`.
 const PAUSE_ID: u32 = 65535;
 /// containerd's `defaultSandboxOOMAdj`: the pause process is the last a
@@ -32,8 +41,8 @@ const PAUSE_OOM_SCORE_ADJ: i32 = -998;
 pub struct PauseSpecInput<'a> {
     /// The empty dir it runs in (absolute); the spec makes it read-only.
     pub rootfs: &'a Path,
-    /// The `crius-shim` binary on the host, bound at [`PAUSE_PATH`].
-    pub binary: &'a Path,
+    /// The pod's id, for the annotations containerd sets on a sandbox.
+    pub sandbox_id: &'a str,
     /// The pod's pinned network, IPC and UTS namespaces (`pid` is ignored:
     /// the pause process makes the pod's PID namespace).
     pub namespaces: &'a SandboxNamespaces,
@@ -47,7 +56,7 @@ pub struct PauseSpecInput<'a> {
 pub fn pause_spec(input: &PauseSpecInput) -> Result<Spec, SpecError> {
     let no_capabilities = Capabilities::new();
     let process = ProcessBuilder::default()
-        .args(vec![PAUSE_PATH.to_string()])
+        .args(vec![PAUSE_ARGS.to_string()])
         .env(Vec::<String>::new())
         .cwd("/")
         .user(UserBuilder::default().uid(PAUSE_ID).gid(PAUSE_ID).build()?)
@@ -103,15 +112,17 @@ pub fn pause_spec(input: &PauseSpecInput) -> Result<Spec, SpecError> {
         .masked_paths(Vec::<String>::new())
         .readonly_paths(Vec::<String>::new())
         .build()?;
-    let binary = MountBuilder::default()
-        .destination(PAUSE_PATH)
-        .typ("bind")
-        .source(input.binary)
+    // libcontainer makes its default devices and /dev links there.
+    let dev = MountBuilder::default()
+        .destination("/dev")
+        .typ("tmpfs")
+        .source("tmpfs")
         .options(vec![
-            "rbind".to_string(),
-            "ro".to_string(),
             "nosuid".to_string(),
-            "nodev".to_string(),
+            "noexec".to_string(),
+            "strictatime".to_string(),
+            "mode=755".to_string(),
+            "size=64k".to_string(),
         ])
         .build()?;
     let mut spec = SpecBuilder::default()
@@ -123,8 +134,15 @@ pub fn pause_spec(input: &PauseSpecInput) -> Result<Spec, SpecError> {
                 .build()?,
         )
         .process(process)
-        .mounts(vec![binary])
+        .mounts(vec![dev])
         .linux(linux)
+        .annotations(HashMap::from([
+            (ANNOTATION_CONTAINER_TYPE.to_string(), SANDBOX.to_string()),
+            (
+                ANNOTATION_SANDBOX_ID.to_string(),
+                input.sandbox_id.to_string(),
+            ),
+        ]))
         .build()?;
     // The builder's default hostname ("youki") must go: the pause process
     // keeps the pod's UTS namespace as RunPodSandbox set it.
@@ -142,7 +160,7 @@ mod tests {
     ) -> PauseSpecInput<'a> {
         PauseSpecInput {
             rootfs: Path::new("/run/crius/c/p1/rootfs"),
-            binary: Path::new("/usr/local/bin/crius-shim"),
+            sandbox_id: "p1",
             namespaces,
             cgroups_path: "/crius/pod-p1/p1".into(),
             host,
@@ -159,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn runs_the_bound_binary_unprivileged_on_a_read_only_empty_root() {
+    fn runs_the_built_in_workload_unprivileged_on_a_read_only_empty_root() {
         let host = HostCapabilities {
             min_oom_score_adj: -1000,
             ..super::super::tests::host()
@@ -170,7 +188,10 @@ mod tests {
         assert_eq!(root.path(), Path::new("/run/crius/c/p1/rootfs"));
         assert_eq!(root.readonly(), Some(true));
         let process = spec.process().as_ref().unwrap();
-        assert_eq!(process.args().as_deref(), Some(&["/pause".to_string()][..]));
+        assert_eq!(process.args().as_deref(), Some(&["pause".to_string()][..]));
+        let annotations = spec.annotations().as_ref().unwrap();
+        assert_eq!(annotations["io.kubernetes.cri.container-type"], "sandbox");
+        assert_eq!(annotations["io.kubernetes.cri.sandbox-id"], "p1");
         assert_eq!(process.user().uid(), 65535);
         assert_eq!(process.user().gid(), 65535);
         assert_eq!(process.no_new_privileges(), Some(true));
