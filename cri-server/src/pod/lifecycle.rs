@@ -423,7 +423,7 @@ mod rollback_tests {
         let spawned = f.shims.spawned();
         assert_eq!(
             f.shims.calls(&spawned[0]),
-            ["Spawn", "Create", "Kill", "Delete", "Shutdown"]
+            ["Spawn", "Create", "Kill", "Wait", "Delete", "Shutdown"]
         );
         f.ns.fail_pid_pin(false);
         runs_again(&f).await;

@@ -208,16 +208,8 @@ mod tests {
         }
         let mounts = spec.mounts().as_ref().unwrap();
         assert_eq!(mounts.len(), 1);
-        assert_eq!(mounts[0].destination(), Path::new("/pause"));
-        assert_eq!(
-            mounts[0].source().as_deref(),
-            Some(Path::new("/usr/local/bin/crius-shim"))
-        );
-        assert!(mounts[0]
-            .options()
-            .as_ref()
-            .unwrap()
-            .contains(&"ro".to_string()));
+        assert_eq!(mounts[0].destination(), Path::new("/dev"));
+        assert_eq!(mounts[0].typ().as_deref(), Some("tmpfs"));
         assert_eq!(spec.hostname(), &None);
         // A daemon that may not go below 0 gives the pause process 0.
         let restricted = super::super::tests::host();
