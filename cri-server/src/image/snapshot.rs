@@ -139,10 +139,12 @@ pub const MAX_LAYERS: usize = 500;
 /// by links `l/<i>` and the upper and work dirs relative to `container_dir`,
 /// and the mount runs from a thread of its own whose working directory is
 /// `container_dir`. So a layer costs a few bytes of the one page of mount
-/// options, whatever its path (500 layers take under 3 KiB). overlayfs holds
-/// the dirs the links resolved to, so the links go as soon as the mount call
-/// returns, mounted or not. Errors: `Mount` (more than [`MAX_LAYERS`]
-/// layers, naming the count, or the kernel's refusal), `Io`.
+/// options, whatever its path (500 layers take under 3 KiB), and no path of
+/// the host's can break the options with a ',' or ':'. One way for every
+/// count, so every container exercises it; `layers` names what `l/<i>` was.
+/// overlayfs holds the dirs the links resolved to, so the links go as soon
+/// as the mount call returns, mounted or not. Errors: `Mount` (more than
+/// [`MAX_LAYERS`] layers, naming the count, or the kernel's refusal), `Io`.
 pub fn mount_rootfs(
     layers: &[PathBuf],
     container_dir: &Path,
