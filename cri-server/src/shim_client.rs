@@ -50,7 +50,8 @@ pub trait ShimLauncher: Send + Sync {
 /// The calls on one container's shim; every error names the container.
 pub trait ShimApi: Send + Sync {
     /// Creates the container from the shim's bundle (keeping its stdin open
-    /// with `stdin`): init's host pid. Not idempotent.
+    /// with `stdin`): init's host pid, 0 when the container's process cannot
+    /// be exec'd (no init; its start fails naming the file). Not idempotent.
     fn create(&self, stdin: bool) -> ShimFuture<'_, u32>;
     /// Releases the created container's process. Not idempotent.
     fn start(&self) -> ShimFuture<'_, ()>;
