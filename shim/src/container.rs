@@ -180,10 +180,7 @@ impl Container {
                 return Ok(None);
             }
             Err(err) => {
-                return Err(match self.logged_errors() {
-                    logged if logged.is_empty() => err.into(),
-                    logged => ShimError::Logged(err, logged),
-                })
+                return Err(ShimError::logged(err, self.logged_errors()));
             }
         };
         // Before any await, so the reaper cannot take init unwatched.

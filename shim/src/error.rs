@@ -38,6 +38,26 @@ impl From<ShimError> for Status {
     }
 }
 
+impl ShimError {
+    /// `err` with the lines libcontainer's processes `logged` meanwhile, less
+    /// those that end in `err`'s innermost cause: they only repeat it on its
+    /// way up ("failed to initialize container process: failed to prepare
+    /// rootfs"). Without any left, just `err`.
+    pub fn logged(err: RuntimeError, mut logged: Vec<String>) -> ShimError {
+        let mut innermost: &dyn std::error::Error = &err;
+        while let Some(cause) = innermost.source() {
+            innermost = cause;
+        }
+        let innermost = innermost.to_string();
+        logged.retain(|line| !line.ends_with(&innermost));
+        if logged.is_empty() {
+            ShimError::Runtime(err)
+        } else {
+            ShimError::Logged(err, logged)
+        }
+    }
+}
+
 /// `err` and its causes, as anyhow's `{:#}` prints them.
 fn chain(err: &RuntimeError) -> String {
     let mut text = err.to_string();
@@ -95,6 +115,37 @@ mod tests {
         };
         let status = Status::from(ShimError::Logged(gone, vec!["x".into()]));
         assert_eq!(status.code(), Code::NotFound);
+    }
+
+    #[test]
+    fn logged_lines_that_repeat_the_innermost_cause_are_left_out() {
+        let err = || RuntimeError::Io {
+            id: "c1".into(),
+            step: Step::Create,
+            what: "run init",
+            source: std::io::Error::other("failed to prepare rootfs"),
+        };
+        let logged = vec![
+            r#"failed to mount Mount { destination: "/etc" }: syscall"#.to_string(),
+            "failed to prepare rootfs err=Mount(Syscall(Nix(EINVAL (Invalid argument))))".into(),
+            "failed to initialize container process: failed to prepare rootfs".into(),
+            "failed to run container process exec process failed: failed to prepare rootfs".into(),
+        ];
+        let ShimError::Logged(_, kept) = ShimError::logged(err(), logged) else {
+            panic!("the detail was dropped");
+        };
+        assert_eq!(
+            kept,
+            [
+                r#"failed to mount Mount { destination: "/etc" }: syscall"#,
+                "failed to prepare rootfs err=Mount(Syscall(Nix(EINVAL (Invalid argument))))",
+            ]
+        );
+        let only_repeats = vec!["x: failed to prepare rootfs".to_string()];
+        assert!(matches!(
+            ShimError::logged(err(), only_repeats),
+            ShimError::Runtime(_)
+        ));
     }
 
     #[test]

@@ -232,17 +232,25 @@ async fn a_failed_mount_names_the_step_the_path_and_the_errno() {
     let err = create_container(&mut rt, &pod_id, &pod, config)
         .await
         .unwrap_err();
-    eprintln!("{err:?}");
+    // The step, both paths and the errno, which libcontainer's own error
+    // ("failed to prepare rootfs") leaves out.
     assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
     let message = err.message();
+    let source = format!("source: Some({:?})", file.display().to_string());
     for part in [
-        "preparing rootfs",
-        &file.display().to_string(),
-        "/etc",
-        "ENOTDIR",
+        "failed to prepare rootfs; libcontainer logged: failed to mount",
+        r#"destination: "/etc""#,
+        &source,
     ] {
         assert!(message.contains(part), "{part:?} in {message}");
     }
+    // The kernel's errno for a file bound onto a directory, with its text.
+    assert!(
+        ["EINVAL (Invalid argument)", "ENOTDIR (Not a directory)"]
+            .iter()
+            .any(|errno| message.contains(errno)),
+        "{message}"
+    );
 
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: pod_id.clone(),
