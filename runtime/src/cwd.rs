@@ -59,20 +59,20 @@ pub(crate) fn ensure(bundle: &Path) -> io::Result<()> {
     })
 }
 
+/// Where a path of the container lies before its mounts are made.
 #[derive(Debug, PartialEq, Eq)]
-enum Place {
+pub(crate) enum Place {
+    /// In the rootfs itself.
     Rootfs,
     /// Under the bind mount of `source`, at `rel` below it.
-    Bind {
-        source: PathBuf,
-        rel: PathBuf,
-    },
+    Bind { source: PathBuf, rel: PathBuf },
+    /// Under a mount that is no bind (a tmpfs, /proc, …): unknown until it is made.
     OtherMount,
 }
 
 /// The deepest mount of the spec at or above `cwd` (relative, clean), later mounts winning
 /// at the same depth as they are mounted last.
-fn where_it_lives(spec: &Spec, cwd: &Path) -> Place {
+pub(crate) fn where_it_lives(spec: &Spec, cwd: &Path) -> Place {
     let mut best: Option<(usize, Place)> = None;
     for m in spec.mounts().iter().flatten() {
         let dest = clean(m.destination());
@@ -118,7 +118,7 @@ fn container_root(spec: &Spec) -> (u32, u32) {
 
 /// `path` relative to the root, lexically cleaned as runc's `filepath.Clean("/" + path)`:
 /// no `.`, and a `..` never climbs above the root.
-fn clean(path: &Path) -> PathBuf {
+pub(crate) fn clean(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
@@ -133,7 +133,7 @@ fn clean(path: &Path) -> PathBuf {
 }
 
 /// Opens `rel` (relative, clean) as a directory, resolved with `root` as `/`.
-fn open_in_root(root: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
+pub(crate) fn open_in_root(root: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
     let path = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {

@@ -44,6 +44,7 @@ mod console;
 mod cwd;
 mod error;
 mod exec_seccomp;
+mod executable;
 mod init_identity;
 mod oom_score;
 mod pause;

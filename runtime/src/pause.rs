@@ -10,7 +10,6 @@
 //! shim's fds it inherited.
 
 use std::ffi::CStr;
-use std::path::Path;
 
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::errno::Errno;
@@ -33,12 +32,6 @@ pub fn is_sandbox(spec: &Spec) -> bool {
         .as_ref()
         .and_then(|a| a.get(CONTAINER_TYPE))
         .is_some_and(|t| t == SANDBOX)
-}
-
-/// Reads the bundle's spec: whether it is a pod sandbox's. Errors: the
-/// spec does not read.
-pub fn bundle_is_sandbox(bundle: &Path) -> Result<bool, oci_spec::OciSpecError> {
-    Ok(is_sandbox(&Spec::load(bundle.join("config.json"))?))
 }
 
 /// libcontainer's workload hook running [`run`]: it never returns to
@@ -172,10 +165,6 @@ mod tests {
             SANDBOX.to_string(),
         )])));
         assert!(is_sandbox(&spec));
-        let bundle = tempfile::tempdir().unwrap();
-        spec.save(bundle.path().join("config.json")).unwrap();
-        assert!(bundle_is_sandbox(bundle.path()).unwrap());
-        assert!(bundle_is_sandbox(&bundle.path().join("absent")).is_err());
     }
 
     #[test]

@@ -74,6 +74,10 @@ impl Runtime {
     /// init's pid. If `create` fails after forking, libcontainer returns without reaping: the
     /// intermediate and init exit and are left for the caller to reap. Keep the statuses of
     /// unknown pids until `create` returns.
+    ///
+    /// Errors: [`RuntimeError::NotExecutable`] when the process cannot be exec'd (not on its
+    /// `PATH`, missing, a directory, not executable by its user), found before anything is
+    /// made or forked, so nothing is left to delete; runc reports the same at create.
     pub fn create(&self, id: &str, bundle: &Path, stdio: Stdio) -> Result<Pid, RuntimeError> {
         let step = Step::Create;
         self.ensure_state_root(id, step)?;
@@ -202,12 +206,28 @@ impl Runtime {
         io: ProcessIo,
     ) -> Result<Pid, RuntimeError> {
         let step = Step::Create;
+        let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
+            RuntimeError::io(id, step, "read the bundle's config.json", io_error(e))
+        })?;
+        let rootfs = spec
+            .root()
+            .as_ref()
+            .map_or_else(|| bundle.join("rootfs"), |r| bundle.join(r.path()));
+        // A sandbox runs the built-in pause workload: nothing to exec.
+        let sandbox = crate::pause::is_sandbox(&spec);
+        if let Some(reason) = (!sandbox)
+            .then(|| crate::executable::unexecutable(&spec, &rootfs))
+            .flatten()
+        {
+            return Err(RuntimeError::NotExecutable {
+                id: id.to_owned(),
+                step,
+                reason,
+            });
+        }
         // libcontainer only chdirs; runc makes a missing working directory first.
         crate::cwd::ensure(bundle)
             .map_err(|e| RuntimeError::io(id, step, "prepare the working directory", e))?;
-        let sandbox = crate::pause::bundle_is_sandbox(bundle).map_err(|e| {
-            RuntimeError::io(id, step, "read the bundle's spec", std::io::Error::other(e))
-        })?;
         let container = with_own_oom_score(id, step, || {
             let builder = self.builder(id, io)?;
             let builder = if sandbox {
@@ -331,6 +351,13 @@ fn container_seccomp(container: &Container) -> Result<Option<SeccompExecutor>, L
                 .into(),
         )
     })
+}
+
+fn io_error(e: oci_spec::OciSpecError) -> std::io::Error {
+    match e {
+        oci_spec::OciSpecError::Io(e) => e,
+        other => std::io::Error::other(other),
+    }
 }
 
 /// Where a new container process's stdio comes from.

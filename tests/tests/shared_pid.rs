@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crius_proto::cri;
 use crius_tests::cri::{
     container_config, container_status, exec, pod_config, pull, run_container, run_pod, wait_for,
-    Runtime,
+    with_pid_mode, Runtime,
 };
 use crius_tests::registry::TestRegistry;
 use crius_tests::{require_root, Daemon, DaemonOptions};
@@ -20,23 +20,6 @@ fn daemon() -> Daemon {
         network: true,
         ..Default::default()
     })
-}
-
-fn with_pid_mode(
-    mut pod: cri::PodSandboxConfig,
-    mode: cri::NamespaceMode,
-) -> cri::PodSandboxConfig {
-    pod.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                pid: mode as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    pod
 }
 
 /// The output of `cmd` run in container `id` (it must succeed).

@@ -26,6 +26,10 @@ use crate::task::detached;
 /// Hex digits of the container id that name its bundle dir.
 const BUNDLE_NAME_LEN: usize = 16;
 
+/// The exit code of a container whose start failed (containerd's
+/// `errorStartExitCode`, internal/cri/server/helpers.go).
+const START_ERROR_EXIT_CODE: i32 = 128;
+
 /// Creates the container in `pod` (found and checked ready by the caller):
 /// its id. Errors: InvalidArgument for a bad config, NotFound for an
 /// unknown image, AlreadyExists for a taken name, Internal for a failed
@@ -94,6 +98,7 @@ pub async fn create_container(
         stop_signal: image.config.stop_signal.clone(),
         process: Default::default(),
         resources: None,
+        start_error: None,
         config,
     };
     let layers = deps.images.layer_dirs(&image);
@@ -337,7 +342,12 @@ async fn teardown(deps: &ContainerDeps, record: &ContainerRecord) -> Result<(), 
 
 /// Releases a created container's process. Errors: NotFound for an unknown
 /// id, FailedPrecondition unless it is created (so not idempotent),
-/// Unavailable when its shim is unreachable.
+/// Unavailable when its shim is unreachable, Internal when the shim fails
+/// the start (e.g. the process cannot be exec'd: runc's words, `exec:
+/// "nosuch": executable file not found in $PATH`). As containerd
+/// (internal/cri/server/container_start.go), a start that fails leaves the
+/// container exited with code 128, reason `StartError` and the error as its
+/// message, for RemoveContainer to clean up.
 pub async fn start_container(deps: &ContainerDeps, id: &str) -> Result<(), CriError> {
     let entry = deps.containers.find(id)?;
     let deps = deps.clone();
@@ -350,8 +360,24 @@ pub async fn start_container(deps: &ContainerDeps, id: &str) -> Result<(), CriEr
                 record.id, record.state
             )));
         }
-        let shim = deps.shims.get(&record.id, &record.bundle).await?;
-        shim.start().await?;
+        let started = async {
+            let shim = deps.shims.get(&record.id, &record.bundle).await?;
+            shim.start().await?;
+            Ok::<_, CriError>(shim)
+        };
+        let shim = match started.await {
+            Ok(shim) => shim,
+            Err(e) => {
+                let message = e.message();
+                deps.containers.update(&entry, |c| {
+                    c.state = ContainerState::Exited;
+                    c.exit_code = START_ERROR_EXIT_CODE;
+                    c.finished_at = now_nanos();
+                    c.start_error = Some(message);
+                })?;
+                return Err(e);
+            }
+        };
         deps.containers.update(&entry, |c| {
             c.state = ContainerState::Running;
             c.started_at = now_nanos();
