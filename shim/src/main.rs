@@ -13,6 +13,7 @@ mod exec;
 mod oom;
 mod reaper;
 mod server;
+mod terminal;
 
 use std::fs::OpenOptions;
 use std::io;
