@@ -11,10 +11,12 @@ use crius_tests::cri::{
 use crius_tests::registry::TestRegistry;
 use crius_tests::{require_root, Daemon, DaemonOptions};
 
-/// The CRI log's records as `<stream> <tag> <content>`, without timestamps.
+/// The CRI log's complete records as `<stream> <tag> <content>`, without
+/// timestamps. top keeps writing: the file may end in half a record.
 fn records(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let complete = text.rfind('\n').map_or(0, |end| end + 1);
+    text[..complete]
         .split_terminator('\n')
         .filter_map(|line| line.split_once(' ').map(|(_, record)| record.to_owned()))
         .collect()
