@@ -174,6 +174,19 @@ mod tests {
         assert_eq!(action(Signal::SIGCHLD), Action::Reap);
     }
 
+    /// Kills and reaps the child it holds when dropped (`None` once the
+    /// test reaped it: its pid may belong to another process then).
+    struct KillOnDrop(Option<Pid>);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if let Some(pid) = self.0 {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+            }
+        }
+    }
+
     /// Forked (the test harness is multi-threaded; the child runs only the
     /// pause workload, then exits without unwinding), the pause process
     /// renames itself, reaps an orphan's zombie, stays up and exits 0 on
@@ -195,6 +208,8 @@ mod tests {
                 }
                 ForkResult::Parent { child } => child,
             };
+            // A failed assertion must not leave the forked pause running.
+            let mut unreaped = KillOnDrop(Some(child));
             let deadline = Instant::now() + Duration::from_secs(10);
             let status_of = |field: &str| {
                 let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap();
@@ -229,6 +244,7 @@ mod tests {
             loop {
                 match waitpid(child, Some(WaitPidFlag::WNOHANG)).unwrap() {
                     WaitStatus::Exited(_, code) => {
+                        unreaped.0 = None;
                         assert_eq!(code, 0, "{signal}");
                         break;
                     }
