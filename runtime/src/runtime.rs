@@ -201,12 +201,12 @@ impl Runtime {
         io: ProcessIo,
     ) -> Result<Pid, RuntimeError> {
         let step = Step::Create;
-        // libcontainer only chdirs; runc makes a missing working directory first.
-        crate::cwd::ensure(bundle)
-            .map_err(|e| RuntimeError::io(id, step, "prepare the working directory", e))?;
+        // runc makes mount points through the image's symlinks and the working directory;
+        // libcontainer does neither.
+        let bundle = crate::bundle::prepare(id, bundle)?;
         let container = with_own_oom_score(id, step, || {
             self.builder(id, io)?
-                .as_init(bundle)
+                .as_init(&bundle)
                 .with_systemd(self.systemd_cgroups)
                 .with_detach(true)
                 .build()
