@@ -92,7 +92,10 @@ pub(crate) struct Resolved {
 impl Resolved {
     /// The whole resolved path, relative to the root.
     pub(crate) fn path(&self) -> PathBuf {
-        self.made.join(&self.below_mount)
+        // Not `join` of an empty path, which would add a trailing `/` (a directory's name).
+        let mut path = self.made.clone();
+        path.extend(self.below_mount.iter());
+        path
     }
 }
 

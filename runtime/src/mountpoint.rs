@@ -201,12 +201,19 @@ mod tests {
         fn resolve(&self, mounts: Vec<Mount>) -> Result<Vec<PathBuf>, MountpointError> {
             let mut spec = SpecBuilder::default().mounts(mounts).build().unwrap();
             resolve_all(&mut spec, &self.rootfs())?;
-            Ok(spec
+            let dests: Vec<PathBuf> = spec
                 .mounts()
                 .iter()
                 .flatten()
                 .map(|m| m.destination().clone())
-                .collect())
+                .collect();
+            // Compared as strings too: `PathBuf`'s `==` ignores a trailing `/`, which would
+            // make libcontainer take a file's mount point for a directory.
+            for d in &dests {
+                let d = d.to_str().unwrap();
+                assert!(d == "/" || !d.ends_with('/'), "{d}");
+            }
+            Ok(dests)
         }
 
         /// The names beside the rootfs: nothing may be made there.

@@ -77,6 +77,8 @@ impl TestRegistry {
                     "crius/httpd",
                     "--only",
                     "crius/workdir",
+                    "--only",
+                    "crius/symlinks",
                 ])
                 .output()
                 .expect("running crius-test-images");
