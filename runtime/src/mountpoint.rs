@@ -446,6 +446,14 @@ mod tests {
             err.source().unwrap().to_string(),
             "open /usr: ENOTDIR: Not a directory"
         );
+        // As the runtime's error carries it: the chain kept behind the io::Error.
+        let err = std::io::Error::from(err);
+        assert_eq!(err.kind(), std::io::ErrorKind::NotADirectory);
+        assert_eq!(err.to_string(), "mount at /etc/localtime");
+        assert_eq!(
+            err.source().unwrap().to_string(),
+            "open /usr: ENOTDIR: Not a directory"
+        );
 
         f.link("/loop/a", "b");
         f.link("/loop/b", "a");
