@@ -49,6 +49,15 @@ impl CriError {
         CriError::FailedPrecondition(format!("container {id} is not running"))
     }
 
+    /// The message the caller gets: an Internal error's whole cause chain
+    /// on one line (anyhow's `{:#}`), else the error's own words.
+    pub fn message(&self) -> String {
+        match self {
+            CriError::Internal(inner) => format!("{inner:#}"),
+            other => other.to_string(),
+        }
+    }
+
     /// Adds `context` to the cause chain of an Internal error; the others
     /// keep their code and message (they already name what failed).
     pub fn context(self, context: &'static str) -> CriError {
@@ -78,12 +87,7 @@ impl From<CriError> for Status {
             CriError::Unavailable(_) => Code::Unavailable,
             CriError::Internal(_) => Code::Internal,
         };
-        // `{:#}` prints anyhow's whole cause chain on one line.
-        let message = match &e {
-            CriError::Internal(inner) => format!("{inner:#}"),
-            other => other.to_string(),
-        };
-        Status::new(code, message)
+        Status::new(code, e.message())
     }
 }
 

@@ -50,8 +50,9 @@ pub struct Crius {
     /// The host's resolv.conf, copied for pods without a DNS config
     /// (`/etc/resolv.conf`).
     pub host_resolv_conf: PathBuf,
-    /// The containers' shims: spawned through [`shim_client::ProcessShims`]
-    /// (`crius-shim`, installed beside `criusd`) for real.
+    /// The containers' and pause processes' shims: spawned through
+    /// [`shim_client::ProcessShims`] (`crius-shim`, installed beside
+    /// `criusd`) for real.
     pub shims: Arc<Shims>,
     /// Containers' root filesystems and the layers they hold:
     /// [`image::snapshot::OverlaySnapshotter`] for real.
@@ -170,6 +171,9 @@ impl Crius {
             cgroups: self.cgroups.clone(),
             pods_dir: self.config.state.join("pods"),
             host_resolv_conf: self.host_resolv_conf.clone(),
+            shims: self.shims.clone(),
+            bundles_dir: self.config.state.join("p"),
+            host: self.host.clone(),
         }
     }
 

@@ -16,7 +16,8 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -144,9 +145,18 @@ pub trait NamespacePinner: Send + Sync + fmt::Debug {
         hostname: Option<&str>,
     ) -> Result<PinnedNamespaces, NsError>;
 
-    /// Releases every pin under `dir` and `dir` itself (see [`unpin`]).
-    /// Idempotent: what is already gone is fine. Errors: an unmount or
-    /// removal failing, named.
+    /// Pins the PID namespace of process `pid` at `<dir>/pid` (see
+    /// [`pin_pid`]): where it is. Errors: `AlreadyPinned`, the mount failing.
+    fn pin_pid(&self, dir: &Path, pid: u32) -> Result<PathBuf, NsError>;
+
+    /// SIGKILLs process `pid` if its PID namespace is the one pinned at
+    /// `pin` (see [`kill_pinned_pid`]): whether it was. Errors: the checks'
+    /// syscalls failing other than for a process that is gone.
+    fn kill_pinned_pid(&self, pin: &Path, pid: u32) -> Result<bool, NsError>;
+
+    /// Releases every pin under `dir` (the PID one too) and `dir` itself
+    /// (see [`unpin`]). Idempotent: what is already gone is fine. Errors: an
+    /// unmount or removal failing, named.
     fn unpin(&self, dir: &Path) -> Result<(), NsError>;
 }
 
@@ -164,10 +174,21 @@ impl NamespacePinner for HostNamespaces {
         pin(dir, kinds, hostname)
     }
 
+    fn pin_pid(&self, dir: &Path, pid: u32) -> Result<PathBuf, NsError> {
+        pin_pid(dir, pid)
+    }
+
+    fn kill_pinned_pid(&self, pin: &Path, pid: u32) -> Result<bool, NsError> {
+        kill_pinned_pid(pin, pid)
+    }
+
     fn unpin(&self, dir: &Path) -> Result<(), NsError> {
         unpin(dir)
     }
 }
+
+/// The file name of a pod's pinned PID namespace in its pins' dir.
+const PID_PIN: &str = "pid";
 
 /// The one mapping of namespace errors to CRI codes: pinning, entering and
 /// unpinning a pod's namespaces fail only through the host (a syscall, a
@@ -254,18 +275,7 @@ fn pin_in_this_thread(
     }
     for kind in kinds.iter() {
         let target = dir.join(kind.name());
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&target)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => NsError::AlreadyPinned(target.clone()),
-                _ => NsError::Io {
-                    op: "creating",
-                    path: target.clone(),
-                    source: e,
-                },
-            })?;
+        create_pin_file(&target)?;
         pinned.set(kind, target.clone());
         let source = format!("/proc/thread-self/ns/{}", kind.name());
         mount(
@@ -305,12 +315,101 @@ fn bring_loopback_up() -> Result<(), NsError> {
     Ok(())
 }
 
+/// Bind-mounts `/proc/<pid>/ns/pid` onto `<dir>/pid`: the pod's shared PID
+/// namespace, made by its pause process. Its containers join the pin, never
+/// `/proc/<pid>`, which a later process may reuse once the pause process is
+/// gone (joining a pinned namespace whose PID 1 died fails instead: the
+/// kernel refuses new processes there). Call it while `pid` cannot be
+/// reaped (created, not yet started). On error no pin is left.
+pub fn pin_pid(dir: &Path, pid: u32) -> Result<PathBuf, NsError> {
+    fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+    let target = dir.join(PID_PIN);
+    create_pin_file(&target)?;
+    let source = format!("/proc/{pid}/ns/pid");
+    let bound = mount(
+        Some(source.as_str()),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    );
+    if let Err(e) = bound {
+        remove_pin(&target)?;
+        return Err(sys_err("bind-mounting the PID namespace")(e));
+    }
+    Ok(target)
+}
+
+/// SIGKILLs process `pid` when its PID namespace is the one pinned at `pin`:
+/// true if it was signalled, false if it is gone or in another namespace
+/// (the pid was reused) or the pin is gone. The process is held by a pidfd
+/// across the check, so the signal reaches the process checked.
+pub fn kill_pinned_pid(pin: &Path, pid: u32) -> Result<bool, NsError> {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return Ok(false);
+    };
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = match Errno::result(fd) {
+        Ok(fd) => fd as RawFd,
+        Err(Errno::ESRCH) => return Ok(false),
+        Err(e) => return Err(sys_err("pidfd_open")(e)),
+    };
+    // SAFETY: the syscall returned a new fd that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ns = PathBuf::from(format!("/proc/{pid}/ns/pid"));
+    let (pinned, current) = match (fs::metadata(pin), fs::metadata(&ns)) {
+        (Ok(p), Ok(c)) => (p, c),
+        (Err(e), _) | (_, Err(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        (Err(e), _) => return Err(io_err("reading", pin)(e)),
+        (_, Err(e)) => return Err(io_err("reading", &ns)(e)),
+    };
+    if (pinned.dev(), pinned.ino()) != (current.dev(), current.ino()) {
+        return Ok(false);
+    }
+    // SAFETY: pidfd_send_signal takes the pidfd, a signal, a null siginfo
+    // and flags 0.
+    let sent = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    match Errno::result(sent) {
+        Ok(_) => Ok(true),
+        Err(Errno::ESRCH) => Ok(false),
+        Err(e) => Err(sys_err("pidfd_send_signal")(e)),
+    }
+}
+
+/// Creates the empty file a pin is mounted on. Errors: `AlreadyPinned` when
+/// it exists (a pin is never mounted twice over).
+fn create_pin_file(target: &Path) -> Result<(), NsError> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)
+        .map(drop)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => NsError::AlreadyPinned(target.to_path_buf()),
+            _ => NsError::Io {
+                op: "creating",
+                path: target.to_path_buf(),
+                source: e,
+            },
+        })
+}
+
 /// Unmounts and removes the pins under `dir`, and `dir` itself. Idempotent:
 /// what is already gone is fine.
 pub fn unpin(dir: &Path) -> Result<(), NsError> {
     for kind in NamespaceKind::ALL {
         remove_pin(&dir.join(kind.name()))?;
     }
+    remove_pin(&dir.join(PID_PIN))?;
     match fs::remove_dir(dir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", dir)(e)),
         _ => Ok(()),
@@ -363,11 +462,14 @@ pub mod fake {
     pub enum NsCall {
         Pin(PathBuf),
         Unpin(PathBuf),
+        /// A SIGKILL of the pid if it is in the namespace pinned there.
+        Kill(PathBuf, u32),
     }
 
     #[derive(Debug, Default)]
     pub struct FakeNamespaces {
         fail: Mutex<Option<NamespaceKind>>,
+        fail_pid: Mutex<bool>,
         calls: Mutex<Vec<NsCall>>,
         pinned: Mutex<BTreeSet<PathBuf>>,
     }
@@ -376,6 +478,11 @@ pub mod fake {
         /// Makes every later pin of `kind` fail (`None`: none fails).
         pub fn fail_at(&self, kind: Option<NamespaceKind>) {
             *self.fail.lock().unwrap() = kind;
+        }
+
+        /// Makes every later PID namespace pin fail (or not).
+        pub fn fail_pid_pin(&self, fail: bool) {
+            *self.fail_pid.lock().unwrap() = fail;
         }
 
         /// Every pin and unpin so far, in order.
@@ -424,10 +531,31 @@ pub mod fake {
             Ok(pinned)
         }
 
+        fn pin_pid(&self, dir: &Path, _pid: u32) -> Result<PathBuf, NsError> {
+            fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+            let target = dir.join(PID_PIN);
+            if *self.fail_pid.lock().unwrap() {
+                return Err(NsError::Injected(PID_PIN));
+            }
+            File::create(&target).map_err(io_err("creating", &target))?;
+            self.pinned.lock().unwrap().insert(target.clone());
+            self.calls.lock().unwrap().push(NsCall::Pin(target.clone()));
+            Ok(target)
+        }
+
+        fn kill_pinned_pid(&self, pin: &Path, pid: u32) -> Result<bool, NsError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(NsCall::Kill(pin.into(), pid));
+            Ok(self.pinned.lock().unwrap().contains(pin))
+        }
+
         fn unpin(&self, dir: &Path) -> Result<(), NsError> {
             for kind in NamespaceKind::ALL {
                 self.remove_pin(&dir.join(kind.name()))?;
             }
+            self.remove_pin(&dir.join(PID_PIN))?;
             match fs::remove_dir(dir) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", dir)(e)),
                 _ => Ok(()),
@@ -584,6 +712,49 @@ mod tests {
         assert!(mount_points().contains(&dir.join("net")));
         unpin(&dir).unwrap();
         assert!(!dir.exists());
+    }
+
+    /// The pin is the process's PID namespace and outlives the process;
+    /// a pin of a process that does not exist leaves nothing.
+    #[test]
+    fn pin_pid_binds_the_process_pid_namespace_and_unpin_removes_it() {
+        if !is_root() {
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("pod5");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pin = pin_pid(&dir, child.id()).unwrap();
+        assert_eq!(pin, dir.join("pid"));
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+        assert_eq!(inode(&pin), inode(Path::new("/proc/self/ns/pid")));
+        // A file that is not the child's namespace spares it; the pin kills it.
+        let other = root.path().join("not-a-namespace");
+        fs::write(&other, "").unwrap();
+        assert!(!kill_pinned_pid(&other, child.id()).unwrap());
+        assert!(kill_pinned_pid(&pin, child.id()).unwrap());
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+        assert!(!kill_pinned_pid(&pin, child.id()).unwrap(), "reaped: gone");
+        assert!(
+            mount_points().contains(&pin),
+            "the pin outlives the process"
+        );
+        let again = pin_pid(&dir, std::process::id()).unwrap_err();
+        assert!(matches!(again, NsError::AlreadyPinned(_)), "{again}");
+        unpin(&dir).unwrap();
+        assert!(!dir.exists());
+
+        let err = pin_pid(&dir, u32::MAX).unwrap_err();
+        assert!(err.to_string().contains("PID namespace"), "{err}");
+        assert!(!dir.join("pid").exists());
+        assert!(!mount_points().iter().any(|m| m.starts_with(&dir)));
     }
 
     #[test]

@@ -50,7 +50,8 @@ pub trait ShimLauncher: Send + Sync {
 /// The calls on one container's shim; every error names the container.
 pub trait ShimApi: Send + Sync {
     /// Creates the container from the shim's bundle (keeping its stdin open
-    /// with `stdin`): init's host pid. Not idempotent.
+    /// with `stdin`): init's host pid, 0 when the container's process cannot
+    /// be exec'd (no init; its start fails naming the file). Not idempotent.
     fn create(&self, stdin: bool) -> ShimFuture<'_, u32>;
     /// Releases the created container's process. Not idempotent.
     fn start(&self) -> ShimFuture<'_, ()>;
@@ -281,13 +282,45 @@ pub async fn spawn(
             id: id.to_string(),
             message,
         }),
+        // Its log goes with the bundle when the create is rolled back: its
+        // last lines go into the error.
         Readiness::Died => Err(ShimError::Start {
             id: id.to_string(),
             message: format!(
-                "it exited before serving (see {})",
-                paths.bundle.join("shim.log").display()
+                "it exited before serving; {}",
+                log_tail(&paths.bundle.join("shim.log"))
             ),
         }),
+    }
+}
+
+/// How many of a dead shim's last log lines its error carries.
+const LOG_TAIL_LINES: usize = 5;
+
+/// The last [`LOG_TAIL_LINES`] lines of the shim's log at `path` (at most
+/// its last 4 KiB), for an error: "its log ends: <line> | <line>".
+fn log_tail(path: &Path) -> String {
+    use std::io::{Seek, SeekFrom};
+    const MAX_BYTES: u64 = 4096;
+    let read = || -> std::io::Result<String> {
+        let mut file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(MAX_BYTES)))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    match read() {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            if tail.is_empty() {
+                format!("its log {} is empty", path.display())
+            } else {
+                format!("its log ends: {}", tail.join(" | "))
+            }
+        }
+        Err(e) => format!("its log {} is unreadable: {e}", path.display()),
     }
 }
 
@@ -544,6 +577,24 @@ mod tests {
 
     fn status_of(e: ShimError) -> Status {
         CriError::from(e).into()
+    }
+
+    #[test]
+    fn a_dead_shims_error_carries_the_end_of_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("shim.log");
+        assert!(log_tail(&log).starts_with(&format!("its log {} is unreadable: ", log.display())));
+        std::fs::write(&log, "").unwrap();
+        assert_eq!(
+            log_tail(&log),
+            format!("its log {} is empty", log.display())
+        );
+        let lines: Vec<String> = (1..=8).map(|i| format!("line {i}")).collect();
+        std::fs::write(&log, lines.join("\n") + "\n\n").unwrap();
+        assert_eq!(
+            log_tail(&log),
+            "its log ends: line 4 | line 5 | line 6 | line 7 | line 8"
+        );
     }
 
     #[test]

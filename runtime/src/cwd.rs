@@ -67,20 +67,20 @@ pub(crate) fn ensure(spec: &Spec, rootfs: &Path) -> io::Result<()> {
     }
 }
 
+/// Where a path of the container lies before its mounts are made.
 #[derive(Debug, PartialEq, Eq)]
-enum Place {
+pub(crate) enum Place {
+    /// In the rootfs itself.
     Rootfs,
     /// Under the bind mount of `source`, at `rel` below it.
-    Bind {
-        source: PathBuf,
-        rel: PathBuf,
-    },
+    Bind { source: PathBuf, rel: PathBuf },
+    /// Under a mount that is no bind (a tmpfs, /proc, …): unknown until it is made.
     OtherMount,
 }
 
 /// The deepest mount of the spec at or above `cwd` (relative, clean), later mounts winning
 /// at the same depth as they are mounted last.
-fn where_it_lives(spec: &Spec, cwd: &Path) -> Place {
+pub(crate) fn where_it_lives(spec: &Spec, cwd: &Path) -> Place {
     let mut best: Option<(usize, Place)> = None;
     for m in spec.mounts().iter().flatten() {
         let dest = clean(m.destination());

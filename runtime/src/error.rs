@@ -47,6 +47,15 @@ pub enum RuntimeError {
         status: ContainerStatus,
     },
 
+    /// The container's process cannot be exec'd; `reason` in runc's words, e.g.
+    /// `exec: "nosuch": executable file not found in $PATH`. Found before anything was made.
+    #[error("container {id}: {step}: {reason}")]
+    NotExecutable {
+        id: String,
+        step: Step,
+        reason: String,
+    },
+
     #[error("container {id}: {step}: {what}")]
     Io {
         id: String,
@@ -101,6 +110,7 @@ impl RuntimeError {
             RuntimeError::NotFound { id, .. }
             | RuntimeError::AlreadyExists { id, .. }
             | RuntimeError::InvalidStatus { id, .. }
+            | RuntimeError::NotExecutable { id, .. }
             | RuntimeError::Io { id, .. }
             | RuntimeError::Libcontainer { id, .. } => id,
         }
@@ -112,6 +122,7 @@ impl RuntimeError {
             RuntimeError::NotFound { step, .. }
             | RuntimeError::AlreadyExists { step, .. }
             | RuntimeError::InvalidStatus { step, .. }
+            | RuntimeError::NotExecutable { step, .. }
             | RuntimeError::Io { step, .. }
             | RuntimeError::Libcontainer { step, .. } => *step,
         }
@@ -140,6 +151,20 @@ mod tests {
         assert_eq!(err.source().unwrap().to_string(), "disk full");
         assert_eq!(err.id(), "c1");
         assert_eq!(err.step(), Step::Exec);
+    }
+
+    #[test]
+    fn a_process_that_cannot_be_execd_reads_as_runc_words_it() {
+        let err = RuntimeError::NotExecutable {
+            id: "c1".into(),
+            step: Step::Start,
+            reason: r#"exec: "nosuch": executable file not found in $PATH"#.into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            r#"container c1: start: exec: "nosuch": executable file not found in $PATH"#
+        );
+        assert_eq!((err.id(), err.step()), ("c1", Step::Start));
     }
 
     #[test]

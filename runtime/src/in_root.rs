@@ -285,7 +285,7 @@ fn create(
 }
 
 /// Opens `rel` (relative to the root) as a directory, resolved with `root` as `/`.
-fn open_in_root(root: &OwnedFd, rel: &Path) -> Result<OwnedFd, Errno> {
+pub(crate) fn open_in_root(root: &OwnedFd, rel: &Path) -> Result<OwnedFd, Errno> {
     let path = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {

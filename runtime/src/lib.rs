@@ -1,7 +1,8 @@
 //! OCI bundle → running process, in-process on youki's `libcontainer`.
 //!
-//! [`Runtime`] creates, starts, signals, execs into and deletes containers. It knows nothing
-//! of CRI or gRPC; its caller is the per-container shim, which must know these facts:
+//! [`Runtime`] creates, starts, signals, execs into and deletes containers; a bundle annotated
+//! as a pod sandbox ([`CONTAINER_TYPE`] = [`SANDBOX`]) runs the built-in pause workload
+//! instead of an exec. It knows nothing of CRI or gRPC; its caller is the per-container shim, which must know these facts:
 //!
 //! - **Parentage.** A container's init and every exec'd process are children of the calling
 //!   process (libcontainer clones them with `CLONE_PARENT` from an intermediate child), so the
@@ -48,10 +49,12 @@ mod console;
 mod cwd;
 mod error;
 mod exec_seccomp;
+mod executable;
 mod in_root;
 mod init_identity;
 mod mountpoint;
 mod oom_score;
+mod pause;
 mod runtime;
 mod state;
 mod stdio;
@@ -60,6 +63,7 @@ pub use error::{RuntimeError, Step};
 pub use nix::sys::signal::Signal;
 pub use nix::unistd::Pid;
 pub use oci_spec;
+pub use pause::{CONTAINER_TYPE, SANDBOX};
 pub use runtime::Runtime;
 pub use state::{ContainerState, ContainerStatus};
 pub use stdio::Stdio;

@@ -18,6 +18,7 @@ use crate::error::{RuntimeError, Step};
 use crate::exec_seccomp::SeccompExecutor;
 use crate::init_identity;
 use crate::oom_score::OomScoreAdj;
+use crate::pause::PauseExecutor;
 use crate::state::ContainerState;
 use crate::stdio::{ContainerStdio, Stdio};
 
@@ -73,6 +74,11 @@ impl Runtime {
     /// init's pid. If `create` fails after forking, libcontainer returns without reaping: the
     /// intermediate and init exit and are left for the caller to reap. Keep the statuses of
     /// unknown pids until `create` returns.
+    ///
+    /// Errors: [`RuntimeError::NotExecutable`] when the process cannot be exec'd (not on its
+    /// `PATH`, missing, a directory, not executable by its user), found once the mount points
+    /// and the working directory are made in the rootfs (as runc looks it up) but before
+    /// anything is forked, so no container is left to delete; runc reports the same at create.
     pub fn create(&self, id: &str, bundle: &Path, stdio: Stdio) -> Result<Pid, RuntimeError> {
         let step = Step::Create;
         self.ensure_state_root(id, step)?;
@@ -201,11 +207,34 @@ impl Runtime {
         io: ProcessIo,
     ) -> Result<Pid, RuntimeError> {
         let step = Step::Create;
+        let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
+            RuntimeError::io(id, step, "read the bundle's config.json", io_error(e))
+        })?;
+        // A sandbox runs the built-in pause workload: nothing to exec.
+        let sandbox = crate::pause::is_sandbox(&spec);
         // runc makes mount points through the image's symlinks and the working directory;
         // libcontainer does neither.
-        let bundle = crate::bundle::prepare(id, bundle)?;
+        let prepared = crate::bundle::prepare(id, bundle, spec)?;
+        // Looked up as runc does, once the mount points and the working directory exist.
+        if let Some(reason) = (!sandbox)
+            .then(|| crate::executable::unexecutable(&prepared.spec, &prepared.rootfs))
+            .flatten()
+        {
+            return Err(RuntimeError::NotExecutable {
+                id: id.to_owned(),
+                step,
+                reason,
+            });
+        }
+        let bundle = crate::bundle::write(id, bundle, &prepared.spec)?;
         let container = with_own_oom_score(id, step, || {
-            self.builder(id, io)?
+            let builder = self.builder(id, io)?;
+            let builder = if sandbox {
+                builder.with_executor(PauseExecutor)
+            } else {
+                builder
+            };
+            builder
                 .as_init(&bundle)
                 .with_systemd(self.systemd_cgroups)
                 .with_detach(true)
@@ -321,6 +350,13 @@ fn container_seccomp(container: &Container) -> Result<Option<SeccompExecutor>, L
                 .into(),
         )
     })
+}
+
+fn io_error(e: oci_spec::OciSpecError) -> std::io::Error {
+    match e {
+        oci_spec::OciSpecError::Io(e) => e,
+        other => std::io::Error::other(other),
+    }
 }
 
 /// Where a new container process's stdio comes from.

@@ -323,7 +323,23 @@ fn a_failed_create_leaves_no_state_or_cgroup() {
     let state = tempfile::tempdir().unwrap();
     let runtime = Runtime::new(state.path());
     let id = unique_id("badcreate");
-    let bundle = Bundle::isolated(&id, &["no-such-binary"]);
+    // A bind of a source that does not exist: libcontainer's init fails
+    // preparing the rootfs, after the cgroup and state were made.
+    let bundle = Bundle::isolated(&id, &["true"]);
+    let config = bundle.path().join("config.json");
+    let mut spec = oci_spec::runtime::Spec::load(&config).unwrap();
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(
+        oci_spec::runtime::MountBuilder::default()
+            .destination("/data")
+            .typ("bind")
+            .source("/nonexistent/crius-test-source")
+            .options(vec!["rbind".to_string()])
+            .build()
+            .unwrap(),
+    );
+    spec.set_mounts(Some(mounts));
+    spec.save(&config).unwrap();
 
     let err = runtime
         .create(&id, bundle.path(), Stdio::null())

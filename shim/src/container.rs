@@ -10,9 +10,10 @@ use anyhow::Context;
 use crius_proto::exit_file::{self, ExitRecord};
 use crius_proto::shim::v1::Status;
 use crius_runtime::oci_spec::runtime::Spec;
-use crius_runtime::{Pid, Runtime, Signal, Stdio};
+use crius_runtime::{Pid, Runtime, RuntimeError, Signal, Stdio, Step};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::child_errors::ErrorEvents;
 use crate::container_io::{self, ReopenRequest};
 use crate::cri_log::CriLogFile;
 use crate::error::ShimError;
@@ -39,6 +40,8 @@ pub struct Container {
     config: ContainerConfig,
     runtime: Runtime,
     reaper: Reaper,
+    /// What libcontainer's processes log as errors, folded into a failed create's error.
+    error_events: ErrorEvents,
     state: Mutex<State>,
     /// None until init's exit is recorded.
     exit: watch::Sender<Option<InitExit>>,
@@ -57,9 +60,30 @@ pub struct InitExit {
 #[derive(Default)]
 struct State {
     created: Option<Created>,
+    /// Set instead of `created` when the container's process cannot be exec'd.
+    unstartable: Option<Unstartable>,
     started_at: Option<SystemTime>,
     deleted: bool,
 }
+
+impl State {
+    fn is_created(&self) -> bool {
+        self.created.is_some() || self.unstartable.is_some()
+    }
+}
+
+/// A container whose process cannot be exec'd: nothing of it was made (the
+/// runtime looks the process up first, as runc does). It reads as created,
+/// so that Start fails with the reason and records exit 128, as containerd
+/// reports runc's lookup failure at StartContainer.
+struct Unstartable {
+    /// In runc's words, e.g. `exec: "nosuch": executable file not found in $PATH`.
+    reason: String,
+    at: SystemTime,
+}
+
+/// The exit code a failed start records (containerd's `errorStartExitCode`).
+const START_ERROR_EXIT_CODE: i32 = 128;
 
 struct Created {
     pid: Pid,
@@ -81,11 +105,17 @@ pub struct Snapshot {
 }
 
 impl Container {
-    pub fn new(config: ContainerConfig, runtime: Runtime, reaper: Reaper) -> Arc<Container> {
+    pub fn new(
+        config: ContainerConfig,
+        runtime: Runtime,
+        reaper: Reaper,
+        error_events: ErrorEvents,
+    ) -> Arc<Container> {
         Arc::new(Container {
             config,
             runtime,
             reaper,
+            error_events,
             state: Mutex::default(),
             exit: watch::Sender::new(None),
         })
@@ -96,9 +126,12 @@ impl Container {
     }
 
     /// Creates the container from the shim's bundle; with `stdin`, its stdin
-    /// is a pipe the shim holds open, else /dev/null.
-    pub fn create(self: &Arc<Self>, stdin: bool) -> Result<Pid, ShimError> {
-        if self.lock().created.is_some() {
+    /// is a pipe the shim holds open, else /dev/null. Returns init's pid;
+    /// None when the container's process cannot be exec'd: then no init
+    /// exists, the container reads as created and Start fails (see
+    /// [`Unstartable`]).
+    pub fn create(self: &Arc<Self>, stdin: bool) -> Result<Option<Pid>, ShimError> {
+        if self.lock().is_created() {
             return Err(ShimError::FailedPrecondition(
                 "the container was already created".into(),
             ));
@@ -134,7 +167,22 @@ impl Container {
             stdout: Some(stdout_writer),
             stderr: Some(stderr_writer),
         };
-        let pid = self.runtime.create(self.id(), bundle, stdio)?;
+        // Only what this create's processes log.
+        self.logged_errors();
+        let pid = match self.runtime.create(self.id(), bundle, stdio) {
+            Ok(pid) => pid,
+            Err(RuntimeError::NotExecutable { reason, .. }) => {
+                tracing::info!(%reason, "created without init: its process cannot be exec'd");
+                self.lock().unstartable = Some(Unstartable {
+                    reason,
+                    at: SystemTime::now(),
+                });
+                return Ok(None);
+            }
+            Err(err) => {
+                return Err(ShimError::logged(err, self.logged_errors()));
+            }
+        };
         // Before any await, so the reaper cannot take init unwatched.
         let exited = self.reaper.watch(pid);
         tracing::info!(%pid, bundle = %bundle.display(), "created");
@@ -178,11 +226,13 @@ impl Container {
             _stdin: stdin_writer,
             log_reopen,
         });
-        Ok(pid)
+        Ok(Some(pid))
     }
 
+    /// Releases init. A container whose process cannot be exec'd fails
+    /// with the reason and records exit 128 now.
     pub fn start(&self) -> Result<(), ShimError> {
-        if self.lock().created.is_none() {
+        if !self.lock().is_created() {
             return Err(not_created());
         }
         if self.exit.borrow().is_some() {
@@ -195,6 +245,16 @@ impl Container {
                 "the container was already started".into(),
             ));
         }
+        let unstartable = self.lock().unstartable.as_ref().map(|u| u.reason.clone());
+        if let Some(reason) = unstartable {
+            self.end_without_init(START_ERROR_EXIT_CODE);
+            return Err(RuntimeError::NotExecutable {
+                id: self.id().to_owned(),
+                step: Step::Start,
+                reason,
+            }
+            .into());
+        }
         self.runtime.start(self.id())?;
         self.lock().started_at = Some(SystemTime::now());
         tracing::info!("started");
@@ -204,24 +264,31 @@ impl Container {
     pub fn snapshot(&self) -> Snapshot {
         let exit = *self.exit.borrow();
         let state = self.lock();
-        let status = match (&state.created, state.started_at, exit) {
-            (None, _, _) => Status::Unspecified,
-            (Some(_), _, Some(_)) => Status::Stopped,
-            (Some(_), None, None) => Status::Created,
-            (Some(_), Some(_), None) => Status::Running,
+        let status = match (state.is_created(), state.started_at, exit) {
+            (false, _, _) => Status::Unspecified,
+            (true, _, Some(_)) => Status::Stopped,
+            (true, None, None) => Status::Created,
+            (true, Some(_), None) => Status::Running,
+        };
+        let created_at = match (&state.created, &state.unstartable) {
+            (Some(created), _) => Some(created.at),
+            (None, unstartable) => unstartable.as_ref().map(|u| u.at),
         };
         Snapshot {
             pid: state.created.as_ref().map(|created| created.pid),
             status,
-            created_at: state.created.as_ref().map(|created| created.at),
+            created_at,
             started_at: state.started_at,
             exit,
             deleted: state.deleted,
         }
     }
 
+    /// Signals init (`all`: every process of the container's cgroup). A
+    /// container without init ends at the first signal, as a created init
+    /// killed by it would.
     pub fn kill(&self, signal: u32, all: bool) -> Result<(), ShimError> {
-        if self.lock().created.is_none() {
+        if !self.lock().is_created() {
             return Err(not_created());
         }
         let signal = i32::try_from(signal)
@@ -233,6 +300,12 @@ impl Container {
         if !all && self.exit.borrow().is_some() {
             return Ok(());
         }
+        if self.lock().unstartable.is_some() {
+            if self.exit.borrow().is_none() {
+                self.end_without_init(128 + signal as i32);
+            }
+            return Ok(());
+        }
         self.runtime.kill(self.id(), signal, all)?;
         tracing::info!(%signal, all, "signalled");
         Ok(())
@@ -240,7 +313,7 @@ impl Container {
 
     /// Init's exit, once recorded.
     pub async fn wait(&self) -> Result<InitExit, ShimError> {
-        if self.lock().created.is_none() {
+        if !self.lock().is_created() {
             return Err(not_created());
         }
         let mut exit = self.exit.subscribe();
@@ -301,9 +374,13 @@ impl Container {
     }
 
     pub async fn delete(&self) -> Result<(), ShimError> {
-        let (created, started) = {
+        let (created, started, unstartable) = {
             let state = self.lock();
-            (state.created.is_some(), state.started_at.is_some())
+            (
+                state.is_created(),
+                state.started_at.is_some(),
+                state.unstartable.is_some(),
+            )
         };
         let exited = self.exit.borrow().is_some();
         if started && !exited {
@@ -318,7 +395,9 @@ impl Container {
         if !created {
             return Ok(());
         }
-        if !exited {
+        if unstartable && !exited {
+            self.end_without_init(128 + Signal::SIGKILL as i32);
+        } else if !exited {
             let mut exit = self.exit.subscribe();
             tokio::time::timeout(DELETE_REAP_TIMEOUT, exit.wait_for(Option::is_some))
                 .await
@@ -333,7 +412,7 @@ impl Container {
     /// Whether the shim may exit without abandoning a container.
     pub fn may_shut_down(&self) -> bool {
         let state = self.lock();
-        state.created.is_none() || state.deleted
+        !state.is_created() || state.deleted
     }
 
     /// The created container if it was started and init has not exited.
@@ -343,6 +422,23 @@ impl Container {
             return Err(not_running());
         }
         Ok(created)
+    }
+
+    /// The errors libcontainer's processes logged since the last call.
+    fn logged_errors(&self) -> Vec<String> {
+        self.error_events.take().unwrap_or_else(|err| {
+            tracing::warn!(%err, "reading libcontainer's errors failed");
+            Vec::new()
+        })
+    }
+
+    /// Records the end of a container that has no init, with `code`.
+    fn end_without_init(&self, code: i32) {
+        let exit = Exit {
+            code,
+            at: SystemTime::now(),
+        };
+        self.record_exit(exit, false);
     }
 
     fn record_exit(&self, exit: Exit, oom_killed: bool) {

@@ -2,8 +2,10 @@
 //! serves the shim API (`crius_proto::shim::v1`) on a unix socket, creates
 //! the container through crius-runtime, owns its stdio and CRI log, reaps it
 //! and records its exit. Single-threaded on purpose: small, and safe for
-//! libcontainer's forks.
+//! libcontainer's forks. A pod's pause process is such a container too: its
+//! init runs crius-runtime's built-in pause workload instead of an exec.
 
+mod child_errors;
 mod container;
 mod container_io;
 mod cri_log;
@@ -29,7 +31,12 @@ use crius_runtime::Runtime;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
+use crate::child_errors::ErrorEvents;
 use crate::container::{Container, ContainerConfig};
 use crate::daemon::ReadyPipe;
 use crate::reaper::Reaper;
@@ -102,7 +109,8 @@ fn run(args: Args, ready: &mut ReadyPipe) -> anyhow::Result<()> {
         ..args
     };
     daemon::detach()?;
-    init_logging(&args.bundle, args.log_level)?;
+    let error_events = ErrorEvents::new().context("create the file of libcontainer's errors")?;
+    init_logging(&args.bundle, args.log_level, &error_events)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -110,10 +118,10 @@ fn run(args: Args, ready: &mut ReadyPipe) -> anyhow::Result<()> {
     // One thread runs every task, so this span is the parent of all the
     // shim's log lines.
     let _span = tracing::info_span!("shim", id = %args.id).entered();
-    runtime.block_on(serve(args, ready))
+    runtime.block_on(serve(args, ready, error_events))
 }
 
-async fn serve(args: Args, ready: &mut ReadyPipe) -> anyhow::Result<()> {
+async fn serve(args: Args, ready: &mut ReadyPipe, error_events: ErrorEvents) -> anyhow::Result<()> {
     let reaper = Reaper::start().context("watch SIGCHLD")?;
     daemon::survive_hangup_and_broken_pipes().context("catch SIGHUP and SIGPIPE")?;
     let listener = bind(&args.socket)?;
@@ -126,6 +134,7 @@ async fn serve(args: Args, ready: &mut ReadyPipe) -> anyhow::Result<()> {
         },
         Runtime::new(args.runtime_root),
         reaper,
+        error_events,
     );
     let (shutdown, mut shutdown_requested) = watch::channel(false);
     let mut stop_serving = shutdown_requested.clone();
@@ -172,17 +181,26 @@ fn remove_socket(socket: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(bundle: &Path, level: tracing::Level) -> anyhow::Result<()> {
+/// The shim's log, `<bundle>/shim.log` at `level`, and libcontainer's errors
+/// copied to `error_events`.
+fn init_logging(
+    bundle: &Path,
+    level: tracing::Level,
+    error_events: &ErrorEvents,
+) -> anyhow::Result<()> {
     let path = bundle.join("shim.log");
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
         .with_context(|| format!("open {}", path.display()))?;
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(Mutex::new(file))
         .with_ansi(false)
-        .with_max_level(level)
+        .with_filter(LevelFilter::from_level(level));
+    tracing_subscriber::registry()
+        .with(log)
+        .with(error_events.layer().with_filter(LevelFilter::ERROR))
         .init();
     Ok(())
 }

@@ -52,7 +52,7 @@ impl Shim for ShimService {
         let request = request.into_inner();
         let pid = self.container.create(request.stdin)?;
         Ok(Response::new(CreateResponse {
-            pid: pid.as_raw() as u32,
+            pid: pid.map_or(0, |pid| pid.as_raw() as u32),
         }))
     }
 

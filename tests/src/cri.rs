@@ -27,6 +27,26 @@ pub fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
     }
 }
 
+/// `pod` with its PID namespace mode set: POD (the proto's default) gives
+/// it a pause process as PID 1; CONTAINER makes each container's process
+/// PID 1 of its own namespace.
+pub fn with_pid_mode(
+    mut pod: cri::PodSandboxConfig,
+    mode: cri::NamespaceMode,
+) -> cri::PodSandboxConfig {
+    pod.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: mode as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    pod
+}
+
 pub fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {

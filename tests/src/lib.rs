@@ -255,6 +255,7 @@ impl Daemon {
             .map(|m| format!("mount {}", m.display()))
             .collect();
         leaks.extend(self.shim_pids().iter().map(|p| format!("shim process {p}")));
+        leaks.extend((self.pause_shim_pids().iter()).map(|p| format!("pause process shim {p}")));
         leaks.extend(
             cgroup_dirs(&self.cgroup_parent)
                 .into_iter()
@@ -282,9 +283,19 @@ impl Daemon {
         leaks
     }
 
-    /// The shims serving containers of this daemon (their sockets are under its state dir).
+    /// The shims serving containers of this daemon (their bundles are under
+    /// its state dir's `c/`).
     pub fn shim_pids(&self) -> Vec<i32> {
-        let needle = self.state.display().to_string();
+        self.shims_under("c")
+    }
+
+    /// The shims serving pods' pause processes (bundles under `p/`).
+    pub fn pause_shim_pids(&self) -> Vec<i32> {
+        self.shims_under("p")
+    }
+
+    fn shims_under(&self, bundles: &str) -> Vec<i32> {
+        let needle = format!("--bundle {}/", self.state.join(bundles).display());
         processes()
             .into_iter()
             .filter(|(_, cmdline)| cmdline.contains("crius-shim") && cmdline.contains(&needle))
@@ -296,7 +307,7 @@ impl Daemon {
     /// cgroups and the bridge.
     fn clean_up(&self) {
         use nix::sys::signal::{kill, Signal};
-        for pid in self.shim_pids() {
+        for pid in self.shim_pids().into_iter().chain(self.pause_shim_pids()) {
             let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
         }
         for dir in cgroup_dirs(&self.cgroup_parent) {

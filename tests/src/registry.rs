@@ -79,6 +79,7 @@ impl TestRegistry {
                     "crius/workdir",
                     "--only",
                     "crius/symlinks",
+                    "crius/many-layers",
                 ])
                 .output()
                 .expect("running crius-test-images");

@@ -1,7 +1,8 @@
 //! Images against a real criusd and the loopback test registry: pulls direct
 //! and through a mirror, status and listing, the unpacked layers of
-//! `crius/layers` (whiteouts, hard link, symlink), removal with garbage
-//! collection, and the errors of bad and absent references.
+//! `crius/layers` (whiteouts, hard link, symlink), a container of the 125
+//! layers of `crius/many-layers`, removal with garbage collection, and the
+//! errors of bad and absent references.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -11,7 +12,7 @@ use crius_proto::cri;
 use crius_proto::cri::image_service_client::ImageServiceClient;
 use crius_tests::cri::{container_config, exec, pod_config, run_container, run_pod};
 use crius_tests::registry::TestRegistry;
-use crius_tests::{require_root, Daemon, DaemonOptions};
+use crius_tests::{mounts_under, require_root, Daemon, DaemonOptions};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -369,6 +370,89 @@ async fn layers_unpack_for_overlayfs() {
         "newfile\n--\nnewfile\n",
         "only the re-created file, in either tar order"
     );
+}
+
+/// An image of more layers than the page of overlay mount options holds by
+/// absolute path (issue 9, item 5): each of the 124 layers over busybox in
+/// `crius/many-layers` (hack/test-images) adds `/layers/<i>` and writes
+/// `/layers/top`.
+#[tokio::test]
+async fn a_container_of_125_layers_sees_every_layer_and_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::shared();
+    let daemon = Daemon::start_with(DaemonOptions {
+        config_toml: registry.config_toml(),
+        network: true,
+        ..Default::default()
+    });
+    let reference = registry.image("crius/many-layers:latest");
+    let mut images = daemon.images().await;
+    pull(&mut images, &reference).await.expect("PullImage");
+    let info: serde_json::Value =
+        serde_json::from_str(&status(&mut images, &reference).await.info["info"]).unwrap();
+    assert_eq!(info["layers"].as_array().unwrap().len(), 125);
+
+    let mut rt = daemon.runtime().await;
+    let logs = daemon.dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let pod = pod_config("many-layers", &logs);
+    let pod_id = run_pod(&mut rt, &pod).await.expect("RunPodSandbox");
+    let config = container_config("many-layers", &reference, &["sleep", "600"]);
+    let container = run_container(&mut rt, &pod_id, &pod, config).await;
+    let container_dir = daemon.root.join("containers").join(&container);
+    let recorded = std::fs::read_to_string(container_dir.join("layers")).unwrap();
+    let links_left = container_dir.join("l").exists();
+    let seen = exec(
+        &mut rt,
+        &container,
+        &[
+            "sh",
+            "-c",
+            "grep ^root: /etc/passwd | cut -d: -f1,3; \
+             cat /layers/1 /layers/62 /layers/124 /layers/top; ls /layers | wc -l",
+        ],
+        10,
+    )
+    .await
+    .expect("ExecSync");
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: container.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer");
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: container,
+    })
+    .await
+    .expect("RemoveContainer");
+    let container_dir_left = container_dir.exists();
+    let rootfs_mounts = mounts_under(&daemon.state.join("c"));
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("RemovePodSandbox");
+
+    assert_eq!(recorded.lines().count(), 125);
+    assert!(!links_left, "the layer links outlived the mount");
+    assert_eq!(seen.exit_code, 0, "{seen:?}");
+    // The base layer's passwd, the first, a middle and the last own layer's
+    // files, the top layer's `top`, and every layer's file (124 and `top`).
+    assert_eq!(
+        String::from_utf8_lossy(&seen.stdout),
+        "root:0\nlayer 1\nlayer 62\nlayer 124\nlayer 124\n125\n"
+    );
+    assert!(!container_dir_left, "the container's dir outlived it");
+    assert_eq!(rootfs_mounts, Vec::<PathBuf>::new());
+    assert_eq!(daemon.leaks(), Vec::<String>::new());
 }
 
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {

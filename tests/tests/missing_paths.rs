@@ -8,7 +8,8 @@ use std::path::Path;
 
 use crius_proto::cri;
 use crius_tests::cri::{
-    container_config, create_container, exec, pod_config, pull, run_container, run_pod,
+    container_config, container_status, create_container, exec, pod_config, pull, run_container,
+    run_pod, with_pid_mode,
 };
 use crius_tests::registry::TestRegistry;
 use crius_tests::{require_root, Daemon, DaemonOptions};
@@ -50,7 +51,11 @@ async fn a_missing_working_directory_is_made_and_the_process_starts_there() {
     let busybox = TestRegistry::shared().image("crius/busybox:latest");
     pull(&mut images, &workdir_image).await;
     pull(&mut images, &busybox).await;
-    let pod = pod_config("workdir", &daemon.dir.path().join("logs"));
+    // Each container's process is PID 1 of its own namespace: /proc/1 is it.
+    let pod = with_pid_mode(
+        pod_config("workdir", &daemon.dir.path().join("logs")),
+        cri::NamespaceMode::Container,
+    );
     let pod_id = run_pod(&mut rt, &pod).await.expect("RunPodSandbox");
 
     // The image's WorkingDir (/app/work), in none of its layers.
@@ -202,4 +207,141 @@ async fn a_missing_host_path_is_made_unless_under_a_file_or_a_protected_dir() {
     .expect("RemovePodSandbox");
     // As with containerd, a directory made for a volume stays with the host.
     assert!(host.is_dir());
+}
+
+/// A create that fails inside libcontainer's init (issue 9, item 9): the
+/// CRI error names the step, the mount and the errno, not only "failed to
+/// prepare rootfs"; the rollback leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_mount_names_the_step_the_path_and_the_errno() {
+    if !require_root() {
+        return;
+    }
+    let daemon = daemon();
+    let mut rt = daemon.runtime().await;
+    let busybox = TestRegistry::shared().image("crius/busybox:latest");
+    pull(&mut daemon.images().await, &busybox).await;
+    let pod = pod_config("badmount", &daemon.dir.path().join("logs"));
+    let pod_id = run_pod(&mut rt, &pod).await.expect("RunPodSandbox");
+
+    // A host file bound onto a directory of the image: mount(2) fails.
+    let file = daemon.dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let mut config = container_config("bad-mount", &busybox, &["sleep", "600"]);
+    config.mounts.push(cri::Mount {
+        container_path: "/etc".into(),
+        host_path: file.display().to_string(),
+        ..Default::default()
+    });
+    let err = create_container(&mut rt, &pod_id, &pod, config)
+        .await
+        .unwrap_err();
+    // The step, both paths and the errno, which libcontainer's own error
+    // ("failed to prepare rootfs") leaves out.
+    assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+    let message = err.message();
+    let source = format!("source: Some({:?})", file.display().to_string());
+    for part in [
+        "failed to prepare rootfs; libcontainer logged: failed to mount",
+        r#"destination: "/etc""#,
+        &source,
+    ] {
+        assert!(message.contains(part), "{part:?} in {message}");
+    }
+    // The kernel's errno for a file bound onto a directory, with its text.
+    assert!(
+        ["EINVAL (Invalid argument)", "ENOTDIR (Not a directory)"]
+            .iter()
+            .any(|errno| message.contains(errno)),
+        "{message}"
+    );
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("RemovePodSandbox");
+    assert_eq!(daemon.leaks(), Vec::<String>::new());
+}
+
+/// A process that cannot be exec'd (issue 9, item 10): as with containerd
+/// and runc, CreateContainer succeeds, StartContainer fails naming the file
+/// in runc's words, and the container is then EXITED with code 128, reason
+/// StartError and that message, removable with nothing left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_that_cannot_be_execd_fails_at_start_naming_the_file() {
+    if !require_root() {
+        return;
+    }
+    let daemon = daemon();
+    let mut rt = daemon.runtime().await;
+    let busybox = TestRegistry::shared().image("crius/busybox:latest");
+    pull(&mut daemon.images().await, &busybox).await;
+    let pod = pod_config("noexec", &daemon.dir.path().join("logs"));
+    let pod_id = run_pod(&mut rt, &pod).await.expect("RunPodSandbox");
+
+    let cases = [
+        (
+            "nosuch",
+            r#"exec: "nosuch": executable file not found in $PATH"#,
+        ),
+        (
+            "/bin/nosuch",
+            r#"exec: "/bin/nosuch": stat /bin/nosuch: no such file or directory"#,
+        ),
+        ("/etc", r#"exec: "/etc": is a directory"#),
+        ("/etc/passwd", r#"exec: "/etc/passwd": permission denied"#),
+    ];
+    for (i, (command, words)) in cases.into_iter().enumerate() {
+        let config = container_config(&format!("noexec-{i}"), &busybox, &[command]);
+        let id = create_container(&mut rt, &pod_id, &pod, config)
+            .await
+            .unwrap_or_else(|e| panic!("CreateContainer of {command}: {e:?}"));
+        let status = container_status(&mut rt, &id).await;
+        assert_eq!(status.state(), cri::ContainerState::ContainerCreated);
+
+        let err = rt
+            .start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert!(err.message().contains(words), "{command}: {err:?}");
+
+        let status = container_status(&mut rt, &id).await;
+        assert_eq!(status.state(), cri::ContainerState::ContainerExited);
+        assert_eq!(
+            (status.exit_code, status.reason.as_str()),
+            (128, "StartError"),
+            "{command}"
+        );
+        assert_eq!(status.message, err.message(), "{command}");
+        assert!(
+            status.finished_at > 0 && status.started_at == 0,
+            "{status:?}"
+        );
+
+        rt.remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("RemoveContainer");
+    }
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("RemovePodSandbox");
+    assert_eq!(daemon.leaks(), Vec::<String>::new());
 }

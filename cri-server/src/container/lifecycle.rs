@@ -26,6 +26,10 @@ use crate::task::detached;
 /// Hex digits of the container id that name its bundle dir.
 const BUNDLE_NAME_LEN: usize = 16;
 
+/// The exit code of a container whose start failed (containerd's
+/// `errorStartExitCode`, internal/cri/server/helpers.go).
+const START_ERROR_EXIT_CODE: i32 = 128;
+
 /// Creates the container in `pod` (found and checked ready by the caller):
 /// its id. Errors: InvalidArgument for a bad config, NotFound for an
 /// unknown image, AlreadyExists for a taken name, Internal for a failed
@@ -94,6 +98,7 @@ pub async fn create_container(
         stop_signal: image.config.stop_signal.clone(),
         process: Default::default(),
         resources: None,
+        start_error: None,
         config,
     };
     let layers = deps.images.layer_dirs(&image);
@@ -199,17 +204,13 @@ async fn setup(
             .await?
             .map_err(|e| CriError::from(e).context("preparing the container's rootfs"))?;
     }
-    if pod.namespace_options().pid == cri::NamespaceMode::Pod as i32 {
-        // The pod's shared PID namespace needs its pause process, which the
-        // shim's sandbox mode brings; until then each container has its own.
-        tracing::warn!(pod = %pod.id, pod_name = %record.pod_name, container = %record.id, "the pod asks for a shared PID namespace, which is not served yet: the container gets its own");
-    }
     let namespaces = SandboxNamespaces {
         network: pod.netns.clone(),
         ipc: pod.ipcns.clone(),
         uts: pod.utsns.clone(),
-        pid: None,
+        pid: pod.pause.as_ref().and_then(|p| p.pidns.clone()),
     };
+    let target_pid_namespace = target_pid_namespace(deps, pod, &record.config)?;
     let spec = spec::container_spec(&ContainerSpecInput {
         container_id: &record.id,
         sandbox_id: &pod.id,
@@ -219,7 +220,7 @@ async fn setup(
         image,
         rootfs: &rootfs,
         namespaces: &namespaces,
-        target_pid_namespace: None,
+        target_pid_namespace: target_pid_namespace.as_deref(),
         cgroups_path: deps
             .cgroups
             .container_cgroups_path(&pod.cgroup_parent, &record.id),
@@ -261,6 +262,47 @@ async fn setup(
     Ok(())
 }
 
+/// The PID namespace of the container that `namespace_options.target_id`
+/// names, when the config asks for mode TARGET (kubelet's ephemeral
+/// debug containers): `/proc/<its init pid>/ns/pid`. Errors:
+/// InvalidArgument for an empty target, NotFound for an unknown one,
+/// FailedPrecondition for one in another pod or not running.
+fn target_pid_namespace(
+    deps: &ContainerDeps,
+    pod: &PodRecord,
+    config: &cri::ContainerConfig,
+) -> Result<Option<std::path::PathBuf>, CriError> {
+    const FIELD: &str = "config.linux.security_context.namespace_options.target_id";
+    let options = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|sc| sc.namespace_options.as_ref());
+    let Some(options) = options.filter(|o| o.pid == cri::NamespaceMode::Target as i32) else {
+        return Ok(None);
+    };
+    if options.target_id.is_empty() {
+        return Err(CriError::invalid(
+            FIELD,
+            "must name a container for PID mode TARGET",
+        ));
+    }
+    let target = deps.containers.find(&options.target_id)?.snapshot();
+    if target.pod_id != pod.id {
+        return Err(CriError::FailedPrecondition(format!(
+            "{FIELD}: container {} is in another pod",
+            target.id
+        )));
+    }
+    if target.state != ContainerState::Running || target.pid == 0 {
+        return Err(CriError::FailedPrecondition(format!(
+            "{FIELD}: container {} is {:?}, not running",
+            target.id, target.state
+        )));
+    }
+    Ok(Some(format!("/proc/{}/ns/pid", target.pid).into()))
+}
+
 /// Ends the shim and releases the rootfs (through the snapshotter) and the bundle.
 /// Idempotent. Errors: the shim's, as `From<ShimError>` maps them
 /// (Unavailable if it breaks off mid-delete), else Internal.
@@ -300,7 +342,12 @@ async fn teardown(deps: &ContainerDeps, record: &ContainerRecord) -> Result<(), 
 
 /// Releases a created container's process. Errors: NotFound for an unknown
 /// id, FailedPrecondition unless it is created (so not idempotent),
-/// Unavailable when its shim is unreachable.
+/// Unavailable when its shim is unreachable, Internal when the shim fails
+/// the start (e.g. the process cannot be exec'd: runc's words, `exec:
+/// "nosuch": executable file not found in $PATH`). As containerd
+/// (internal/cri/server/container_start.go), a start that fails leaves the
+/// container exited with code 128, reason `StartError` and the error as its
+/// message, for RemoveContainer to clean up.
 pub async fn start_container(deps: &ContainerDeps, id: &str) -> Result<(), CriError> {
     let entry = deps.containers.find(id)?;
     let deps = deps.clone();
@@ -313,8 +360,24 @@ pub async fn start_container(deps: &ContainerDeps, id: &str) -> Result<(), CriEr
                 record.id, record.state
             )));
         }
-        let shim = deps.shims.get(&record.id, &record.bundle).await?;
-        shim.start().await?;
+        let started = async {
+            let shim = deps.shims.get(&record.id, &record.bundle).await?;
+            shim.start().await?;
+            Ok::<_, CriError>(shim)
+        };
+        let shim = match started.await {
+            Ok(shim) => shim,
+            Err(e) => {
+                let message = e.message();
+                deps.containers.update(&entry, |c| {
+                    c.state = ContainerState::Exited;
+                    c.exit_code = START_ERROR_EXIT_CODE;
+                    c.finished_at = now_nanos();
+                    c.start_error = Some(message);
+                })?;
+                return Err(e);
+            }
+        };
         deps.containers.update(&entry, |c| {
             c.state = ContainerState::Running;
             c.started_at = now_nanos();

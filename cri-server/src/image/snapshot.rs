@@ -123,24 +123,39 @@ const UPPER_DIR: &str = "upper";
 const WORK_DIR: &str = "work";
 /// A lower layer for an image without layers: overlayfs needs one.
 const EMPTY_DIR: &str = "empty";
-/// Mount options travel in one page, NUL included.
-const MAX_MOUNT_DATA: usize = 4095;
+/// The short names overlayfs is given for the layers while it mounts them:
+/// `l/<i>` links to the i-th layer (lowest first, the i-th line of
+/// [`CONTAINER_LAYERS_FILE`]), as Docker's overlay2 names them in its `l/`.
+const LINKS_DIR: &str = "l";
+/// The most lower layers one overlay stacks: the kernel's `OVL_MAX_STACK`
+/// (fs/overlayfs, 500 from Linux 4.0 to today).
+pub const MAX_LAYERS: usize = 500;
 
 /// Mounts the overlay of `layers` (lowest first) with `upper/` and `work/`
-/// under `container_dir` at `target`, creating those dirs.
+/// under `container_dir` at `target` (an absolute path), creating those dirs.
 ///
-/// Layer paths longer in sum than a page (about 40 layers under
-/// `/var/lib/crius`) are passed relative to their common parent dir from a
-/// thread that changed its own working directory, which fits about 60;
-/// beyond that the mount fails with an error saying so.
+/// Any count overlayfs stacks, up to [`MAX_LAYERS`], mounts the same way on
+/// every kernel (Linux 6.1 has no `lowerdir+`): the options name the layers
+/// by links `l/<i>` and the upper and work dirs relative to `container_dir`,
+/// and the mount runs from a thread of its own whose working directory is
+/// `container_dir`. So a layer costs a few bytes of the one page of mount
+/// options, whatever its path (500 layers take under 3 KiB), and no path of
+/// the host's can break the options with a ',' or ':'. One way for every
+/// count, so every container exercises it; `layers` names what `l/<i>` was.
+/// overlayfs holds the dirs the links resolved to, so the links go as soon
+/// as the mount call returns, mounted or not. Errors: `Mount` (more than
+/// [`MAX_LAYERS`] layers, naming the count, or the kernel's refusal), `Io`.
 pub fn mount_rootfs(
     layers: &[PathBuf],
     container_dir: &Path,
     target: &Path,
 ) -> Result<(), ImageError> {
-    let upper = container_dir.join(UPPER_DIR);
-    let work = container_dir.join(WORK_DIR);
-    for dir in [&upper, &work, &target.to_path_buf()] {
+    let options = overlay_options(layers.len().max(1))?;
+    for dir in [
+        &container_dir.join(UPPER_DIR),
+        &container_dir.join(WORK_DIR),
+        &target.to_path_buf(),
+    ] {
         fs::create_dir_all(dir)
             .map_err(|e| ImageError::io(format!("creating {}", dir.display()), e))?;
     }
@@ -153,81 +168,94 @@ pub fn mount_rootfs(
     } else {
         layers.to_vec()
     };
-    for path in layers.iter().chain([&upper, &work]) {
-        let text = path.to_string_lossy();
-        if text.contains([',', ':', '\n']) {
-            return Err(ImageError::Mount(format!(
-                "overlay mount of {}: path {text:?} holds ',' or ':' or a newline, which overlayfs options cannot carry",
-                target.display()
-            )));
-        }
-    }
-    let tail = format!(
-        ",upperdir={},workdir={}",
-        upper.to_string_lossy(),
-        work.to_string_lossy()
+    // Removed when dropped, on every way out of this function.
+    let _links = LayerLinks::create(container_dir, &layers)?;
+    let (dir, target, count) = (
+        container_dir.to_path_buf(),
+        target.to_path_buf(),
+        layers.len(),
     );
-    // overlayfs wants the top layer first.
-    let absolute: Vec<String> = layers
-        .iter()
-        .rev()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    let data = format!("lowerdir={}{tail}", absolute.join(":"));
-    if data.len() <= MAX_MOUNT_DATA {
-        return mount_overlay(target, &data);
-    }
-
-    let parent = layers[0].parent().map(Path::to_path_buf);
-    let same_parent = layers
-        .iter()
-        .all(|l| l.parent().map(Path::to_path_buf) == parent);
-    let relative: Vec<String> = layers
-        .iter()
-        .rev()
-        .map(|p| {
-            p.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    let data = format!("lowerdir={}{tail}", relative.join(":"));
-    let (Some(parent), true, true) = (parent, same_parent, data.len() <= MAX_MOUNT_DATA) else {
-        return Err(ImageError::Mount(format!(
-            "overlay mount of {}: {} layers do not fit in the {MAX_MOUNT_DATA}-byte mount options",
-            target.display(),
-            layers.len()
-        )));
-    };
-    let target = target.to_path_buf();
     std::thread::spawn(move || {
         // This thread's working directory only: CLONE_FS unshares it from
         // the rest of the process.
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
             .map_err(|e| ImageError::Mount(format!("unshare(CLONE_FS): {e}")))?;
-        nix::unistd::chdir(&parent)
-            .map_err(|e| ImageError::Mount(format!("chdir {}: {e}", parent.display())))?;
-        mount_overlay(&target, &data)
+        nix::unistd::chdir(&dir)
+            .map_err(|e| ImageError::Mount(format!("chdir {}: {e}", dir.display())))?;
+        mount(
+            Some("overlay"),
+            &target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .map_err(|e| {
+            ImageError::Mount(format!(
+                "overlay mount at {} of the {count} layers listed in {}: {e}",
+                target.display(),
+                dir.join(CONTAINER_LAYERS_FILE).display()
+            ))
+        })
     })
     .join()
     .map_err(|_| ImageError::Mount("the overlay mount thread panicked".into()))?
 }
 
-fn mount_overlay(target: &Path, data: &str) -> Result<(), ImageError> {
-    mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data),
-    )
-    .map_err(|e| {
-        ImageError::Mount(format!(
-            "overlay mount at {} ({data}): {e}",
-            target.display()
-        ))
-    })
+/// The overlay's mount options for `lowers` layers (at least one): their
+/// links `l/<i>`, top first as overlayfs wants them, and `upper`, `work`,
+/// every path relative to the container dir. Errors: `Mount` naming the
+/// count when it exceeds [`MAX_LAYERS`].
+fn overlay_options(lowers: usize) -> Result<String, ImageError> {
+    if lowers > MAX_LAYERS {
+        return Err(ImageError::Mount(format!(
+            "the image has {lowers} layers: overlayfs stacks at most {MAX_LAYERS}"
+        )));
+    }
+    let lowerdir: Vec<String> = (0..lowers)
+        .rev()
+        .map(|i| format!("{LINKS_DIR}/{i}"))
+        .collect();
+    Ok(format!(
+        "lowerdir={},upperdir={UPPER_DIR},workdir={WORK_DIR}",
+        lowerdir.join(":")
+    ))
+}
+
+/// The dir `l/` of links to the layers, made for one mount and removed with
+/// its links (never their targets) when dropped.
+struct LayerLinks {
+    dir: PathBuf,
+}
+
+impl LayerLinks {
+    /// Makes `<container_dir>/l/<i>` link to `layers[i]`. Errors: `Io`, with
+    /// nothing left behind.
+    fn create(container_dir: &Path, layers: &[PathBuf]) -> Result<LayerLinks, ImageError> {
+        let dir = container_dir.join(LINKS_DIR);
+        fs::create_dir(&dir)
+            .map_err(|e| ImageError::io(format!("creating {}", dir.display()), e))?;
+        let links = LayerLinks { dir };
+        for (i, layer) in layers.iter().enumerate() {
+            let link = links.dir.join(i.to_string());
+            std::os::unix::fs::symlink(layer, &link).map_err(|e| {
+                ImageError::io(
+                    format!("linking {} to {}", link.display(), layer.display()),
+                    e,
+                )
+            })?;
+        }
+        Ok(links)
+    }
+}
+
+impl Drop for LayerLinks {
+    fn drop(&mut self) {
+        // remove_dir_all unlinks symlinks without following them. Were this
+        // to fail, the dir still goes with the container's.
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "removing the layer links");
+        }
+    }
 }
 
 /// Writes the layer list atomically: a torn list could let garbage
@@ -363,33 +391,152 @@ mod tests {
             .is_char_device());
     }
 
+    /// mount(2) copies one page of options, NUL included.
+    const MOUNT_DATA_PAGE: usize = 4096;
+
     #[test]
-    fn many_layers_mount_through_relative_paths() {
+    fn options_name_each_layer_by_its_link_top_first_within_a_page() {
+        assert_eq!(
+            overlay_options(3).unwrap(),
+            "lowerdir=l/2:l/1:l/0,upperdir=upper,workdir=work"
+        );
+        assert_eq!(
+            overlay_options(1).unwrap(),
+            "lowerdir=l/0,upperdir=upper,workdir=work"
+        );
+        // Docker's limit is 127, nixpkgs' layered images make 100, overlayfs stacks 500.
+        for count in [125, MAX_LAYERS] {
+            let options = overlay_options(count).unwrap();
+            assert!(
+                options.len() < MOUNT_DATA_PAGE,
+                "{count}: {}",
+                options.len()
+            );
+            let lowerdir = options
+                .strip_prefix("lowerdir=")
+                .and_then(|o| o.split(',').next())
+                .unwrap();
+            let expected: Vec<String> = (0..count).rev().map(|i| format!("l/{i}")).collect();
+            assert_eq!(lowerdir.split(':').collect::<Vec<_>>(), expected);
+        }
+    }
+
+    #[test]
+    fn more_layers_than_overlayfs_stacks_fail_naming_the_count_and_make_nothing() {
+        let err = overlay_options(MAX_LAYERS + 1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the image has 501 layers: overlayfs stacks at most 500"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let layers = vec![tmp.path().join("layer"); 640];
+        let container_dir = tmp.path().join("c");
+        let err = mount_rootfs(&layers, &container_dir, &tmp.path().join("rootfs")).unwrap_err();
+        assert!(err.to_string().contains("640 layers"), "{err}");
+        assert!(!container_dir.exists());
+    }
+
+    #[test]
+    fn links_name_the_layers_and_go_without_their_targets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layers: Vec<PathBuf> = (0..3)
+            .map(|i| {
+                let dir = tmp.path().join(format!("layers/{i:064x}"));
+                fs::create_dir_all(&dir).unwrap();
+                fs::write(dir.join("file"), i.to_string()).unwrap();
+                dir
+            })
+            .collect();
+        let links = LayerLinks::create(tmp.path(), &layers).unwrap();
+        for (i, layer) in layers.iter().enumerate() {
+            let link = tmp.path().join(format!("l/{i}"));
+            assert_eq!(&fs::read_link(&link).unwrap(), layer);
+            assert_eq!(
+                fs::read_to_string(link.join("file")).unwrap(),
+                i.to_string()
+            );
+        }
+        drop(links);
+        assert!(!tmp.path().join(LINKS_DIR).exists());
+        for (i, layer) in layers.iter().enumerate() {
+            assert_eq!(
+                fs::read_to_string(layer.join("file")).unwrap(),
+                i.to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn a_link_that_cannot_be_made_leaves_no_links_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layers = vec![tmp.path().join("ok"), PathBuf::from("nul\0byte")];
+        let err = LayerLinks::create(tmp.path(), &layers).err().unwrap();
+        assert!(err.to_string().contains("l/1"), "{err}");
+        assert!(!tmp.path().join(LINKS_DIR).exists());
+    }
+
+    #[test]
+    fn the_most_layers_overlayfs_stacks_mount_top_first() {
         if !is_root() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
         let layers_dir = tmp.path().join("images/layers");
-        // 50 layers of 64-hex names under this path exceed a page when absolute.
-        let layers: Vec<PathBuf> = (0..50)
+        // Each layer adds its own file and overwrites `top`.
+        let layers: Vec<PathBuf> = (0..MAX_LAYERS)
             .map(|i| {
                 let dir = layers_dir.join(format!("{i:064x}"));
                 fs::create_dir_all(&dir).unwrap();
-                fs::write(dir.join(format!("layer-{i}")), b"").unwrap();
+                fs::write(dir.join(format!("layer-{i}")), i.to_string()).unwrap();
+                fs::write(dir.join("top"), i.to_string()).unwrap();
                 dir
             })
             .collect();
+        let container_dir = tmp.path().join("c");
         let target = tmp.path().join("rootfs");
-        mount_rootfs(&layers, &tmp.path().join("c"), &target).unwrap();
-        let seen = target.join("layer-0").exists() && target.join("layer-49").exists();
+        let cwd = std::env::current_dir().unwrap();
+        mount_rootfs(&layers, &container_dir, &target).unwrap();
+        let read = |name: &str| fs::read_to_string(target.join(name)).unwrap_or_default();
+        let seen = [
+            read("layer-0"),
+            read("layer-250"),
+            read("layer-499"),
+            read("top"),
+        ];
+        let was_mounted = mounted(&target);
         unmount_rootfs(&target).unwrap();
-        assert!(seen, "bottom and top layer visible");
+        assert!(was_mounted);
+        assert_eq!(seen, ["0", "250", "499", "499"]);
+        assert_eq!(recorded_layers(&container_dir), layers);
+        assert!(
+            !container_dir.join(LINKS_DIR).exists(),
+            "links outlived the mount"
+        );
         assert!(!mounted(&target));
-        // The process's working directory is untouched.
-        assert_ne!(std::env::current_dir().unwrap(), layers_dir);
+        assert_eq!(
+            std::env::current_dir().unwrap(),
+            cwd,
+            "the process's cwd is untouched"
+        );
+    }
 
-        let too_many: Vec<PathBuf> = (0..70).map(|_| layers[0].clone()).collect();
-        let err = mount_rootfs(&too_many, &tmp.path().join("c2"), &target).unwrap_err();
-        assert!(err.to_string().contains("70 layers"), "{err}");
+    #[test]
+    fn a_failed_mount_leaves_no_links_and_no_mount() {
+        if !is_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let present = tmp.path().join("layers/present");
+        fs::create_dir_all(&present).unwrap();
+        let layers = vec![present, tmp.path().join("layers/absent")];
+        let container_dir = tmp.path().join("c");
+        let target = tmp.path().join("rootfs");
+        let err = mount_rootfs(&layers, &container_dir, &target).unwrap_err();
+        assert!(
+            err.to_string().contains("of the 2 layers listed in"),
+            "{err}"
+        );
+        assert!(!mounted(&target));
+        assert!(!container_dir.join(LINKS_DIR).exists());
     }
 }

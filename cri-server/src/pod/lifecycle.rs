@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::Context;
 use crius_proto::cri;
 
-use super::{files, pod_name, PodDeps, PodFiles, PodRecord, PodState};
+use super::{files, pause, pod_name, PodDeps, PodFiles, PodRecord, PodState};
 use crate::error::CriError;
 use crate::namespaces::NamespaceKinds;
 use crate::network::cni::{PodNetwork, PortMapping, Protocol};
@@ -70,12 +70,15 @@ async fn create(deps: &PodDeps, id: String, config: cri::PodSandboxConfig) -> Re
         Ok(()) => deps
             .pods
             .insert(pod.clone())
-            .map(drop)
             .map_err(|e| CriError::from(e).context("recording the pod")),
         Err(e) => Err(e),
     };
-    let Err(e) = result else {
-        return Ok(());
+    let e = match result {
+        Ok(entry) => {
+            watch_pause(deps, entry, &pod).await;
+            return Ok(());
+        }
+        Err(e) => e,
     };
     match teardown(deps, &pod).await {
         Ok(()) => deps.pods.release_name(&pod_name(&pod.config), &pod.id),
@@ -138,7 +141,24 @@ async fn setup(deps: &PodDeps, pod: &mut PodRecord) -> Result<(), CriError> {
         .map_err(|e| CriError::from(e).context("naming the pod's cgroup"))?;
     pod.cgroup_parent = cgroup.name;
     pod.owns_cgroup = cgroup.owned;
+    if pause::wanted(pod) {
+        pause::start(deps, pod).await?;
+    }
     Ok(())
+}
+
+/// Watches the recorded pod's pause process, if it has one. Its shim was
+/// spawned a moment ago: a shim that no longer answers makes the pod
+/// NOTREADY at once, through the same watch.
+async fn watch_pause(deps: &PodDeps, entry: std::sync::Arc<Entry<PodRecord>>, pod: &PodRecord) {
+    if let Some(pause) = &pod.pause {
+        match deps.shims.get(&pod.id, &pause.bundle).await {
+            Ok(shim) => pause::watch(deps, entry, shim),
+            Err(e) => {
+                tracing::warn!(pod = %pod.id, error = %e, "the new pause process's shim does not answer")
+            }
+        }
+    }
 }
 
 /// resolv.conf, hostname and hosts in the pod's dir: their paths.
@@ -182,8 +202,10 @@ fn pod_network(pod: &PodRecord, netns: &Path) -> PodNetwork {
     }
 }
 
-/// Releases the pod's network, namespaces, files and cgroup. Idempotent.
+/// Releases the pod's pause process, network, namespaces, files and
+/// cgroup. Idempotent.
 async fn teardown(deps: &PodDeps, pod: &PodRecord) -> Result<(), CriError> {
+    pause::remove(deps, pod).await?;
     if let Some(netns) = &pod.netns {
         deps.cni.del(&pod_network(pod, netns)).await?;
     }
@@ -205,12 +227,13 @@ async fn teardown(deps: &PodDeps, pod: &PodRecord) -> Result<(), CriError> {
     Ok(())
 }
 
-/// Releases a ready pod's network and marks it not ready; the caller holds
-/// the entry's op lock and has stopped the pod's containers first.
-/// Idempotent: a pod not ready is left as it is. Errors: Internal (CNI DEL,
-/// store).
+/// Ends the pod's pause process, releases a ready pod's network and marks
+/// it not ready; the caller holds the entry's op lock and has stopped the
+/// pod's containers first. Idempotent: a pod not ready keeps its network
+/// released. Errors: Internal (pause process, CNI DEL, store).
 pub async fn stop_pod(deps: &PodDeps, entry: &Entry<PodRecord>) -> Result<(), CriError> {
     let pod = entry.snapshot();
+    pause::stop(deps, &pod).await?;
     if pod.state == PodState::Ready {
         if let Some(netns) = &pod.netns {
             deps.cni.del(&pod_network(&pod, netns)).await?;
@@ -244,6 +267,11 @@ mod rollback_tests {
     use crate::namespaces::NamespaceKind;
     use crate::network::fake::{FakeStep as NetStep, NetCall};
     use crate::pod::testing::{run_request, PodFakes};
+    use crate::shim_client::fake::FakeShimStep;
+    use crate::shim_client::Shims;
+    use crate::state::table::Table;
+    use crate::state::Store;
+    use std::sync::Arc;
 
     async fn run(f: &PodFakes, name: &str) -> Result<String, Status> {
         run_pod(&f.deps, run_request(name))
@@ -272,7 +300,9 @@ mod rollback_tests {
         let pod = f.deps.pods.find(&id).unwrap().snapshot();
         assert_eq!(pod.state, PodState::Ready);
         assert!(f.net.added().contains(&id));
-        assert_eq!(f.ns.pinned().len(), 3);
+        // net, ipc, uts, and the pause process's PID namespace.
+        assert_eq!(f.ns.pinned().len(), 4);
+        assert_eq!(f.shims.calls(&id)[..3], ["Spawn", "Create", "Start"]);
     }
 
     #[tokio::test]
@@ -353,12 +383,197 @@ mod rollback_tests {
         let unpinned: Vec<_> = (f.ns.calls().into_iter())
             .filter_map(|c| match c {
                 NsCall::Unpin(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
-                NsCall::Pin(_) => None,
+                NsCall::Pin(_) | NsCall::Kill(..) => None,
             })
             .collect();
         assert_eq!(unpinned, ["net", "ipc"]);
         drop(f);
         pin_fails_at(NamespaceKind::Uts).await;
+    }
+
+    /// A failure at each step of the pause process's start undoes it (and
+    /// every earlier step of the pod), naming the step.
+    #[tokio::test]
+    async fn a_pause_process_that_fails_to_start_is_undone() {
+        for (step, words) in [
+            (
+                FakeShimStep::Spawn,
+                &["spawning the pause process's shim"][..],
+            ),
+            (FakeShimStep::Create, &["creating the pause process"][..]),
+            (FakeShimStep::Start, &["starting the pause process"][..]),
+        ] {
+            let f = PodFakes::new(|_, _| {});
+            f.shims.fail_at(Some(step));
+            let got = run(&f, "web").await;
+            failed_at(&f, got, Code::Internal, words);
+            f.shims.fail_at(None);
+            runs_again(&f).await;
+        }
+        let f = PodFakes::new(|_, _| {});
+        f.ns.fail_pid_pin(true);
+        let got = run(&f, "web").await;
+        failed_at(
+            &f,
+            got,
+            Code::Internal,
+            &["pinning the pod's PID namespace", "pid"],
+        );
+        // The created pause process was killed and deleted with its shim.
+        let spawned = f.shims.spawned();
+        assert_eq!(
+            f.shims.calls(&spawned[0]),
+            ["Spawn", "Create", "Kill", "Wait", "Delete", "Shutdown"]
+        );
+        f.ns.fail_pid_pin(false);
+        runs_again(&f).await;
+    }
+
+    fn with_pid_mode(name: &str, mode: cri::NamespaceMode) -> cri::RunPodSandboxRequest {
+        let mut req = run_request(name);
+        req.config.as_mut().unwrap().linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: mode as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        req
+    }
+
+    /// Only a shared PID namespace runs a process.
+    #[tokio::test]
+    async fn a_pod_without_a_shared_pid_namespace_runs_no_process() {
+        let f = PodFakes::new(|_, _| {});
+        for (name, mode) in [
+            ("own", cri::NamespaceMode::Container),
+            ("node", cri::NamespaceMode::Node),
+        ] {
+            let id = run_pod(&f.deps, with_pid_mode(name, mode)).await.unwrap();
+            let pod = f.deps.pods.find(&id).unwrap().snapshot();
+            assert!(pod.pause.is_none(), "{name}");
+            assert_eq!(
+                f.ns.pinned().iter().filter(|p| p.ends_with("pid")).count(),
+                0
+            );
+        }
+        assert!(f.shims.spawned().is_empty());
+        let id = run_pod(&f.deps, with_pid_mode("shared", cri::NamespaceMode::Pod))
+            .await
+            .unwrap();
+        let pause = f.deps.pods.find(&id).unwrap().snapshot().pause.unwrap();
+        assert_eq!(pause.pid, 4242);
+        assert_eq!(
+            pause.pidns.as_deref(),
+            Some(&*f.pods_dir().join(&id).join("ns/pid"))
+        );
+        assert!(pause.bundle.join("config.json").exists());
+        assert_eq!(f.shims.spawned(), [id]);
+    }
+
+    async fn until(mut done: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("timed out");
+    }
+
+    /// A pause process that ends, or whose shim is lost, makes the pod
+    /// NOTREADY with the reason; stop and remove then release everything.
+    #[tokio::test]
+    async fn a_gone_pause_process_makes_the_pod_not_ready() {
+        for lose_shim in [false, true] {
+            let f = PodFakes::new(|_, _| {});
+            let id = run(&f, "web").await.unwrap();
+            let entry = f.deps.pods.find(&id).unwrap();
+            until(|| f.shims.calls(&id).contains(&"Wait")).await;
+            if lose_shim {
+                f.shims.lose(&id);
+            } else {
+                f.shims.end(&id);
+            }
+            until(|| !entry.snapshot().is_ready()).await;
+            let pod = entry.snapshot();
+            assert_eq!(pod.state, PodState::Ready, "not stopped, only not ready");
+            let reason = pod.pause.unwrap().gone.unwrap();
+            let want = if lose_shim {
+                "the pause process's shim is gone"
+            } else {
+                "the pause process exited with status 137"
+            };
+            assert!(reason.contains(want), "{reason}");
+            stop_pod(&f.deps, &entry).await.unwrap();
+            // A lost shim's pause process is killed through its pinned namespace.
+            let pin = f.pods_dir().join(&id).join("ns/pid");
+            let kills = f.ns.calls().contains(&NsCall::Kill(pin, 4242));
+            assert_eq!(kills, lose_shim);
+            remove_pod(&f.deps, &entry).await.unwrap();
+            f.assert_nothing_left();
+        }
+    }
+
+    /// A stop ends the pause process without marking it gone: the pod is
+    /// stopped, not broken.
+    #[tokio::test]
+    async fn a_stop_is_not_reported_as_a_gone_pause_process() {
+        let f = PodFakes::new(|_, _| {});
+        let id = run(&f, "web").await.unwrap();
+        let entry = f.deps.pods.find(&id).unwrap();
+        until(|| f.shims.calls(&id).contains(&"Wait")).await;
+        {
+            let _op = entry.op.lock().await;
+            stop_pod(&f.deps, &entry).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let pod = entry.snapshot();
+        assert_eq!(pod.state, PodState::NotReady);
+        assert_eq!(pod.pause.unwrap().gone, None);
+    }
+
+    /// After a restart, a ready pod whose pause shim no longer answers turns
+    /// NOTREADY; one whose shim answers is watched again.
+    #[tokio::test]
+    async fn recovery_watches_the_pause_process_again() {
+        let f = PodFakes::new(|_, _| {});
+        let alive = run(&f, "alive").await.unwrap();
+        let lost = run(&f, "lost").await.unwrap();
+        f.shims.lose(&lost);
+        let lost_entry = f.deps.pods.find(&lost).unwrap();
+        until(|| !lost_entry.snapshot().is_ready()).await;
+        // A fresh daemon over the same state: the records reload.
+        let deps = PodDeps {
+            pods: Arc::new(
+                Table::load_upgrading(
+                    Store::open(f.config.root.join("meta")).unwrap(),
+                    super::super::upgrade_record,
+                )
+                .unwrap(),
+            ),
+            shims: Arc::new(Shims::new(Arc::new(f.shims.clone()))),
+            ..f.deps.clone()
+        };
+        super::super::recover(&deps);
+        until(|| {
+            f.shims
+                .calls(&alive)
+                .iter()
+                .filter(|c| **c == "Wait")
+                .count()
+                == 2
+        })
+        .await;
+        let reloaded = deps.pods.find(&alive).unwrap();
+        assert!(reloaded.snapshot().is_ready());
+        f.shims.end(&alive);
+        until(|| !reloaded.snapshot().is_ready()).await;
+        let lost_again = deps.pods.find(&lost).unwrap().snapshot();
+        assert!(!lost_again.is_ready());
     }
 
     #[tokio::test]

@@ -1,11 +1,12 @@
 //! Pod sandboxes: their life cycle. A pod is its pinned namespaces, its
-//! network (CNI) and its cgroup parent; it has no process until the shim
-//! issue adds the shared-PID pause process. Its record lives in
+//! network (CNI), its cgroup parent and, when its containers share a PID
+//! namespace, its pause process (`pause`). Its record lives in
 //! `state::sandbox`: RunPodSandbox writes there what it resolved for the
 //! pod's containers (hostname, namespace paths, files, cgroup parent).
 
 mod files;
 mod lifecycle;
+mod pause;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -13,6 +14,7 @@ pub(crate) mod testing;
 use crate::state::sandbox::{pod_name, PodFiles, PodRecord, PodState};
 
 pub use lifecycle::{remove_pod, run_pod, stop_pod};
+pub use pause::recover;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,6 +23,8 @@ use std::sync::Arc;
 use crate::cgroups::CgroupDriver;
 use crate::namespaces::NamespacePinner;
 use crate::network::PodNetworking;
+use crate::shim_client::Shims;
+use crate::spec::HostCapabilities;
 use crate::state::table::Table;
 
 /// What the pod's life cycle uses, and nothing else: built by the
@@ -40,6 +44,14 @@ pub struct PodDeps {
     pub pods_dir: PathBuf,
     /// The host's resolv.conf, copied for pods without a DNS config.
     pub host_resolv_conf: PathBuf,
+    /// The pause processes' shims (shared with the containers': one
+    /// libcontainer state dir, ids that never collide).
+    pub shims: Arc<Shims>,
+    /// Where each pause process's bundle (`<bundles_dir>/<16 hex of the
+    /// pod id>`) is made (`<state>/p`: a short path, for the shim's socket).
+    pub bundles_dir: PathBuf,
+    /// What this host's cgroups can enforce, for the pause process's spec.
+    pub host: Arc<HostCapabilities>,
 }
 
 /// PodSandboxStatus' verbose `info`: one key, "info", holding

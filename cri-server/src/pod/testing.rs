@@ -12,6 +12,9 @@ use crate::cgroups::fake::FakeCgroups;
 use crate::config::Config;
 use crate::namespaces::fake::{FakeNamespaces, NsCall};
 use crate::network::fake::{FakeNetworking, NetCall};
+use crate::shim_client::fake::FakeShims;
+use crate::shim_client::Shims;
+use crate::spec::HostCapabilities;
 use crate::state::table::Table;
 use crate::state::Store;
 
@@ -22,7 +25,10 @@ pub(crate) struct PodFakes {
     pub net: Arc<FakeNetworking>,
     pub ns: Arc<FakeNamespaces>,
     pub cgroups: Arc<FakeCgroups>,
-    /// The dirs: records under `root/meta`, pods under `state/pods`.
+    /// The pause processes' shims.
+    pub shims: FakeShims,
+    /// The dirs: records under `root/meta`, pods under `state/pods`,
+    /// pause bundles under `state/p`.
     pub config: Config,
     /// Kept alive for the dirs.
     _tmp: tempfile::TempDir,
@@ -35,6 +41,7 @@ pub(crate) struct PodSeams {
     pub net: Arc<FakeNetworking>,
     pub ns: Arc<FakeNamespaces>,
     pub cgroups: Arc<FakeCgroups>,
+    pub shims: FakeShims,
     pub host_resolv_conf: PathBuf,
 }
 
@@ -52,6 +59,16 @@ impl PodFakes {
                 cgroups: seams.cgroups.clone(),
                 pods_dir: seams.config.state.join("pods"),
                 host_resolv_conf: seams.host_resolv_conf.clone(),
+                shims: Arc::new(Shims::new(Arc::new(seams.shims.clone()))),
+                bundles_dir: seams.config.state.join("p"),
+                host: Arc::new(HostCapabilities {
+                    cgroup_v2: false,
+                    hugetlb: false,
+                    memory_swap: false,
+                    min_oom_score_adj: -1000,
+                    apparmor: false,
+                    own_capabilities: 0,
+                }),
             };
             adjust(&mut deps, tmp);
             (deps, ())
@@ -74,6 +91,7 @@ impl PodFakes {
             net: Arc::new(FakeNetworking::default()),
             ns: Arc::new(FakeNamespaces::default()),
             cgroups: Arc::new(FakeCgroups::default()),
+            shims: FakeShims::default(),
             host_resolv_conf: resolv,
         };
         let (deps, made) = build(&seams, tmp.path());
@@ -82,6 +100,7 @@ impl PodFakes {
             net: seams.net,
             ns: seams.ns,
             cgroups: seams.cgroups,
+            shims: seams.shims,
             config: seams.config,
             _tmp: tmp,
         };
@@ -138,6 +157,13 @@ impl PodFakes {
         }
         assert!(self.net.added().is_empty(), "{:?}", self.net.added());
         assert_eq!(Self::entries(&self.pods_dir()), Vec::<PathBuf>::new());
+        let bundles = self.config.state.join("p");
+        assert_eq!(Self::entries(&bundles), Vec::<PathBuf>::new());
+        assert!(
+            self.shims.up().is_empty(),
+            "shims up: {:?}",
+            self.shims.up()
+        );
         assert!(self.deps.pods.list().is_empty());
         let records = Self::entries(&self.records_dir());
         assert!(

@@ -10,7 +10,6 @@ use super::Reply;
 use crate::error::CriError;
 use crate::instrument::{rpc, unimplemented};
 use crate::state::container::ContainerRecord;
-use crate::state::sandbox::PodState;
 use crate::{container, Crius};
 
 /// CreateContainer in a ready pod: the new container's id. Errors:
@@ -23,11 +22,12 @@ pub async fn create_container(
     let pod_id = req.pod_sandbox_id.clone();
     rpc("CreateContainer", &pod_id, async {
         let pod = crius.pods.find(&pod_id)?.snapshot();
-        if pod.state != PodState::Ready {
-            return Err(CriError::FailedPrecondition(format!(
-                "pod sandbox {} is not ready",
-                pod.id
-            )));
+        if !pod.is_ready() {
+            let why = pod.pause.as_ref().and_then(|p| p.gone.as_deref());
+            return Err(CriError::FailedPrecondition(match why {
+                Some(why) => format!("pod sandbox {} is not ready: {why}", pod.id),
+                None => format!("pod sandbox {} is not ready", pod.id),
+            }));
         }
         let container_id = container::create_container(&crius.container_deps(), pod, req).await?;
         Ok(cri::CreateContainerResponse { container_id })

@@ -177,7 +177,7 @@ mod tests {
                 s.cgroups.clone(),
             );
             crius.host_resolv_conf = s.host_resolv_conf.clone();
-            let crius = Arc::new(crius);
+            let crius = Arc::new(crius.with_shims(Arc::new(s.shims.clone())));
             (crius.pod_deps(), crius)
         })
     }
@@ -210,8 +210,18 @@ mod tests {
         assert_eq!(f.net.calls(), [NetCall::Add(id.clone()), del(&id, true)]);
         let pod = crius.pods.find(&id).unwrap().snapshot();
         assert_eq!(pod.state, PodState::NotReady);
-        // Stop keeps the namespaces, the dir and the record for Remove.
-        assert_eq!(f.ns.pinned().len(), 3);
+        // Stop ends the pause process (once) and keeps the namespaces, the
+        // dir and the record for Remove.
+        // (The watch's Wait runs whenever its task does.)
+        let calls: Vec<_> = (f.shims.calls(&id).into_iter())
+            .filter(|c| *c != "Wait")
+            .collect();
+        assert_eq!(
+            calls,
+            ["Spawn", "Create", "Start", "Kill", "Delete", "Shutdown", "Connect"]
+        );
+        assert_eq!(f.shims.signals(&id), [libc::SIGKILL]);
+        assert_eq!(f.ns.pinned().len(), 4);
         assert!(pod.dir.exists());
     }
 
@@ -230,7 +240,7 @@ mod tests {
         let reply = status(true).await.unwrap().into_inner();
         let info: serde_json::Value = serde_json::from_str(&reply.info["info"]).unwrap();
         let pod = crius.pods.find(&id).unwrap().snapshot();
-        assert_eq!(info["pid"], 0);
+        assert_eq!(info["pid"], 4242, "the pause process's pid");
         let netns = pod.netns.clone().unwrap();
         assert_eq!(info["namespaces"]["network"], netns.display().to_string());
         assert_eq!(
@@ -274,7 +284,7 @@ mod tests {
         );
         let unpins = f.ns.calls();
         let unpins = unpins.iter().filter(|c| matches!(c, NsCall::Unpin(_)));
-        assert_eq!(unpins.count(), 3);
+        assert_eq!(unpins.count(), 4);
         f.assert_nothing_left();
         // The name is free again.
         run(&crius).await;

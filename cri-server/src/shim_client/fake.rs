@@ -78,6 +78,19 @@ impl FakeShims {
             .collect()
     }
 
+    /// Ends container `id`'s process by itself (its wait returns 137).
+    pub fn end(&self, id: &str) {
+        self.state.lock().unwrap().exited.insert(id.to_string());
+        self.exits.notify_waiters();
+    }
+
+    /// Takes container `id`'s shim down, as a SIGKILL of the shim would: its
+    /// calls fail as unreachable, a pending wait too.
+    pub fn lose(&self, id: &str) {
+        self.state.lock().unwrap().up.remove(id);
+        self.exits.notify_waiters();
+    }
+
     /// The ids of every container a shim was spawned for, in order.
     pub fn spawned(&self) -> Vec<String> {
         let state = self.state.lock().unwrap();
@@ -210,11 +223,18 @@ impl ShimApi for FakeShim {
             self.fakes.call(&self.id, "Wait", None)?;
             loop {
                 let exited = self.fakes.exits.notified();
-                if self.fakes.state.lock().unwrap().exited.contains(&self.id) {
+                let (ended, up) = {
+                    let state = self.fakes.state.lock().unwrap();
+                    (state.exited.contains(&self.id), state.up.contains(&self.id))
+                };
+                if ended {
                     return Ok(pb::WaitResponse {
                         exit_code: 137,
                         ..Default::default()
                     });
+                }
+                if !up {
+                    return Err(unreachable(&self.id, "Wait"));
                 }
                 exited.await;
             }

@@ -12,6 +12,7 @@ mod error;
 mod host;
 mod mounts;
 mod namespaces;
+mod pause;
 mod process;
 mod resources;
 #[cfg(test)]
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::SpecError;
 pub use host::HostCapabilities;
+pub use pause::{pause_spec, PauseSpecInput};
 pub use process::exec_process;
 pub use resources::applied_resources;
 pub use seccomp::default_profile as default_seccomp_profile;

@@ -53,6 +53,10 @@ pub struct ContainerRecord {
     /// a record written before they were kept.
     #[serde(default)]
     pub resources: Option<cri::LinuxContainerResources>,
+    /// Why StartContainer failed, when it did: ContainerStatus reports the
+    /// exit with reason `StartError` and this message (containerd's rule).
+    #[serde(default)]
+    pub start_error: Option<String>,
 }
 
 impl Record for ContainerRecord {
@@ -109,6 +113,9 @@ impl ContainerRecord {
     pub fn status(&self) -> cri::ContainerStatus {
         let (reason, message) = match self.state {
             // containerd's rule: an OOM kill names the exit, whatever its code.
+            ContainerState::Exited if self.start_error.is_some() => {
+                ("StartError", self.start_error.clone().unwrap_or_default())
+            }
             ContainerState::Exited if self.oom_killed => ("OOMKilled", String::new()),
             ContainerState::Exited if self.exit_code == 0 => ("Completed", String::new()),
             ContainerState::Exited => ("Error", String::new()),
@@ -251,6 +258,7 @@ pub(crate) fn fixture(state: ContainerState, exit_code: i32) -> ContainerRecord 
         stop_signal: String::new(),
         process: Default::default(),
         resources: None,
+        start_error: None,
     }
 }
 

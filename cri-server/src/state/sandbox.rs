@@ -30,6 +30,22 @@ pub struct PodFiles {
     pub hostname: PathBuf,
 }
 
+/// A pod's pause process: PID 1 of its shared PID namespace, run as a
+/// sandbox container under a shim of its own (libcontainer id: the pod's id).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseRecord {
+    /// Its OCI bundle (spec, empty rootfs, shim socket, shim log, exit file).
+    pub bundle: PathBuf,
+    /// Its host pid; 0 until created.
+    pub pid: u32,
+    /// The pinned PID namespace the pod's containers join; `None` until pinned.
+    pub pidns: Option<PathBuf>,
+    /// Why the pause process is gone while the pod was ready (its exit
+    /// status, or its shim lost); `None` while it runs. A pod whose pause
+    /// process is gone is NOTREADY: its containers' PID namespace is dead.
+    pub gone: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PodRecord {
     pub id: String,
@@ -61,6 +77,10 @@ pub struct PodRecord {
     /// concern fills them in when the table loads).
     #[serde(default)]
     pub files: PodFiles,
+    /// The pause process of a pod with a shared PID namespace
+    /// (`namespace_options.pid == POD`); `None` for any other pod.
+    #[serde(default)]
+    pub pause: Option<PauseRecord>,
 }
 
 impl Record for PodRecord {
@@ -105,7 +125,14 @@ impl PodRecord {
             owns_cgroup: false,
             hostname: String::new(),
             files: PodFiles::default(),
+            pause: None,
         }
+    }
+
+    /// True when the pod may run containers: not stopped, and its pause
+    /// process (if it has one) still runs.
+    pub fn is_ready(&self) -> bool {
+        self.state == PodState::Ready && self.pause.as_ref().is_none_or(|p| p.gone.is_none())
     }
 
     /// The namespace modes the pod's config asks for (defaults when unset).
@@ -131,10 +158,12 @@ impl PodRecord {
         }
     }
 
+    /// READY only when [`PodRecord::is_ready`].
     pub fn cri_state(&self) -> cri::PodSandboxState {
-        match self.state {
-            PodState::Ready => cri::PodSandboxState::SandboxReady,
-            PodState::NotReady => cri::PodSandboxState::SandboxNotready,
+        if self.is_ready() {
+            cri::PodSandboxState::SandboxReady
+        } else {
+            cri::PodSandboxState::SandboxNotready
         }
     }
 
@@ -165,27 +194,31 @@ impl PodRecord {
 
     /// What PodSandboxStatus(verbose) returns as `info["info"]`: a JSON
     /// object in containerd's shape (its `SandboxInfo`, internal/cri/types/
-    /// sandbox_info.go) where crius has an equivalent: `pid` (0: a pod has
-    /// no process yet; containerd's field is a plain number, 0 once its
-    /// task is gone, and the shared-PID pause process will fill it),
+    /// sandbox_info.go) where crius has an equivalent: `pid` (the pause
+    /// process's host pid; 0 for a pod without one, or once it is gone, as
+    /// containerd's is once its task is),
     /// `netNamespaceClosed` (the pinned netns is gone), `runtimeHandler`,
     /// `config` (the CRI PodSandboxConfig as sent), `cniResult` (the cached
     /// result of the pod's CNI ADD, as the plugins returned it; null without
     /// one) and `runtimeSpec` holding only `linux.namespaces`: the pinned
     /// namespaces its containers join (containerd's pause spec lists them
     /// there, and guides read the netns path from it). crius adds
-    /// `namespaces` (`network`, `ipc`, `uts`: the pinned paths, null where
-    /// the pod shares the node's), `cgroupParent` and `sandboxDir`. No
-    /// `image`: a crius pod has none. Pure.
+    /// `namespaces` (`network`, `ipc`, `uts`, `pid`: the pinned paths, null
+    /// where the pod shares the node's or, for `pid`, has no shared one),
+    /// `cgroupParent`, `sandboxDir` and, when the pause process is gone,
+    /// `notReadyReason`. No `image`: a crius pod has none. Pure.
     pub fn verbose_info(
         &self,
         cni_result: Option<serde_json::Value>,
         netns_closed: bool,
     ) -> serde_json::Value {
+        let pause = self.pause.as_ref();
+        let pidns = pause.and_then(|p| p.pidns.clone());
         let pinned = [
             ("network", &self.netns),
             ("ipc", &self.ipcns),
             ("uts", &self.utsns),
+            ("pid", &pidns),
         ];
         let spec_namespaces: Vec<_> = pinned
             .iter()
@@ -198,8 +231,9 @@ impl PodRecord {
             .iter()
             .map(|(kind, path)| (kind.to_string(), serde_json::json!(path)))
             .collect();
-        serde_json::json!({
-            "pid": 0,
+        let running_pause = pause.filter(|p| p.gone.is_none());
+        let mut info = serde_json::json!({
+            "pid": running_pause.map_or(0, |p| p.pid),
             "netNamespaceClosed": netns_closed,
             "runtimeHandler": self.runtime_handler,
             "config": self.config,
@@ -208,7 +242,11 @@ impl PodRecord {
             "namespaces": namespaces,
             "cgroupParent": self.cgroup_parent,
             "sandboxDir": self.dir,
-        })
+        });
+        if let Some(reason) = pause.and_then(|p| p.gone.as_ref()) {
+            info["notReadyReason"] = serde_json::json!(reason);
+        }
+        info
     }
 
     /// ListPodSandbox's filter: true when it selects this pod.
@@ -342,6 +380,50 @@ mod tests {
         let host = p.verbose_info(None, false);
         assert!(host["cniResult"].is_null());
         assert!(host["namespaces"]["network"].is_null());
+        assert!(
+            host["namespaces"]["pid"].is_null(),
+            "no shared PID namespace"
+        );
+        assert!(host.get("notReadyReason").is_none());
+    }
+
+    /// A shared-PID pod reports its pause process's pid and pinned PID
+    /// namespace while it runs; once it is gone the pod is NOTREADY, with
+    /// the reason in the verbose info and pid 0.
+    #[test]
+    fn the_pause_process_gives_pid_and_readiness() {
+        let mut p = pod("a", PodState::Ready, &[]);
+        p.pause = Some(PauseRecord {
+            bundle: "/run/crius/c/a".into(),
+            pid: 4242,
+            pidns: Some("/run/crius/pods/a/ns/pid".into()),
+            gone: None,
+        });
+        assert!(p.is_ready());
+        assert_eq!(p.cri_state(), cri::PodSandboxState::SandboxReady);
+        let info = p.verbose_info(None, false);
+        assert_eq!(info["pid"], 4242);
+        assert_eq!(info["namespaces"]["pid"], "/run/crius/pods/a/ns/pid");
+
+        p.pause.as_mut().unwrap().gone = Some("the pause process exited with status 137".into());
+        assert!(!p.is_ready());
+        assert_eq!(
+            p.status().state,
+            cri::PodSandboxState::SandboxNotready as i32
+        );
+        let not_ready = cri::PodSandboxFilter {
+            state: Some(cri::PodSandboxStateValue {
+                state: cri::PodSandboxState::SandboxNotready as i32,
+            }),
+            ..Default::default()
+        };
+        assert!(p.matches(&not_ready));
+        let info = p.verbose_info(None, false);
+        assert_eq!(info["pid"], 0);
+        assert_eq!(
+            info["notReadyReason"],
+            "the pause process exited with status 137"
+        );
     }
 
     /// A record as a criusd before the resolved hostname and files were

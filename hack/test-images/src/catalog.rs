@@ -144,6 +144,27 @@ fn whiteout_layers() -> Vec<LayerBuilder> {
     vec![lower, upper]
 }
 
+/// The layers of `crius/many-layers:latest`, the busybox base included:
+/// more than the 59 whose absolute paths fit the page of overlay mount
+/// options, as many as containerd's tests run (issue 9, item 5).
+pub const MANY_LAYERS: usize = 125;
+
+/// The layers of `crius/many-layers:latest` above the base, lower first:
+/// layer `i` (the base is 0) adds `/layers/<i>` holding `layer <i>\n` and
+/// writes the same to `/layers/top`, where the top layer's must show.
+fn many_layers() -> Vec<LayerBuilder> {
+    (1..MANY_LAYERS)
+        .map(|i| {
+            let content = format!("layer {i}\n").into_bytes();
+            let mut layer = LayerBuilder::new();
+            layer
+                .file(&format!("/layers/{i}"), 0o644, content.clone())
+                .file("/layers/top", 0o644, content);
+            layer
+        })
+        .collect()
+}
+
 fn shell() -> RunConfig {
     RunConfig {
         env: vec![DEFAULT_PATH],
@@ -238,6 +259,12 @@ pub fn definitions(busybox: &Arc<[u8]>) -> Vec<Definition> {
             tags: &["latest"],
             run: shell(),
             layers: whiteout_layers(),
+        },
+        Definition {
+            repo: "crius/many-layers",
+            tags: &["latest"],
+            run: shell(),
+            layers: many_layers(),
         },
         // A WorkingDir that none of its layers holds: the runtime makes it.
         Definition {
@@ -572,6 +599,33 @@ mod tests {
         for script in ["usr/bin/pgrep", "usr/bin/ipcs"] {
             assert!(entries[script].3.starts_with(b"#!/bin/sh\n"), "{script}");
         }
+    }
+
+    #[test]
+    fn many_layers_image_has_that_many_distinct_layers() {
+        let busybox = busybox();
+        let base = base_layer(&busybox).unwrap().build().unwrap();
+        let definition = definitions(&busybox)
+            .into_iter()
+            .find(|d| d.repo == "crius/many-layers")
+            .unwrap();
+        let image = definition.build(&base).unwrap();
+        assert_eq!(image.layers.len(), MANY_LAYERS);
+        let digests: BTreeSet<&str> = image.layers.iter().map(|l| l.digest.as_str()).collect();
+        assert_eq!(digests.len(), MANY_LAYERS, "a layer repeats");
+        let last = tar_entries(&many_layers().last().unwrap().tar().unwrap());
+        let files: Vec<(&str, &[u8])> = last
+            .iter()
+            .filter(|(_, kind, ..)| *kind == EntryType::Regular)
+            .map(|(path, .., content)| (path.as_str(), &content[..]))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("layers/124", &b"layer 124\n"[..]),
+                ("layers/top", &b"layer 124\n"[..])
+            ]
+        );
     }
 
     /// Unpacks tars in order as an OCI runtime must: whiteouts delete the

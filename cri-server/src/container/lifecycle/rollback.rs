@@ -371,6 +371,37 @@ async fn a_container_runs_stops_and_goes_through_the_fakes() {
     assert!(calls.ends_with(&["Delete", "Shutdown"]), "{calls:?}");
 }
 
+/// containerd's rule: a failed start leaves the container exited, 128,
+/// reason StartError with the error as message, and it is removed whole.
+#[tokio::test]
+async fn a_failed_start_leaves_the_container_exited_with_the_start_error() {
+    let fx = Fixture::new();
+    let id = fx.create(fx.request("busybox")).await.unwrap();
+    fx.shims.fail_at(Some(FakeShimStep::Start));
+    let status = start_container(&fx.deps, &id)
+        .await
+        .map_err(tonic::Status::from)
+        .unwrap_err();
+    assert_step(&status, Code::Internal, "injected failure");
+    let record = fx.deps.containers.find(&id).unwrap().snapshot();
+    assert_eq!(record.state, ContainerState::Exited);
+    let cri = record.status();
+    assert_eq!(cri.exit_code, 128);
+    assert!(cri.finished_at > 0);
+    assert_eq!(cri.started_at, 0);
+    assert_eq!(cri.reason, "StartError");
+    assert_eq!(cri.message, status.message());
+    // Exited now: another start is refused, not retried.
+    let again = start_container(&fx.deps, &id).await.unwrap_err();
+    assert_eq!(tonic::Status::from(again).code(), Code::FailedPrecondition);
+
+    fx.shims.fail_at(None);
+    remove_container(&fx.deps, &id).await.unwrap();
+    fx.assert_nothing_left();
+    let calls = fx.shims.calls(&id);
+    assert!(calls.ends_with(&["Delete", "Shutdown"]), "{calls:?}");
+}
+
 #[tokio::test]
 async fn a_later_stop_with_a_shorter_deadline_kills_at_once() {
     let fx = Fixture::new();
