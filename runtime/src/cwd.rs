@@ -12,12 +12,12 @@
 //! /proc, …) is left to the runtime.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use oci_spec::runtime::Spec;
 
-use crate::in_root::{self, clean, Dangling, Leaf, Make, Owner};
-use crate::mountpoint::is_bind;
+use crate::in_root::{clean, Dangling, Leaf, Make, Owner};
+use crate::mountpoint::in_container;
 
 /// Makes `process.cwd` of `spec` if it is missing, `rootfs` being the container's root: see
 /// the module docs. Expects the mount destinations resolved already
@@ -37,70 +37,20 @@ pub(crate) fn ensure(spec: &Spec, rootfs: &Path) -> io::Result<()> {
         dangling: Dangling::Refuse,
         owner: Owner::container_root(spec),
     };
-    let error = |root: &Path, e: in_root::InRootError| {
-        let e = io::Error::from(e);
-        io::Error::new(
-            e.kind(),
-            format!(
-                "working directory /{}: creating it under {}: {e}",
-                cwd.display(),
-                root.display()
-            ),
-        )
-    };
-    let destinations: Vec<PathBuf> = spec
-        .mounts()
-        .iter()
-        .flatten()
-        .map(|m| clean(m.destination()))
-        .collect();
-    let in_rootfs = in_root::resolve(rootfs, &cwd, make, |p| destinations.iter().any(|d| d == p))
-        .map_err(|e| error(rootfs, e))?;
-    if in_rootfs.below_mount.as_os_str().is_empty() {
-        return Ok(());
-    }
-    match where_it_lives(spec, &in_rootfs.path()) {
-        Place::Bind { source, rel } => in_root::resolve(&source, &rel, make, |_| false)
-            .map(drop)
-            .map_err(|e| error(&source, e)),
-        Place::Rootfs | Place::OtherMount => Ok(()),
-    }
-}
-
-/// Where a path of the container lies before its mounts are made.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Place {
-    /// In the rootfs itself.
-    Rootfs,
-    /// Under the bind mount of `source`, at `rel` below it.
-    Bind { source: PathBuf, rel: PathBuf },
-    /// Under a mount that is no bind (a tmpfs, /proc, …): unknown until it is made.
-    OtherMount,
-}
-
-/// The deepest mount of the spec at or above `cwd` (relative, clean), later mounts winning
-/// at the same depth as they are mounted last.
-pub(crate) fn where_it_lives(spec: &Spec, cwd: &Path) -> Place {
-    let mut best: Option<(usize, Place)> = None;
-    for m in spec.mounts().iter().flatten() {
-        let dest = clean(m.destination());
-        let Ok(rel) = cwd.strip_prefix(&dest) else {
-            continue;
-        };
-        let depth = dest.components().count();
-        if best.as_ref().is_some_and(|(d, _)| *d > depth) {
-            continue;
-        }
-        let place = match (is_bind(m), m.source()) {
-            (true, Some(source)) => Place::Bind {
-                source: source.clone(),
-                rel: rel.to_path_buf(),
-            },
-            _ => Place::OtherMount,
-        };
-        best = Some((depth, place));
-    }
-    best.map_or(Place::Rootfs, |(_, p)| p)
+    in_container(spec, rootfs, &cwd, Some(make))
+        .map(drop)
+        .map_err(|e| {
+            let kind = io::Error::from(e.source.errno).kind();
+            io::Error::new(
+                kind,
+                format!(
+                    "working directory /{}: creating it under {}: {}",
+                    cwd.display(),
+                    e.root.display(),
+                    e.source
+                ),
+            )
+        })
 }
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ impl From<InRootError> for std::io::Error {
 }
 
 /// Resolves `path` inside `root` (see the module docs) and makes what is missing as `make`
-/// says, the owner `make.owner`. A component for which `is_mount_point` (given the resolved
+/// says, the owner `make.owner`; with no `make`, only looks (a missing component is ENOENT). A component for which `is_mount_point` (given the resolved
 /// path so far, relative) is true ends the walk inside the root: it and the rest lie in a
 /// filesystem mounted there later, and are kept lexically in [`Resolved::below_mount`].
 /// Existing entries are left as they are.
@@ -143,7 +143,7 @@ impl From<InRootError> for std::io::Error {
 pub(crate) fn resolve(
     root: &Path,
     path: &Path,
-    make: Make,
+    make: Option<Make>,
     is_mount_point: impl Fn(&Path) -> bool,
 ) -> Result<Resolved, InRootError> {
     let root = File::open(root).map(OwnedFd::from).map_err(|e| {
@@ -207,6 +207,9 @@ pub(crate) fn resolve(
             }
             Ok(_) => made = next,
             Err(Errno::ENOENT) => {
+                let Some(make) = make else {
+                    return Err(InRootError::new("stat", &next, Errno::ENOENT));
+                };
                 if let (Dangling::Refuse, Some((_, symlink))) = (make.dangling, &in_symlink) {
                     return Err(InRootError::new(
                         "resolve the symlink",

@@ -108,7 +108,7 @@ pub(crate) fn resolve_all(spec: &mut Spec, rootfs: &Path) -> Result<(), Mountpoi
             dangling: Dangling::Follow,
             owner,
         };
-        let resolved = in_root::resolve(rootfs, &lexical, make, |p| {
+        let resolved = in_root::resolve(rootfs, &lexical, Some(make), |p| {
             earlier.iter().any(|(d, _)| d == p)
         })
         .map_err(|source| MountpointError::Resolve {
@@ -157,6 +157,105 @@ fn leaf(m: &Mount) -> Result<Leaf, (PathBuf, Errno)> {
             source,
             Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         )),
+    }
+}
+
+/// Where a container path lies before the spec's mounts are made.
+#[derive(Debug, PartialEq, Eq)]
+enum Place {
+    /// In the rootfs itself.
+    Rootfs,
+    /// Under the bind mount of `source`, at `rel` below it.
+    Bind { source: PathBuf, rel: PathBuf },
+    /// Under a mount that is no bind (a tmpfs, /proc, …): unknown until it is made.
+    OtherMount,
+}
+
+/// The deepest mount of the spec at or above `path` (relative, clean), later mounts winning
+/// at the same depth as they are mounted last.
+fn where_it_lives(spec: &Spec, path: &Path) -> Place {
+    let mut best: Option<(usize, Place)> = None;
+    for m in spec.mounts().iter().flatten() {
+        let dest = clean(m.destination());
+        let Ok(rel) = path.strip_prefix(&dest) else {
+            continue;
+        };
+        let depth = dest.components().count();
+        if best.as_ref().is_some_and(|(d, _)| *d > depth) {
+            continue;
+        }
+        let place = match (is_bind(m), m.source()) {
+            (true, Some(source)) => Place::Bind {
+                source: source.clone(),
+                rel: rel.to_path_buf(),
+            },
+            _ => Place::OtherMount,
+        };
+        best = Some((depth, place));
+    }
+    best.map_or(Place::Rootfs, |(_, p)| p)
+}
+
+/// Where a container path leads before the spec's mounts are made (see [`in_container`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum InContainer {
+    /// At `path` (relative, free of symlinks, existing) inside `root`: the rootfs or the
+    /// source of the bind mount it lies under.
+    At { root: PathBuf, path: PathBuf },
+    /// Under a mount that is no bind (a tmpfs, /proc, …): unknown until it is made.
+    OtherMount,
+}
+
+/// A failed [`in_container`]: the root walked in (the rootfs or a bind's source) and why.
+#[derive(Debug, thiserror::Error)]
+#[error("under {}: {source}", root.display())]
+pub(crate) struct InContainerError {
+    pub root: PathBuf,
+    #[source]
+    pub source: InRootError,
+}
+
+/// Resolves the container path `path` as the container will see it, from outside before its
+/// mounts are made: in `rootfs` up to the first mount point of `spec` met (destinations
+/// already resolved, [`resolve_all`]), then, under a bind mount, in its source; every walk
+/// with [`in_root::resolve`], making what is missing as `make` says (None: only looking).
+/// A symlink never leads out of the root it is met in.
+pub(crate) fn in_container(
+    spec: &Spec,
+    rootfs: &Path,
+    path: &Path,
+    make: Option<Make>,
+) -> Result<InContainer, InContainerError> {
+    let destinations: Vec<PathBuf> = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .map(|m| clean(m.destination()))
+        .collect();
+    let error = |root: &Path| {
+        let root = root.to_path_buf();
+        move |source| InContainerError { root, source }
+    };
+    let in_rootfs = in_root::resolve(rootfs, path, make, |p| destinations.iter().any(|d| d == p))
+        .map_err(error(rootfs))?;
+    if in_rootfs.below_mount.as_os_str().is_empty() {
+        return Ok(InContainer::At {
+            root: rootfs.to_path_buf(),
+            path: in_rootfs.made,
+        });
+    }
+    match where_it_lives(spec, &in_rootfs.path()) {
+        Place::Bind { source, rel } => {
+            let made = in_root::resolve(&source, &rel, make, |_| false)
+                .map_err(error(&source))?
+                .made;
+            Ok(InContainer::At {
+                root: source,
+                path: made,
+            })
+        }
+        // A mount point was met, so the path lies under a mount.
+        Place::Rootfs | Place::OtherMount => Ok(InContainer::OtherMount),
     }
 }
 
