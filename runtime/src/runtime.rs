@@ -11,9 +11,9 @@ use libcontainer::error::LibcontainerError;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use oci_spec::runtime::{Process, Spec};
+use oci_spec::runtime::{Box as ConsoleSize, Process, Spec};
 
-use crate::console::ConsoleSocket;
+use crate::console::{self, ConsoleSocket};
 use crate::error::{RuntimeError, Step};
 use crate::exec_seccomp::SeccompExecutor;
 use crate::init_identity;
@@ -90,7 +90,9 @@ impl Runtime {
 
     /// As [`Runtime::create`], but init's stdio is a new pseudo-terminal inside the container
     /// (the bundle's `process.terminal` must be true; it also becomes /dev/console). Returns
-    /// init's pid and the pty master, which carries init's input and output both ways.
+    /// init's pid and the pty master, which carries init's input and output both ways. The
+    /// bundle's `process.consoleSize`, if any, is the pty's window size before init runs;
+    /// without it the kernel's 0×0 stays.
     pub fn create_with_terminal(
         &self,
         id: &str,
@@ -98,12 +100,15 @@ impl Runtime {
     ) -> Result<(Pid, OwnedFd), RuntimeError> {
         let step = Step::Create;
         self.ensure_state_root(id, step)?;
+        let console_size = Spec::load(bundle.join("config.json"))
+            .map_err(|e| RuntimeError::libcontainer(id, step, e.into()))?
+            .process()
+            .as_ref()
+            .and_then(Process::console_size);
         let console = ConsoleSocket::bind(&self.state_root)
             .map_err(|e| RuntimeError::io(id, step, "bind the console socket", e))?;
         let pid = self.create_container(id, bundle, ProcessIo::Terminal(console.path()))?;
-        let master = console
-            .receive_master()
-            .map_err(|e| RuntimeError::io(id, step, "receive the pty master", e))?;
+        let master = receive_master(id, step, &console, console_size)?;
         Ok((pid, master))
     }
 
@@ -172,7 +177,8 @@ impl Runtime {
     }
 
     /// As [`Runtime::exec`], but the process's stdio is a new pseudo-terminal inside the
-    /// container (`process.terminal` must be true). Returns its pid and the pty master.
+    /// container (`process.terminal` must be true). Returns its pid and the pty master. The
+    /// process's `consoleSize`, if any, is set once it runs (it gets SIGWINCH).
     pub fn exec_with_terminal(
         &self,
         id: &str,
@@ -182,9 +188,7 @@ impl Runtime {
         let console = ConsoleSocket::bind(&self.state_root)
             .map_err(|e| RuntimeError::io(id, step, "bind the console socket", e))?;
         let pid = self.exec_process(id, process, ProcessIo::Terminal(console.path()))?;
-        let master = console
-            .receive_master()
-            .map_err(|e| RuntimeError::io(id, step, "receive the pty master", e))?;
+        let master = receive_master(id, step, &console, process.console_size())?;
         Ok((pid, master))
     }
 
@@ -364,6 +368,23 @@ enum ProcessIo<'a> {
     Fds(ContainerStdio),
     /// The console socket to which the process sends the master of its new pty.
     Terminal(&'a Path),
+}
+
+/// The pty master the new process sent, sized to `console_size` if given.
+fn receive_master(
+    id: &str,
+    step: Step,
+    console: &ConsoleSocket,
+    console_size: Option<ConsoleSize>,
+) -> Result<OwnedFd, RuntimeError> {
+    let master = console
+        .receive_master()
+        .map_err(|e| RuntimeError::io(id, step, "receive the pty master", e))?;
+    if let Some(size) = console_size {
+        console::set_window_size(&master, size)
+            .map_err(|e| RuntimeError::io(id, step, "set the console size", e))?;
+    }
+    Ok(master)
 }
 
 fn not_found(id: &str, step: Step) -> RuntimeError {

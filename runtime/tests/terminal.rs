@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 
 use common::*;
-use crius_runtime::oci_spec::runtime::{ProcessBuilder, Spec};
+use crius_runtime::oci_spec::runtime::{BoxBuilder, ProcessBuilder, Spec};
 use crius_runtime::{Runtime, Stdio};
 use nix::sys::wait::{waitpid, WaitStatus};
 
@@ -56,6 +56,40 @@ fn init_on_a_terminal() {
     // The line discipline turns \n into \r\n and echoes our input.
     assert!(out.contains("/dev/pts/0\r\n"), "{out:?}");
     assert!(out.contains("got ping\r\n"), "{out:?}");
+    assert_eq!(wait(pid), WaitStatus::Exited(pid, 0));
+    runtime.delete(&id, false).unwrap();
+}
+
+#[test]
+fn init_gets_the_console_size() {
+    require_root!();
+    let _serial = serial();
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(state.path());
+    let id = unique_id("ttysize");
+    let bundle = Bundle::isolated(&id, &["stty", "size"]);
+    let config = bundle.path().join("config.json");
+    let mut spec = Spec::load(&config).unwrap();
+    let process = spec.process_mut().as_mut().unwrap();
+    process.set_terminal(Some(true));
+    process.set_console_size(Some(
+        BoxBuilder::default()
+            .height(24u64)
+            .width(80u64)
+            .build()
+            .unwrap(),
+    ));
+    spec.save(&config).unwrap();
+    let _cleanup = DeleteOnDrop {
+        runtime: &runtime,
+        id: id.clone(),
+    };
+
+    let (pid, master) = runtime.create_with_terminal(&id, bundle.path()).unwrap();
+    runtime.start(&id).unwrap();
+    let out = read_until_hangup(&mut File::from(master));
+    // stty prints rows then columns.
+    assert_eq!(out, "24 80\r\n");
     assert_eq!(wait(pid), WaitStatus::Exited(pid, 0));
     runtime.delete(&id, false).unwrap();
 }

@@ -14,12 +14,13 @@ use crius_runtime::{Pid, Runtime, RuntimeError, Signal, Stdio, Step};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::child_errors::ErrorEvents;
-use crate::container_io::{self, ReopenRequest};
-use crate::cri_log::CriLogFile;
+use crate::container_io::{self, Output, ReopenRequest};
+use crate::cri_log::{CriLogFile, Source};
 use crate::error::ShimError;
 use crate::exec::{self, ExecOutput};
 use crate::oom::OomCounter;
 use crate::reaper::{Exit, Reaper};
+use crate::terminal::Terminal;
 
 /// How long Delete waits for a created container's init, killed by the
 /// runtime, to be reaped, so that its exit is recorded when Delete returns.
@@ -70,6 +71,14 @@ impl State {
     fn is_created(&self) -> bool {
         self.created.is_some() || self.unstartable.is_some()
     }
+}
+
+/// What a create made for init's stdio, besides init.
+enum Made {
+    /// The pty's master.
+    Terminal(OwnedFd),
+    /// The output pipes' read ends, and stdin's write end.
+    Pipes(Output, Option<OwnedFd>),
 }
 
 /// A container whose process cannot be exec'd: nothing of it was made (the
@@ -125,8 +134,12 @@ impl Container {
         &self.config.id
     }
 
-    /// Creates the container from the shim's bundle; with `stdin`, its stdin
-    /// is a pipe the shim holds open, else /dev/null. Returns init's pid;
+    /// Creates the container from the shim's bundle. With `process.terminal`
+    /// in its config.json, init's stdin, stdout and stderr are a pty whose
+    /// master the shim holds while the container lives, its output logged as
+    /// stdout; `stdin` changes nothing then (the pty is always the stdin, and
+    /// stays open). Otherwise stdout and stderr are pipes, and stdin is a pipe
+    /// the shim holds open with `stdin`, else /dev/null. Returns init's pid;
     /// None when the container's process cannot be exec'd: then no init
     /// exists, the container reads as created and Start fails (see
     /// [`Unstartable`]).
@@ -137,40 +150,40 @@ impl Container {
             ));
         }
         let bundle = &self.config.bundle;
-        let cgroups_path = load_spec(bundle)?;
+        let spec = load_spec(bundle)?;
+        let source = if spec.terminal {
+            Source::Terminal
+        } else {
+            Source::Pipes
+        };
         let log = match &self.config.log_path {
             Some(path) => Some(
-                CriLogFile::open(path)
+                CriLogFile::open(path, source)
                     .with_context(|| format!("open the container log {}", path.display()))?,
             ),
             None => None,
         };
         // Without a counter the container's exits are reported as no OOM kill.
-        let oom = cgroups_path.and_then(|path| {
+        let oom = spec.cgroups_path.and_then(|path| {
             OomCounter::locate(&path)
                 .inspect_err(|err| tracing::warn!(%err, "OOM kills will not be reported"))
                 .ok()
         });
-        let (stdout, stdout_writer) = container_io::pipe().context("create the stdout pipe")?;
-        let (stderr, stderr_writer) = container_io::pipe().context("create the stderr pipe")?;
-        let (stdin_reader, stdin_writer) = if stdin {
-            let (reader, writer) = container_io::pipe().context("create the stdin pipe")?;
-            (Some(reader), Some(writer))
+        let pipes = if spec.terminal {
+            None
         } else {
-            (None, None)
-        };
-        let stdout = container_io::receiver(stdout).context("watch the stdout pipe")?;
-        let stderr = container_io::receiver(stderr).context("watch the stderr pipe")?;
-
-        let stdio = Stdio {
-            stdin: stdin_reader,
-            stdout: Some(stdout_writer),
-            stderr: Some(stderr_writer),
+            Some(Self::pipes(stdin)?)
         };
         // Only what this create's processes log.
         self.logged_errors();
-        let pid = match self.runtime.create(self.id(), bundle, stdio) {
-            Ok(pid) => pid,
+        let created = match pipes {
+            None => (self.runtime.create_with_terminal(self.id(), bundle))
+                .map(|(pid, master)| (pid, Made::Terminal(master))),
+            Some((stdio, output, stdin_writer)) => (self.runtime.create(self.id(), bundle, stdio))
+                .map(|pid| (pid, Made::Pipes(output, stdin_writer))),
+        };
+        let (pid, made) = match created {
+            Ok(created) => created,
             Err(RuntimeError::NotExecutable { reason, .. }) => {
                 tracing::info!(%reason, "created without init: its process cannot be exec'd");
                 self.lock().unstartable = Some(Unstartable {
@@ -183,18 +196,20 @@ impl Container {
                 return Err(ShimError::logged(err, self.logged_errors()));
             }
         };
+        let (output, stdin_writer) = match made {
+            Made::Terminal(master) => {
+                let terminal = Terminal::new(master).context("watch the pty master")?;
+                (Output::Terminal(terminal), None)
+            }
+            Made::Pipes(output, stdin_writer) => (output, stdin_writer),
+        };
         // Before any await, so the reaper cannot take init unwatched.
         let exited = self.reaper.watch(pid);
         tracing::info!(%pid, bundle = %bundle.display(), "created");
 
         // A request waits only while the log task finishes a write.
         let (log_reopen, reopen_requests) = mpsc::channel(1);
-        let mut output = tokio::spawn(container_io::forward_to_log(
-            stdout,
-            stderr,
-            log,
-            reopen_requests,
-        ));
+        let mut output = tokio::spawn(container_io::forward_to_log(output, log, reopen_requests));
         let container = Arc::clone(self);
         tokio::spawn(async move {
             let Ok(exit) = exited.await else {
@@ -202,8 +217,8 @@ impl Container {
                 return;
             };
             // Let the log take the container's last words before anyone
-            // hears of the exit; a process left holding the pipes open must
-            // not delay it for long.
+            // hears of the exit; a process left holding the pipes or the
+            // pty's slave open must not delay it for long.
             if tokio::time::timeout(OUTPUT_DRAIN_GRACE, &mut output)
                 .await
                 .is_err()
@@ -227,6 +242,29 @@ impl Container {
             log_reopen,
         });
         Ok(Some(pid))
+    }
+
+    /// Makes stdout and stderr pipes (and stdin one with `stdin`): init's
+    /// stdio, the output the shim reads, and stdin's write end.
+    fn pipes(stdin: bool) -> Result<(Stdio, Output, Option<OwnedFd>), ShimError> {
+        let (stdout, stdout_writer) = container_io::pipe().context("create the stdout pipe")?;
+        let (stderr, stderr_writer) = container_io::pipe().context("create the stderr pipe")?;
+        let (stdin_reader, stdin_writer) = if stdin {
+            let (reader, writer) = container_io::pipe().context("create the stdin pipe")?;
+            (Some(reader), Some(writer))
+        } else {
+            (None, None)
+        };
+        let output = Output::Pipes {
+            stdout: container_io::receiver(stdout).context("watch the stdout pipe")?,
+            stderr: container_io::receiver(stderr).context("watch the stderr pipe")?,
+        };
+        let stdio = Stdio {
+            stdin: stdin_reader,
+            stdout: Some(stdout_writer),
+            stderr: Some(stderr_writer),
+        };
+        Ok((stdio, output, stdin_writer))
     }
 
     /// Releases init. A container whose process cannot be exec'd fails
@@ -471,22 +509,32 @@ fn not_running() -> ShimError {
     ShimError::FailedPrecondition("the container is not running".into())
 }
 
-/// The container's cgroup (`linux.cgroupsPath`) from config.json, which must
-/// have a process.
-fn load_spec(bundle: &Path) -> Result<Option<PathBuf>, ShimError> {
+/// What the shim needs from the bundle's config.json.
+struct BundleSpec {
+    /// The container's cgroup, `linux.cgroupsPath`.
+    cgroups_path: Option<PathBuf>,
+    /// Init runs on a terminal, `process.terminal`.
+    terminal: bool,
+}
+
+/// Loads config.json, which must have a process.
+fn load_spec(bundle: &Path) -> Result<BundleSpec, ShimError> {
     let config = bundle.join("config.json");
     let spec = Spec::load(&config)
         .map_err(|e| ShimError::InvalidArgument(format!("{}: {e}", config.display())))?;
-    if spec.process().is_none() {
+    let Some(process) = spec.process() else {
         return Err(ShimError::InvalidArgument(format!(
             "{}: no process",
             config.display()
         )));
-    }
-    Ok(spec
-        .linux()
-        .as_ref()
-        .and_then(|linux| linux.cgroups_path().clone()))
+    };
+    Ok(BundleSpec {
+        cgroups_path: spec
+            .linux()
+            .as_ref()
+            .and_then(|linux| linux.cgroups_path().clone()),
+        terminal: process.terminal() == Some(true),
+    })
 }
 
 /// Unix nanoseconds; 0 for "never" and for times before 1970.

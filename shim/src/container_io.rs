@@ -1,5 +1,5 @@
 //! The container's output as the shim holds it: pipes whose read ends the
-//! shim keeps, and the copy of stdout and stderr into the CRI log.
+//! shim keeps, or the master of its pty, and the copy into the CRI log.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -7,11 +7,12 @@ use std::time::SystemTime;
 
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cri_log::{CriLogFile, Stream};
+use crate::terminal::Terminal;
 
 /// A request to reopen the CRI log, answered once the new file takes the
 /// output (or with why it could not be opened).
@@ -28,13 +29,39 @@ pub fn receiver(read_end: OwnedFd) -> io::Result<pipe::Receiver> {
     pipe::Receiver::from_owned_fd(read_end)
 }
 
-/// Copies the container's stdout and stderr into the CRI log (or drops them
-/// without a log) until both pipes reach EOF, i.e. every holder of the write
-/// ends has exited. Reopens the log between two reads when asked; without a
-/// log that is done at once.
+/// What the container writes to, as the shim reads it.
+pub enum Output {
+    /// stdout and stderr, each on its own pipe.
+    Pipes {
+        stdout: pipe::Receiver,
+        stderr: pipe::Receiver,
+    },
+    /// The pty that is both: logged as stdout.
+    Terminal(Terminal),
+}
+
+/// Copies the container's output into the CRI log (or drops it without a
+/// log) until every source reaches EOF, i.e. every holder of the pipes' write
+/// ends or of the pty's slave has exited. Reopens the log between two reads
+/// when asked; without a log that is done at once.
 pub async fn forward_to_log(
-    mut stdout: pipe::Receiver,
-    mut stderr: pipe::Receiver,
+    output: Output,
+    log: Option<CriLogFile>,
+    reopen_requests: mpsc::Receiver<ReopenRequest>,
+) {
+    match output {
+        Output::Pipes { stdout, stderr } => copy(stdout, stderr, log, reopen_requests).await,
+        // The terminal carries stderr too; an empty stderr ends at once.
+        Output::Terminal(terminal) => {
+            copy(terminal, tokio::io::empty(), log, reopen_requests).await
+        }
+    }
+    tracing::debug!("container output closed");
+}
+
+async fn copy(
+    mut stdout: impl AsyncRead + Unpin,
+    mut stderr: impl AsyncRead + Unpin,
     mut log: Option<CriLogFile>,
     mut reopen_requests: mpsc::Receiver<ReopenRequest>,
 ) {
@@ -77,5 +104,4 @@ pub async fn forward_to_log(
             _ => {}
         }
     }
-    tracing::debug!("container output closed");
 }

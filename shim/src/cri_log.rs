@@ -5,6 +5,8 @@
 //! longer than [`MAX_RECORD`] is split into `P` chunks of that size, and a
 //! stream that closes mid-line ends with a `P` record. Each stream keeps its
 //! own pending line, so interleaved stdout and stderr never mix in a record.
+//! A terminal's output is all `stdout` (as containerd and CRI-O log it), its
+//! lines ending in `\r\n` (see [`Source`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -39,6 +41,17 @@ impl Stream {
     }
 }
 
+/// What the container's output comes through, which decides where a line ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Pipes: a line ends at `\n`; a `\r` before it is the program's own.
+    Pipes,
+    /// A pty, whose line discipline writes each `\n` as `\r\n` (ONLCR): a
+    /// line ends at `\r\n` or `\n`, and the `\r` is not logged (containerd's
+    /// log reader drops it the same way, also when `\r\n` straddles reads).
+    Terminal,
+}
+
 #[derive(Clone, Copy)]
 enum Tag {
     Partial,
@@ -48,6 +61,7 @@ enum Tag {
 /// Turns the raw output of a container's stdout and stderr into CRI log records.
 pub struct CriLogWriter<W> {
     sink: W,
+    source: Source,
     /// The unfinished line of each stream, at most [`MAX_RECORD`] bytes.
     pending: [Vec<u8>; 2],
     /// One record is assembled here and written with a single write, so an
@@ -63,11 +77,12 @@ pub struct CriLogFile {
 }
 
 impl CriLogFile {
-    /// Opens (appending) or creates the log file, and its parent directories.
-    pub fn open(path: &Path) -> io::Result<Self> {
+    /// Opens (appending) or creates the log file, and its parent directories,
+    /// for output from `source`.
+    pub fn open(path: &Path, source: Source) -> io::Result<Self> {
         Ok(CriLogFile {
             path: path.to_owned(),
-            writer: CriLogWriter::new(open_appending(path)?),
+            writer: CriLogWriter::new(open_appending(path)?, source),
         })
     }
 
@@ -96,9 +111,10 @@ fn open_appending(path: &Path) -> io::Result<File> {
 }
 
 impl<W: Write> CriLogWriter<W> {
-    pub fn new(sink: W) -> Self {
+    pub fn new(sink: W, source: Source) -> Self {
         CriLogWriter {
             sink,
+            source,
             pending: [Vec::new(), Vec::new()],
             record: Vec::new(),
         }
@@ -112,6 +128,9 @@ impl<W: Write> CriLogWriter<W> {
             while let Some(newline) = data.iter().position(|&b| b == b'\n') {
                 pending.extend_from_slice(&data[..newline]);
                 data = &data[newline + 1..];
+                if self.source == Source::Terminal && pending.last() == Some(&b'\r') {
+                    pending.pop();
+                }
                 self.emit_overlong(stream, &timestamp, &mut pending)?;
                 self.emit(stream, &timestamp, Tag::Full, &pending)?;
                 pending.clear();
@@ -132,15 +151,17 @@ impl<W: Write> CriLogWriter<W> {
         self.emit(stream, &rfc3339_nano(now), Tag::Partial, &pending)
     }
 
-    /// Writes `P` records of [`MAX_RECORD`] bytes while more than that is pending.
+    /// Writes `P` records of [`MAX_RECORD`] bytes while more than that is
+    /// pending. A terminal's trailing `\r` waits: it may begin a line end.
     fn emit_overlong(
         &mut self,
         stream: Stream,
         timestamp: &str,
         pending: &mut Vec<u8>,
     ) -> io::Result<()> {
+        let held = usize::from(self.source == Source::Terminal && pending.last() == Some(&b'\r'));
         let mut start = 0;
-        while pending.len() - start > MAX_RECORD {
+        while pending.len() - held - start > MAX_RECORD {
             self.emit(
                 stream,
                 timestamp,
@@ -193,14 +214,15 @@ mod tests {
     fn records(writer: &CriLogWriter<Vec<u8>>) -> Vec<String> {
         String::from_utf8(writer.sink.clone())
             .unwrap()
-            .lines()
+            // Not lines(): it would take a logged `\r` for part of the line end.
+            .split_terminator('\n')
             .map(|line| line.strip_prefix(TS).unwrap().to_owned())
             .collect()
     }
 
     #[test]
     fn complete_lines_are_full_records() {
-        let mut log = CriLogWriter::new(Vec::new());
+        let mut log = CriLogWriter::new(Vec::new(), Source::Pipes);
         log.write(Stream::Stdout, b"hello\n\nworld\n", at())
             .unwrap();
         assert_eq!(
@@ -211,7 +233,7 @@ mod tests {
 
     #[test]
     fn a_line_split_across_reads_is_one_record() {
-        let mut log = CriLogWriter::new(Vec::new());
+        let mut log = CriLogWriter::new(Vec::new(), Source::Pipes);
         log.write(Stream::Stdout, b"hel", at()).unwrap();
         assert!(records(&log).is_empty());
         log.write(Stream::Stdout, b"lo\nwor", at()).unwrap();
@@ -221,7 +243,7 @@ mod tests {
 
     #[test]
     fn a_stream_closing_mid_line_ends_with_a_partial_record() {
-        let mut log = CriLogWriter::new(Vec::new());
+        let mut log = CriLogWriter::new(Vec::new(), Source::Pipes);
         log.write(Stream::Stderr, b"done\nno newline", at())
             .unwrap();
         log.finish(Stream::Stderr, at()).unwrap();
@@ -231,7 +253,7 @@ mod tests {
 
     #[test]
     fn long_lines_are_split_into_partial_chunks() {
-        let mut log = CriLogWriter::new(Vec::new());
+        let mut log = CriLogWriter::new(Vec::new(), Source::Pipes);
         let mut line = vec![b'a'; MAX_RECORD];
         line.extend(vec![b'b'; MAX_RECORD]);
         line.extend(b"tail\n");
@@ -248,7 +270,7 @@ mod tests {
 
     #[test]
     fn a_line_of_exactly_the_maximum_is_one_full_record() {
-        let mut log = CriLogWriter::new(Vec::new());
+        let mut log = CriLogWriter::new(Vec::new(), Source::Pipes);
         log.write(Stream::Stdout, &[b'x'; MAX_RECORD], at())
             .unwrap();
         assert!(records(&log).is_empty());
@@ -261,7 +283,7 @@ mod tests {
 
     #[test]
     fn interleaved_streams_keep_their_own_lines() {
-        let mut log = CriLogWriter::new(Vec::new());
+        let mut log = CriLogWriter::new(Vec::new(), Source::Pipes);
         log.write(Stream::Stdout, b"out-", at()).unwrap();
         log.write(Stream::Stderr, b"err-", at()).unwrap();
         log.write(Stream::Stdout, b"line\n", at()).unwrap();
@@ -270,15 +292,57 @@ mod tests {
     }
 
     #[test]
+    fn a_pipe_keeps_the_programs_carriage_returns() {
+        let mut log = CriLogWriter::new(Vec::new(), Source::Pipes);
+        log.write(Stream::Stdout, b"dos\r\n", at()).unwrap();
+        assert_eq!(records(&log), [" stdout F dos\r"]);
+    }
+
+    #[test]
+    fn a_terminals_line_ends_are_crlf_and_not_logged() {
+        let mut log = CriLogWriter::new(Vec::new(), Source::Terminal);
+        // What `sh -c 'tty; echo hello-tty'` writes through a pty, in odd reads.
+        log.write(Stream::Stdout, b"/dev/pts/0\r", at()).unwrap();
+        log.write(Stream::Stdout, b"\nhello-tty\r\nprogress\rdone\n", at())
+            .unwrap();
+        log.write(Stream::Stdout, b"no end", at()).unwrap();
+        log.finish(Stream::Stdout, at()).unwrap();
+        assert_eq!(
+            records(&log),
+            [
+                " stdout F /dev/pts/0",
+                " stdout F hello-tty",
+                // A lone \r is the program's (top redraws with it): content.
+                " stdout F progress\rdone",
+                " stdout P no end",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_terminals_crlf_straddling_the_record_limit_splits_no_record() {
+        let mut log = CriLogWriter::new(Vec::new(), Source::Terminal);
+        let mut line = vec![b'a'; MAX_RECORD];
+        line.push(b'\r');
+        log.write(Stream::Stdout, &line, at()).unwrap();
+        assert!(records(&log).is_empty(), "the \\r may end the line");
+        log.write(Stream::Stdout, b"\n", at()).unwrap();
+        assert_eq!(
+            records(&log),
+            [format!(" stdout F {}", "a".repeat(MAX_RECORD))]
+        );
+    }
+
+    #[test]
     fn open_creates_parent_directories_and_appends() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pods/p1/c1/0.log");
-        CriLogFile::open(&path)
+        CriLogFile::open(&path, Source::Pipes)
             .unwrap()
             .writer()
             .write(Stream::Stdout, b"one\n", at())
             .unwrap();
-        CriLogFile::open(&path)
+        CriLogFile::open(&path, Source::Pipes)
             .unwrap()
             .writer()
             .write(Stream::Stdout, b"two\n", at())
@@ -294,7 +358,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.log");
         let rotated = dir.path().join("0.log.1");
-        let mut log = CriLogFile::open(&path).unwrap();
+        let mut log = CriLogFile::open(&path, Source::Pipes).unwrap();
         log.writer()
             .write(Stream::Stdout, b"before\nhalf ", at())
             .unwrap();
@@ -322,7 +386,7 @@ mod tests {
     fn a_failed_reopen_keeps_the_old_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("logs/0.log");
-        let mut log = CriLogFile::open(&path).unwrap();
+        let mut log = CriLogFile::open(&path, Source::Pipes).unwrap();
         // The path's parent cannot be made: a file stands where the dir was.
         fs::rename(dir.path().join("logs"), dir.path().join("old")).unwrap();
         fs::write(dir.path().join("logs"), "").unwrap();

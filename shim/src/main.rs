@@ -15,6 +15,7 @@ mod exec;
 mod oom;
 mod reaper;
 mod server;
+mod terminal;
 
 use std::fs::OpenOptions;
 use std::io;

@@ -19,7 +19,7 @@ use crius_proto::shim::v1::{
     StartRequest, StateRequest, Status, UpdateRequest, WaitRequest,
 };
 use crius_runtime::oci_spec::runtime::{
-    get_default_mounts, LinuxBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    get_default_mounts, BoxBuilder, LinuxBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder,
     LinuxNamespaceType, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
 };
 use hyper_util::rt::TokioIo;
@@ -198,7 +198,7 @@ fn write_bundle(bundle: &Path, cgroup_name: &str, args: &[&str]) {
     let bin = rootfs.join("bin");
     fs::create_dir_all(&bin).unwrap();
     fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
-    for applet in ["sh", "echo", "sleep", "true", "cat", "dd"] {
+    for applet in ["sh", "echo", "sleep", "true", "cat", "dd", "tty", "stty"] {
         symlink("busybox", bin.join(applet)).unwrap();
     }
     let ldd = Command::new("ldd").arg("/bin/busybox").output().unwrap();
@@ -527,6 +527,107 @@ async fn the_log_holds_the_last_words_when_wait_returns() {
     cleanup.shim = None;
 }
 
+/// A container on a terminal: its pty is its stdin, stdout and stderr, all
+/// logged as stdout without the terminal's `\r`; its exit is recorded with
+/// the log complete (the master reads EIO once the container is gone).
+#[tokio::test(flavor = "current_thread")]
+async fn a_terminal_containers_output_is_logged_as_stdout() {
+    require_root!();
+    let paths = ShimPaths::new();
+    let (_id, shim, mut client, mut cleanup) = start_shim(
+        "tty",
+        &paths,
+        &[
+            "sh",
+            "-c",
+            "tty; test -t 0 && echo stdin-is-a-tty; echo oops >&2; stty size; exit 3",
+        ],
+    )
+    .await;
+    let config = paths.bundle().join("config.json");
+    let mut spec = Spec::load(&config).unwrap();
+    let process = spec.process_mut().as_mut().unwrap();
+    process.set_terminal(Some(true));
+    process.set_console_size(Some(
+        BoxBuilder::default()
+            .height(24u64)
+            .width(80u64)
+            .build()
+            .unwrap(),
+    ));
+    spec.save(&config).unwrap();
+
+    client.create(CreateRequest { stdin: true }).await.unwrap();
+    client.start(StartRequest {}).await.unwrap();
+    let exited = client.wait(WaitRequest {}).await.unwrap().into_inner();
+    assert_eq!(exited.exit_code, 3);
+    // Read at once, no polling: the shim drained the terminal first.
+    let log = fs::read_to_string(paths.log()).unwrap();
+    let records: Vec<&str> = log
+        .split_terminator('\n')
+        .map(|line| line.split_once(' ').unwrap().1)
+        .collect();
+    assert_eq!(
+        records,
+        [
+            "stdout F /dev/pts/0",
+            "stdout F stdin-is-a-tty",
+            "stdout F oops",
+            "stdout F 24 80",
+        ],
+        "CRI log: {log:?}"
+    );
+    delete_and_shut_down(&mut client, shim, &mut cleanup).await;
+}
+
+/// A terminal container that waits on its stdin keeps running (the shim
+/// holds the pty open) until killed; the kill is recorded at once.
+#[tokio::test(flavor = "current_thread")]
+async fn a_terminal_containers_stdin_stays_open_until_it_is_killed() {
+    require_root!();
+    let paths = ShimPaths::new();
+    let (_id, shim, mut client, mut cleanup) = start_shim(
+        "ttystdin",
+        &paths,
+        &["sh", "-c", "echo waiting; read line; echo read-returned"],
+    )
+    .await;
+    let config = paths.bundle().join("config.json");
+    let mut spec = Spec::load(&config).unwrap();
+    spec.process_mut()
+        .as_mut()
+        .unwrap()
+        .set_terminal(Some(true));
+    spec.save(&config).unwrap();
+
+    client.create(CreateRequest { stdin: true }).await.unwrap();
+    client.start(StartRequest {}).await.unwrap();
+    wait_for_log(&paths.log(), "stdout F waiting\n").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let state = client.state(StateRequest {}).await.unwrap().into_inner();
+    assert_eq!(state.status, Status::Running as i32);
+
+    let killed = Instant::now();
+    client
+        .kill(KillRequest {
+            signal: Signal::SIGKILL as u32,
+            all: false,
+        })
+        .await
+        .unwrap();
+    let exited = client.wait(WaitRequest {}).await.unwrap().into_inner();
+    // Held up by nothing: not the drain's 1 s grace for an open output.
+    assert!(
+        killed.elapsed() < Duration::from_millis(900),
+        "the kill took {:?} to be recorded",
+        killed.elapsed()
+    );
+    assert_eq!(exited.exit_code, 128 + Signal::SIGKILL as i32);
+    delete_and_shut_down(&mut client, shim, &mut cleanup).await;
+    let log = fs::read_to_string(paths.log()).unwrap();
+    assert!(!log.contains("read-returned"), "CRI log: {log:?}");
+}
+
 #[test]
 fn a_start_up_failure_is_reported_on_the_ready_pipe() {
     let paths = ShimPaths::new();
@@ -611,6 +712,11 @@ async fn finish(client: &mut ShimClient<Channel>, shim: Pid, cleanup: &mut Clean
         .await
         .unwrap();
     client.wait(WaitRequest {}).await.unwrap();
+    delete_and_shut_down(client, shim, cleanup).await;
+}
+
+/// Deletes the exited container and shuts the shim down.
+async fn delete_and_shut_down(client: &mut ShimClient<Channel>, shim: Pid, cleanup: &mut Cleanup) {
     client.delete(DeleteRequest {}).await.unwrap();
     client.shutdown(ShutdownRequest {}).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(3);

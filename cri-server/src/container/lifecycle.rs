@@ -56,7 +56,6 @@ pub async fn create_container(
             "must not be empty",
         ));
     }
-    refuse_unserved(&config)?;
     let image_name = config
         .image
         .as_ref()
@@ -146,20 +145,6 @@ pub async fn create_container(
         Err(e)
     })
     .await
-}
-
-/// Refuses, before anything is reserved or made, what a container may ask for
-/// but crius cannot serve yet: a terminal (`tty`), whose pty the shim will
-/// own with the streaming issue (today the runtime would fail the create, as
-/// no console socket is given).
-fn refuse_unserved(config: &cri::ContainerConfig) -> Result<(), CriError> {
-    if config.tty {
-        return Err(CriError::invalid(
-            "config.tty",
-            "a terminal is not supported yet; run the container without tty",
-        ));
-    }
-    Ok(())
 }
 
 fn log_path(pod: &PodRecord, config: &cri::ContainerConfig) -> String {
@@ -591,22 +576,6 @@ mod rollback;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_tty_is_refused_naming_the_field() {
-        let mut config = cri::ContainerConfig::default();
-        assert!(refuse_unserved(&config).is_ok());
-        config.stdin = true;
-        assert!(refuse_unserved(&config).is_ok());
-        config.tty = true;
-        let status = tonic::Status::from(refuse_unserved(&config).unwrap_err());
-        assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(
-            status.message().starts_with("config.tty: "),
-            "{}",
-            status.message()
-        );
-    }
 
     #[test]
     fn stop_signals_by_name_or_number() {

@@ -168,6 +168,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         None => process,
     }
     .build()?;
+    process.set_console_size(process::console_size(config.tty)?);
     // No rlimits: the process inherits the runtime's, as with containerd
     // (oci-spec's default would cap open files at 1024).
     process.set_rlimits(None);

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crius_proto::cri::ContainerConfig;
-use oci_spec::runtime::Process;
+use oci_spec::runtime::{Box as ConsoleSize, BoxBuilder, Process};
 
 use super::{ImageConfigView, SpecError};
 
@@ -84,6 +84,20 @@ pub(super) fn env(
         env.push(format!("HOME={home}"));
     }
     Ok(env)
+}
+
+/// The window size a `tty` container's pty starts with: 24 rows × 80 columns,
+/// a VT100's, which is also what busybox and terminfo fall back to on a pty
+/// that reports 0×0. The CRI gives no size at create (containerd and CRI-O
+/// leave the kernel's 0×0, which some programs cannot lay out in); an attach
+/// resizes the pty to the client's terminal.
+pub(super) fn console_size(tty: bool) -> Result<Option<ConsoleSize>, SpecError> {
+    if !tty {
+        return Ok(None);
+    }
+    Ok(Some(
+        BoxBuilder::default().height(24u64).width(80u64).build()?,
+    ))
 }
 
 /// The request's working_dir, else the image's (relative to /), else /.
@@ -249,6 +263,38 @@ mod tests {
             env(&cfg, &img, "h", "/root").unwrap(),
             [DEFAULT_PATH_ENV, "TERM=xterm", "HOSTNAME=h", "HOME=/custom"]
         );
+    }
+
+    #[test]
+    fn a_tty_term_yields_to_the_image_and_the_request() {
+        // containerd's WithTTY appends TERM=xterm before WithEnv replaces by name.
+        let mut cfg = ContainerConfig {
+            tty: true,
+            ..Default::default()
+        };
+        let img = ImageConfigView {
+            env: strings(&["TERM=vt100"]),
+            ..Default::default()
+        };
+        assert!(env(&cfg, &img, "h", "/")
+            .unwrap()
+            .contains(&"TERM=vt100".to_string()));
+        cfg.envs.push(kv("TERM", "linux"));
+        let got = env(&cfg, &img, "h", "/").unwrap();
+        assert_eq!(got.iter().filter(|e| e.starts_with("TERM=")).count(), 1);
+        assert!(got.contains(&"TERM=linux".to_string()), "{got:?}");
+        // No tty, no TERM.
+        cfg.tty = false;
+        cfg.envs.clear();
+        let got = env(&cfg, &ImageConfigView::default(), "h", "/").unwrap();
+        assert!(!got.iter().any(|e| e.starts_with("TERM=")), "{got:?}");
+    }
+
+    #[test]
+    fn a_tty_starts_at_24_rows_by_80_columns() {
+        let size = console_size(true).unwrap().unwrap();
+        assert_eq!((size.height(), size.width()), (24, 80));
+        assert!(console_size(false).unwrap().is_none());
     }
 
     #[test]

@@ -185,6 +185,7 @@ fn a_plain_container() {
         Some(&[1000, 50000][..])
     );
     assert_eq!(process.terminal(), Some(false));
+    assert!(process.console_size().is_none());
     assert_eq!(process.no_new_privileges(), None, "absent, not false");
     assert_eq!(process.oom_score_adj(), Some(100));
     assert!(process.rlimits().is_none());
@@ -318,6 +319,8 @@ fn security_context_settings() {
     assert_eq!(process.user().uid(), 0);
     assert_eq!(process.no_new_privileges(), Some(true));
     assert_eq!(process.terminal(), Some(true));
+    let size = process.console_size().expect("a tty has a console size");
+    assert_eq!((size.height(), size.width()), (24, 80));
     assert!(process
         .env()
         .as_ref()

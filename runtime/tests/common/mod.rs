@@ -36,7 +36,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 }
 
 pub const BUSYBOX_APPLETS: &[&str] = &[
-    "sh", "echo", "sleep", "true", "cat", "id", "pwd", "hostname", "mkdir", "grep", "tty",
+    "sh", "echo", "sleep", "true", "cat", "id", "pwd", "hostname", "mkdir", "grep", "tty", "stty",
 ];
 
 /// Parent of every test cgroup, under each v1 controller.
