@@ -6,29 +6,25 @@
 //! unix syscall". We make it before libcontainer runs, from outside the container: in the
 //! rootfs, or, when the directory lies under a bind mount of the spec, in that mount's source
 //! (which is where the container would see it). Every lookup resolves inside that root
-//! (`openat2` with `RESOLVE_IN_ROOT`): a symlink in the image, absolute or climbing with `..`,
-//! never leads out of it, so nothing is ever created on the host outside the container's
-//! root. A directory under any other mount (a tmpfs, /proc, …) is left to the runtime.
+//! ([`crate::in_root`]): a symlink in the image, absolute or climbing with `..`, never leads
+//! out of it, so nothing is ever created on the host outside the container's root; one whose
+//! target is missing is an error, as with runc. A directory under any other mount (a tmpfs,
+//! /proc, …) is left to the runtime.
 
-use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
-use nix::errno::Errno;
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fchmod, mkdirat, Mode};
-use nix::unistd::{fchown, Gid, Uid};
 use oci_spec::runtime::Spec;
 
-/// The mode runc gives a working directory it creates.
-const MODE: u32 = 0o755;
+use crate::in_root::{clean, Dangling, Leaf, Make, Owner};
+use crate::mountpoint::in_container;
 
-/// Makes the bundle's `process.cwd` if it is missing: see the module docs. Errors name the
-/// path and the cause (a file or a dangling symlink in the way, no `openat2`, …).
-pub(crate) fn ensure(bundle: &Path) -> io::Result<()> {
-    let spec = Spec::load(bundle.join("config.json"))
-        .map_err(|e| io::Error::other(format!("reading the bundle's config.json: {e}")))?;
+/// Makes `process.cwd` of `spec` if it is missing, `rootfs` being the container's root: see
+/// the module docs. Expects the mount destinations resolved already
+/// ([`crate::mountpoint::resolve_all`]), so that one met on the way is recognised. Errors
+/// name the directory, the root it is made under, the path and the errno (a file or a
+/// dangling symlink in the way, no `openat2`, …).
+pub(crate) fn ensure(spec: &Spec, rootfs: &Path) -> io::Result<()> {
     let Some(process) = spec.process() else {
         return Ok(());
     };
@@ -36,182 +32,25 @@ pub(crate) fn ensure(bundle: &Path) -> io::Result<()> {
     if cwd.as_os_str().is_empty() {
         return Ok(());
     }
-    let rootfs = spec
-        .root()
-        .as_ref()
-        .map(|r| bundle.join(r.path()))
-        .unwrap_or_else(|| bundle.join("rootfs"));
-    let (root, rel) = match where_it_lives(&spec, &cwd) {
-        Place::Rootfs => (rootfs, cwd.clone()),
-        Place::Bind { source, rel } => (source, rel),
-        Place::OtherMount => return Ok(()),
+    let make = Make {
+        leaf: Leaf::Dir,
+        dangling: Dangling::Refuse,
+        owner: Owner::container_root(spec),
     };
-    let (uid, gid) = container_root(&spec);
-    mkdir_all_in_root(&root, &rel, uid, gid).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!(
-                "working directory /{}: creating it under {}: {e}",
-                cwd.display(),
-                root.display()
-            ),
-        )
-    })
-}
-
-/// Where a path of the container lies before its mounts are made.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Place {
-    /// In the rootfs itself.
-    Rootfs,
-    /// Under the bind mount of `source`, at `rel` below it.
-    Bind { source: PathBuf, rel: PathBuf },
-    /// Under a mount that is no bind (a tmpfs, /proc, …): unknown until it is made.
-    OtherMount,
-}
-
-/// The deepest mount of the spec at or above `cwd` (relative, clean), later mounts winning
-/// at the same depth as they are mounted last.
-pub(crate) fn where_it_lives(spec: &Spec, cwd: &Path) -> Place {
-    let mut best: Option<(usize, Place)> = None;
-    for m in spec.mounts().iter().flatten() {
-        let dest = clean(m.destination());
-        let Ok(rel) = cwd.strip_prefix(&dest) else {
-            continue;
-        };
-        let depth = dest.components().count();
-        if best.as_ref().is_some_and(|(d, _)| *d > depth) {
-            continue;
-        }
-        let is_bind = m.typ().as_deref() == Some("bind")
-            || m.options()
-                .iter()
-                .flatten()
-                .any(|o| o == "bind" || o == "rbind");
-        let place = match (is_bind, m.source()) {
-            (true, Some(source)) => Place::Bind {
-                source: source.clone(),
-                rel: rel.to_path_buf(),
-            },
-            _ => Place::OtherMount,
-        };
-        best = Some((depth, place));
-    }
-    best.map_or(Place::Rootfs, |(_, p)| p)
-}
-
-/// The host ids of the container's root: itself unless the spec maps user ids.
-fn container_root(spec: &Spec) -> (u32, u32) {
-    let linux = spec.linux().as_ref();
-    let map = |mappings: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
-        mappings
-            .into_iter()
-            .flatten()
-            .find(|m| m.container_id() == 0 && m.size() > 0)
-            .map_or(0, |m| m.host_id())
-    };
-    (
-        map(linux.and_then(|l| l.uid_mappings().as_ref())),
-        map(linux.and_then(|l| l.gid_mappings().as_ref())),
-    )
-}
-
-/// `path` relative to the root, lexically cleaned as runc's `filepath.Clean("/" + path)`:
-/// no `.`, and a `..` never climbs above the root.
-pub(crate) fn clean(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(p) => out.push(p),
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    out
-}
-
-/// Opens `rel` (relative, clean) as a directory, resolved with `root` as `/`.
-pub(crate) fn open_in_root(root: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
-    let path = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    loop {
-        match openat2(root.as_raw_fd(), path, how) {
-            // SAFETY: openat2 returned a new fd that nothing else owns.
-            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
-            Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
-            Err(Errno::ENOSYS) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "openat2 is not supported by this kernel (needs Linux 5.6)",
-                ))
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// `mkdir -p` of `rel` under `root`, resolving every component inside `root`; each directory
-/// made gets mode 0755 and the owner `uid:gid`. Existing directories are left as they are.
-pub(crate) fn mkdir_all_in_root(root: &Path, rel: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    let root = OwnedFd::from(File::open(root)?);
-    let mut done = PathBuf::new();
-    for c in clean(rel).components() {
-        let Component::Normal(name) = c else { continue };
-        let next = done.join(name);
-        match open_in_root(&root, &next) {
-            Ok(_) => {
-                done = next;
-                continue;
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(in_path(&next, e)),
-        }
-        let parent = open_in_root(&root, &done).map_err(|e| in_path(&done, e))?;
-        match mkdirat(
-            Some(parent.as_raw_fd()),
-            name,
-            Mode::from_bits_truncate(MODE),
-        ) {
-            Ok(()) => {
-                let dir = open_in_root(&root, &next).map_err(|e| in_path(&next, e))?;
-                // Not left to the umask; the owner as runc's mkdir as the container's root.
-                fchmod(dir.as_raw_fd(), Mode::from_bits_truncate(MODE))
-                    .map_err(|e| in_path(&next, e.into()))?;
-                if (uid, gid) != (0, 0) {
-                    fchown(
-                        dir.as_raw_fd(),
-                        Some(Uid::from_raw(uid)),
-                        Some(Gid::from_raw(gid)),
-                    )
-                    .map_err(|e| in_path(&next, e.into()))?;
-                }
-            }
-            // Something is there that did not resolve: a symlink whose target is missing.
-            Err(Errno::EEXIST) => {
-                if open_in_root(&root, &next).is_err() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("/{}: a symlink to a missing target", next.display()),
-                    ));
-                }
-            }
-            Err(e) => return Err(in_path(&next, e.into())),
-        }
-        done = next;
-    }
-    Ok(())
-}
-
-fn in_path(rel: &Path, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("/{}: {e}", rel.display()))
+    in_container(spec, rootfs, &cwd, Some(make))
+        .map(drop)
+        .map_err(|e| {
+            let kind = io::Error::from(e.source.errno).kind();
+            io::Error::new(
+                kind,
+                format!(
+                    "working directory /{}: creating it under {}: {}",
+                    cwd.display(),
+                    e.root.display(),
+                    e.source
+                ),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -219,21 +58,16 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 
-    use oci_spec::runtime::{MountBuilder, ProcessBuilder, RootBuilder, SpecBuilder};
+    use oci_spec::runtime::{MountBuilder, ProcessBuilder, SpecBuilder};
 
     use super::*;
 
-    fn bundle_with(cwd: &str, mounts: Vec<oci_spec::runtime::Mount>) -> tempfile::TempDir {
-        let bundle = tempfile::tempdir().unwrap();
-        fs::create_dir(bundle.path().join("rootfs")).unwrap();
-        let spec = SpecBuilder::default()
-            .root(RootBuilder::default().path("rootfs").build().unwrap())
+    fn spec_with(cwd: &str, mounts: Vec<oci_spec::runtime::Mount>) -> Spec {
+        SpecBuilder::default()
             .process(ProcessBuilder::default().cwd(cwd).build().unwrap())
             .mounts(mounts)
             .build()
-            .unwrap();
-        spec.save(bundle.path().join("config.json")).unwrap();
-        bundle
+            .unwrap()
     }
 
     fn mode(p: &Path) -> u32 {
@@ -242,9 +76,10 @@ mod tests {
 
     #[test]
     fn a_missing_working_directory_is_made_with_mode_0755() {
-        let bundle = bundle_with("/app/./work/../work", vec![]);
-        let rootfs = bundle.path().join("rootfs");
-        ensure(bundle.path()).unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        let rootfs = rootfs.path();
+        let spec = spec_with("/app/./work/../work", vec![]);
+        ensure(&spec, rootfs).unwrap();
         let made = rootfs.join("app/work");
         assert!(made.is_dir());
         assert_eq!(mode(&made), 0o755);
@@ -259,56 +94,60 @@ mod tests {
         );
         // Present already: nothing changes, no error.
         fs::set_permissions(&made, fs::Permissions::from_mode(0o700)).unwrap();
-        ensure(bundle.path()).unwrap();
+        ensure(&spec, rootfs).unwrap();
         assert_eq!(mode(&made), 0o700);
     }
 
     #[test]
     fn symlinks_resolve_inside_the_rootfs() {
         let outside = tempfile::tempdir().unwrap();
-        let bundle = bundle_with("/abs/work", vec![]);
-        let rootfs = bundle.path().join("rootfs");
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        fs::create_dir(&rootfs).unwrap();
         // An absolute symlink naming a host directory that exists: inside the rootfs it is
-        // the rootfs's own (missing) path, so nothing may appear on the host.
+        // the rootfs's own (missing) path, so nothing may appear on the host; a dangling
+        // symlink is an error, as with runc.
         symlink(outside.path(), rootfs.join("abs")).unwrap();
-        let err = ensure(bundle.path()).unwrap_err();
-        assert!(err.to_string().contains("/abs"), "{err}");
+        let err = ensure(&spec_with("/abs/work", vec![]), &rootfs).unwrap_err();
         assert!(
-            err.to_string().contains("a symlink to a missing target"),
+            err.to_string()
+                .contains("resolve the symlink /abs: ENOENT: No such file or directory"),
             "{err}"
         );
         assert!(!outside.path().join("work").exists());
 
         // Climbing with `..` stops at the rootfs: /up/x is the rootfs's /x.
         symlink("../../../../..", rootfs.join("up")).unwrap();
-        let bundle_root = bundle.path().to_path_buf();
-        let spec = SpecBuilder::default()
-            .root(RootBuilder::default().path("rootfs").build().unwrap())
-            .process(ProcessBuilder::default().cwd("/up/x/y").build().unwrap())
-            .build()
-            .unwrap();
-        spec.save(bundle_root.join("config.json")).unwrap();
-        ensure(&bundle_root).unwrap();
+        ensure(&spec_with("/up/x/y", vec![]), &rootfs).unwrap();
         assert!(rootfs.join("x/y").is_dir());
-        assert!(!bundle_root.join("x").exists());
+        assert!(!dir.path().join("x").exists());
 
         // An absolute symlink to a directory of the image is followed within it.
         fs::create_dir(rootfs.join("real")).unwrap();
         symlink("/real", rootfs.join("link")).unwrap();
-        mkdir_all_in_root(&rootfs, Path::new("link/deeper"), 0, 0).unwrap();
+        ensure(&spec_with("/link/deeper", vec![]), &rootfs).unwrap();
         assert!(rootfs.join("real/deeper").is_dir());
     }
 
     #[test]
     fn a_file_in_the_way_is_an_error_naming_it() {
-        let bundle = bundle_with("/etc/passwd/x", vec![]);
-        let rootfs = bundle.path().join("rootfs");
-        fs::create_dir(rootfs.join("etc")).unwrap();
-        fs::write(rootfs.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
-        let err = ensure(bundle.path()).unwrap_err();
+        let rootfs = tempfile::tempdir().unwrap();
+        fs::create_dir(rootfs.path().join("etc")).unwrap();
+        fs::write(
+            rootfs.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\n",
+        )
+        .unwrap();
+        let err = ensure(&spec_with("/etc/passwd/x", vec![]), rootfs.path()).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("/etc/passwd"), "{msg}");
-        assert!(msg.contains("working directory /etc/passwd/x"), "{msg}");
+        assert!(
+            msg.starts_with("working directory /etc/passwd/x: creating it under "),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("open /etc/passwd: ENOTDIR: Not a directory"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -327,25 +166,30 @@ mod tests {
             .source("tmpfs")
             .build()
             .unwrap();
-        let bundle = bundle_with("/data/sub/dir", vec![bind.clone(), tmpfs.clone()]);
-        ensure(bundle.path()).unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        let spec = spec_with("/data/sub/dir", vec![bind.clone(), tmpfs.clone()]);
+        ensure(&spec, rootfs.path()).unwrap();
         assert!(volume.path().join("sub/dir").is_dir());
-        assert!(!bundle.path().join("rootfs/data").exists());
+        assert!(!rootfs.path().join("data").exists());
 
-        let bundle = bundle_with("/scratch/w", vec![bind, tmpfs]);
-        ensure(bundle.path()).unwrap();
-        assert!(!bundle.path().join("rootfs/scratch").exists());
+        let spec = spec_with("/scratch/w", vec![bind.clone(), tmpfs]);
+        ensure(&spec, rootfs.path()).unwrap();
+        assert!(!rootfs.path().join("scratch").exists());
+
+        // Reached through a symlink of the image to the (resolved) mount point: made in the
+        // bind's source too, not in the image under the mount point.
+        symlink("data/sub", rootfs.path().join("short")).unwrap();
+        ensure(&spec_with("/short/other", vec![bind]), rootfs.path()).unwrap();
+        assert!(volume.path().join("sub/other").is_dir());
+        assert!(!rootfs.path().join("data").exists());
     }
 
     #[test]
     fn the_root_and_an_empty_cwd_need_nothing() {
         for cwd in ["/", ""] {
-            let bundle = bundle_with(cwd, vec![]);
-            ensure(bundle.path()).unwrap();
-            assert_eq!(
-                fs::read_dir(bundle.path().join("rootfs")).unwrap().count(),
-                0
-            );
+            let rootfs = tempfile::tempdir().unwrap();
+            ensure(&spec_with(cwd, vec![]), rootfs.path()).unwrap();
+            assert_eq!(fs::read_dir(rootfs.path()).unwrap().count(), 0);
         }
     }
 }

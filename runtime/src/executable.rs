@@ -1,4 +1,4 @@
-//! Whether the container's process can be exec'd, decided before anything is made.
+//! Whether the container's process can be exec'd, decided before anything is forked.
 //!
 //! runc looks the process up (`exec.LookPath` in its init, as the container's user, with the
 //! container's `PATH`) before it waits for start, and fails the create with Go's words:
@@ -8,25 +8,22 @@
 //! StartContainer, so kubelet sees these at start. libcontainer checks too, but later (in its
 //! init, failing the create) and by its own rules (a file without the other-exec bit is
 //! refused even for its owner). So the runtime looks the process up first, from outside the
-//! container: in the rootfs, or in a bind mount's source where the path lies under one, every
-//! symlink read and resolved again in the container's view (an absolute or climbing link
-//! never leaves the container's root, see `cwd`). A path under any other mount (a tmpfs, …)
-//! does not exist before the create: it is left to libcontainer.
+//! container, once the mount points and the working directory are made: in the rootfs, or in
+//! a bind mount's source where the path lies under one, every symlink resolved inside the
+//! root it is met in (an absolute or climbing link never leaves it, see
+//! [`crate::mountpoint::in_container`]). A path under any other mount (a tmpfs, …) does not
+//! exist before the create: it is left to libcontainer.
 
-use std::ffi::OsStr;
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Component, Path, PathBuf};
+use std::os::fd::AsRawFd;
+use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::{readlinkat, AtFlags};
-use nix::sys::stat::{fstat, fstatat, FileStat, SFlag};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{fstatat, FileStat, SFlag};
 use oci_spec::runtime::Spec;
 
-use crate::cwd::{self, Place};
-
-/// As Linux, which stops resolving after 40 symlinks (ELOOP).
-const MAX_SYMLINKS: usize = 40;
+use crate::mountpoint::{in_container, InContainer};
 
 /// Why the spec's process (`process.args[0]`) cannot be exec'd, in runc's words; None when it
 /// can, or when that is only known once the container's mounts are made. The lookup follows
@@ -132,75 +129,26 @@ enum Resolved {
     Elsewhere,
 }
 
-/// Resolves the container path `path` one component at a time: in the rootfs, or in the
-/// source of the bind mount it lies under; each symlink is read and the path resolved again
-/// from the container's `/`, so it may lead into (or out of) a mount.
+/// Resolves the container path `path` as the container will see it, only looking (see
+/// [`in_container`]: in the rootfs, or in the source of the bind mount it lies under, no
+/// symlink leading out of either), and stats what it names.
 fn resolve(spec: &Spec, rootfs: &Path, path: &Path) -> Resolved {
-    let mut path = cwd::clean(path);
-    let mut links = 0;
-    'path: loop {
-        let (root, rel) = match cwd::where_it_lives(spec, &path) {
-            Place::Rootfs => (rootfs.to_path_buf(), path.clone()),
-            Place::Bind { source, rel } => (source, rel),
-            Place::OtherMount => return Resolved::Elsewhere,
-        };
-        // The container path of `root`: `path` less `rel`.
-        let base: PathBuf = path
-            .components()
-            .take(path.components().count() - rel.components().count())
-            .collect();
-        let root = match File::open(&root) {
-            Ok(file) => OwnedFd::from(file),
-            Err(e) => return Resolved::Failed(errno_of(&e)),
-        };
-        let names: Vec<&OsStr> = rel
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(name) => Some(name),
-                _ => None,
-            })
-            .collect();
-        let Some(last) = names.len().checked_sub(1) else {
-            return fstat(root.as_raw_fd()).map_or_else(Resolved::Failed, Resolved::File);
-        };
-        let mut dir = PathBuf::new();
-        for (i, name) in names.iter().enumerate() {
-            // `dir` holds no symlink: each of its components was checked below.
-            let parent = match cwd::open_in_root(&root, &dir) {
-                Ok(fd) => fd,
-                Err(e) => return Resolved::Failed(errno_of(&e)),
+    match in_container(spec, rootfs, path, None) {
+        Ok(InContainer::At { root, path }) => {
+            let path = if path.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                &path
             };
-            let stat = match fstatat(
-                Some(parent.as_raw_fd()),
-                *name,
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            ) {
-                Ok(stat) => stat,
-                Err(errno) => return Resolved::Failed(errno),
-            };
-            let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
-            if kind == SFlag::S_IFLNK {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Resolved::Failed(Errno::ELOOP);
-                }
-                let target = match readlinkat(Some(parent.as_raw_fd()), *name) {
-                    Ok(target) => PathBuf::from(target),
-                    Err(errno) => return Resolved::Failed(errno),
-                };
-                let rest: PathBuf = names[i + 1..].iter().collect();
-                path = cwd::clean(&base.join(&dir).join(target).join(rest));
-                continue 'path;
-            }
-            if i == last {
-                return Resolved::File(stat);
-            }
-            if kind != SFlag::S_IFDIR {
-                return Resolved::Failed(Errno::ENOTDIR);
-            }
-            dir.push(name);
+            File::open(&root)
+                .map_err(|e| errno_of(&e))
+                .and_then(|root| {
+                    fstatat(Some(root.as_raw_fd()), path, AtFlags::AT_SYMLINK_NOFOLLOW)
+                })
+                .map_or_else(Resolved::Failed, Resolved::File)
         }
-        unreachable!("the last component returns");
+        Ok(InContainer::OtherMount) => Resolved::Elsewhere,
+        Err(e) => Resolved::Failed(e.source.errno),
     }
 }
 

@@ -23,6 +23,10 @@
 //! - **Logging.** libcontainer's children log through the caller's `tracing` subscriber, after
 //!   they have put the container's stdio on fds 0-2: a subscriber writing to stderr would write
 //!   into the container's output. Log to a file.
+//! - **The bundle.** `create` resolves every mount destination inside the rootfs and makes the
+//!   mount points and the working directory there, as runc does (libcontainer does not), and
+//!   hands libcontainer `<bundle>/resolved/config.json`: the spec with the resolved
+//!   destinations. The caller's config.json stays as written; `resolved/` goes with the bundle.
 //! - **Pid reuse.** Once init is reaped its pid may go to another process. This crate records
 //!   init's start time at `create` and treats a pid held by another process as a stopped
 //!   container: it is never signalled or exec'd into.
@@ -40,12 +44,15 @@
 //!   cgroup but not its seccomp filter; this crate loads the filter itself (see
 //!   [`Runtime::exec`] for the `no_new_privs` this implies). AppArmor is not inherited either.
 
+mod bundle;
 mod console;
 mod cwd;
 mod error;
 mod exec_seccomp;
 mod executable;
+mod in_root;
 mod init_identity;
+mod mountpoint;
 mod oom_score;
 mod pause;
 mod runtime;

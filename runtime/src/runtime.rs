@@ -76,8 +76,9 @@ impl Runtime {
     /// unknown pids until `create` returns.
     ///
     /// Errors: [`RuntimeError::NotExecutable`] when the process cannot be exec'd (not on its
-    /// `PATH`, missing, a directory, not executable by its user), found before anything is
-    /// made or forked, so nothing is left to delete; runc reports the same at create.
+    /// `PATH`, missing, a directory, not executable by its user), found once the mount points
+    /// and the working directory are made in the rootfs (as runc looks it up) but before
+    /// anything is forked, so no container is left to delete; runc reports the same at create.
     pub fn create(&self, id: &str, bundle: &Path, stdio: Stdio) -> Result<Pid, RuntimeError> {
         let step = Step::Create;
         self.ensure_state_root(id, step)?;
@@ -213,14 +214,14 @@ impl Runtime {
         let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
             RuntimeError::io(id, step, "read the bundle's config.json", io_error(e))
         })?;
-        let rootfs = spec
-            .root()
-            .as_ref()
-            .map_or_else(|| bundle.join("rootfs"), |r| bundle.join(r.path()));
         // A sandbox runs the built-in pause workload: nothing to exec.
         let sandbox = crate::pause::is_sandbox(&spec);
+        // runc makes mount points through the image's symlinks and the working directory;
+        // libcontainer does neither.
+        let prepared = crate::bundle::prepare(id, bundle, spec)?;
+        // Looked up as runc does, once the mount points and the working directory exist.
         if let Some(reason) = (!sandbox)
-            .then(|| crate::executable::unexecutable(&spec, &rootfs))
+            .then(|| crate::executable::unexecutable(&prepared.spec, &prepared.rootfs))
             .flatten()
         {
             return Err(RuntimeError::NotExecutable {
@@ -229,9 +230,7 @@ impl Runtime {
                 reason,
             });
         }
-        // libcontainer only chdirs; runc makes a missing working directory first.
-        crate::cwd::ensure(bundle)
-            .map_err(|e| RuntimeError::io(id, step, "prepare the working directory", e))?;
+        let bundle = crate::bundle::write(id, bundle, &prepared.spec)?;
         let container = with_own_oom_score(id, step, || {
             let builder = self.builder(id, io)?;
             let builder = if sandbox {
@@ -240,7 +239,7 @@ impl Runtime {
                 builder
             };
             builder
-                .as_init(bundle)
+                .as_init(&bundle)
                 .with_systemd(self.systemd_cgroups)
                 .with_detach(true)
                 .build()

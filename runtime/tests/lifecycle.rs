@@ -323,8 +323,9 @@ fn a_failed_create_leaves_no_state_or_cgroup() {
     let state = tempfile::tempdir().unwrap();
     let runtime = Runtime::new(state.path());
     let id = unique_id("badcreate");
-    // A bind of a source that does not exist: libcontainer's init fails
-    // preparing the rootfs, after the cgroup and state were made.
+    // A tmpfs with an option the kernel refuses (EINVAL): libcontainer's init
+    // fails preparing the rootfs, after the cgroup and state were made. (A
+    // missing bind source is refused before libcontainer runs.)
     let bundle = Bundle::isolated(&id, &["true"]);
     let config = bundle.path().join("config.json");
     let mut spec = oci_spec::runtime::Spec::load(&config).unwrap();
@@ -332,9 +333,9 @@ fn a_failed_create_leaves_no_state_or_cgroup() {
     mounts.push(
         oci_spec::runtime::MountBuilder::default()
             .destination("/data")
-            .typ("bind")
-            .source("/nonexistent/crius-test-source")
-            .options(vec!["rbind".to_string()])
+            .typ("tmpfs")
+            .source("tmpfs")
+            .options(vec!["crius-no-such-option".to_string()])
             .build()
             .unwrap(),
     );

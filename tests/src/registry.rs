@@ -78,6 +78,7 @@ impl TestRegistry {
                     "--only",
                     "crius/workdir",
                     "--only",
+                    "crius/symlinks",
                     "crius/many-layers",
                 ])
                 .output()

@@ -276,6 +276,22 @@ pub fn definitions(busybox: &Arc<[u8]>) -> Vec<Definition> {
             },
             layers: vec![],
         },
+        // Mount targets behind symlinks whose targets are missing (issue 9, item 1): absolute,
+        // relative climbing above `/`, and resolv.conf as Ubuntu ships it.
+        Definition {
+            repo: "crius/symlinks",
+            tags: &["latest"],
+            run: shell(),
+            layers: one_layer(|l| {
+                l.symlink("/etc/localtime", "/usr/share/zoneinfo/Nowhere")
+                    .symlink(
+                        "/etc/resolv.conf",
+                        "../run/systemd/resolve/stub-resolv.conf",
+                    )
+                    .symlink("/data", "/missing")
+                    .symlink("/opt/app/logs", "../../../../../../crius-app-logs");
+            }),
+        },
     ];
     images.extend(critest_definitions(busybox));
     images
