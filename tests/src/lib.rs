@@ -113,6 +113,17 @@ impl Daemon {
         Daemon::start_with(DaemonOptions::default())
     }
 
+    /// A daemon that pulls from this test binary's registry
+    /// ([`registry::TestRegistry::shared`]) and has a bridge network of its
+    /// own: what most end-to-end tests need.
+    pub fn start_networked() -> Daemon {
+        Daemon::start_with(DaemonOptions {
+            config_toml: registry::TestRegistry::shared().config_toml(),
+            network: true,
+            ..Default::default()
+        })
+    }
+
     pub fn start_with(opts: DaemonOptions) -> Daemon {
         let dir = short_tempdir();
         let socket = opts

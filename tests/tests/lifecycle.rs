@@ -7,15 +7,7 @@ use crius_tests::cri::{
     run_pod, wait_for,
 };
 use crius_tests::registry::TestRegistry;
-use crius_tests::{mounts_under, require_root, Daemon, DaemonOptions};
-
-fn daemon() -> Daemon {
-    Daemon::start_with(DaemonOptions {
-        config_toml: TestRegistry::shared().config_toml(),
-        network: true,
-        ..Default::default()
-    })
-}
+use crius_tests::{mounts_under, require_root, Daemon};
 
 fn dir_is_empty(dir: &std::path::Path) -> bool {
     std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
@@ -26,7 +18,7 @@ async fn failed_container_create_is_rolled_back() {
     if !require_root() {
         return;
     }
-    let daemon = daemon();
+    let daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let busybox = TestRegistry::shared().image("crius/busybox:latest");
     pull(&mut daemon.images().await, &busybox).await;
@@ -87,7 +79,7 @@ async fn failed_pod_network_is_rolled_back() {
     if !require_root() {
         return;
     }
-    let daemon = daemon();
+    let daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let conf = daemon.cni_conf_dir.join("10-test.conflist");
     let good = std::fs::read_to_string(&conf).unwrap();
@@ -127,7 +119,7 @@ async fn a_climbing_cgroup_parent_is_refused_and_rolled_back() {
     if !require_root() {
         return;
     }
-    let daemon = daemon();
+    let daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let mut pod = pod_config("cgclimb", &daemon.dir.path().join("logs"));
     pod.linux = Some(cri::LinuxPodSandboxConfig {
@@ -165,7 +157,7 @@ async fn containers_outlive_a_criusd_restart() {
     if !require_root() {
         return;
     }
-    let mut daemon = daemon();
+    let mut daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let busybox = TestRegistry::shared().image("crius/busybox:latest");
     pull(&mut daemon.images().await, &busybox).await;
@@ -248,7 +240,7 @@ async fn a_later_stop_shortens_a_long_one() {
     if !require_root() {
         return;
     }
-    let daemon = daemon();
+    let daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let busybox = TestRegistry::shared().image("crius/busybox:latest");
     pull(&mut daemon.images().await, &busybox).await;

@@ -12,15 +12,7 @@ use crius_tests::cri::{
     run_pod, with_pid_mode,
 };
 use crius_tests::registry::TestRegistry;
-use crius_tests::{require_root, Daemon, DaemonOptions};
-
-fn daemon() -> Daemon {
-    Daemon::start_with(DaemonOptions {
-        config_toml: TestRegistry::shared().config_toml(),
-        network: true,
-        ..Default::default()
-    })
-}
+use crius_tests::{require_root, Daemon};
 
 async fn sh(rt: &mut crius_tests::cri::Runtime, id: &str, script: &str) -> String {
     let out = exec(rt, id, &["sh", "-c", script], 10)
@@ -44,7 +36,7 @@ async fn a_missing_working_directory_is_made_and_the_process_starts_there() {
     if !require_root() {
         return;
     }
-    let daemon = daemon();
+    let daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let mut images = daemon.images().await;
     let workdir_image = TestRegistry::shared().image("crius/workdir:latest");
@@ -125,7 +117,7 @@ async fn a_missing_host_path_is_made_unless_under_a_file_or_a_protected_dir() {
     if !require_root() {
         return;
     }
-    let daemon = daemon();
+    let daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let busybox = TestRegistry::shared().image("crius/busybox:latest");
     pull(&mut daemon.images().await, &busybox).await;
@@ -217,7 +209,7 @@ async fn a_failed_mount_names_the_step_the_path_and_the_errno() {
     if !require_root() {
         return;
     }
-    let daemon = daemon();
+    let daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let busybox = TestRegistry::shared().image("crius/busybox:latest");
     pull(&mut daemon.images().await, &busybox).await;
@@ -278,7 +270,7 @@ async fn a_process_that_cannot_be_execd_fails_at_start_naming_the_file() {
     if !require_root() {
         return;
     }
-    let daemon = daemon();
+    let daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let busybox = TestRegistry::shared().image("crius/busybox:latest");
     pull(&mut daemon.images().await, &busybox).await;

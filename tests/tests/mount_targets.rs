@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crius_proto::cri;
 use crius_tests::cri::{container_config, exec, pod_config, pull, run_container, run_pod};
 use crius_tests::registry::TestRegistry;
-use crius_tests::{require_root, Daemon, DaemonOptions};
+use crius_tests::{require_root, Daemon};
 
 async fn sh(rt: &mut crius_tests::cri::Runtime, id: &str, script: &str) -> String {
     let out = exec(rt, id, &["sh", "-c", script], 10)
@@ -56,11 +56,7 @@ async fn mounts_land_on_symlink_targets_made_inside_the_rootfs() {
         .filter(|p| !Path::new(p).exists())
         .collect();
 
-    let daemon = Daemon::start_with(DaemonOptions {
-        config_toml: TestRegistry::shared().config_toml(),
-        network: true,
-        ..Default::default()
-    });
+    let daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let image = TestRegistry::shared().image("crius/symlinks:latest");
     pull(&mut daemon.images().await, &image).await;

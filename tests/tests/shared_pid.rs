@@ -12,15 +12,7 @@ use crius_tests::cri::{
     with_pid_mode, Runtime,
 };
 use crius_tests::registry::TestRegistry;
-use crius_tests::{require_root, Daemon, DaemonOptions};
-
-fn daemon() -> Daemon {
-    Daemon::start_with(DaemonOptions {
-        config_toml: TestRegistry::shared().config_toml(),
-        network: true,
-        ..Default::default()
-    })
-}
+use crius_tests::{require_root, Daemon};
 
 /// The output of `cmd` run in container `id` (it must succeed).
 async fn output(rt: &mut Runtime, id: &str, cmd: &[&str]) -> String {
@@ -72,7 +64,7 @@ async fn the_pause_process_is_pid_1_of_a_shared_pid_pod() {
     if !require_root() {
         return;
     }
-    let daemon = daemon();
+    let daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let busybox = TestRegistry::shared().image("crius/busybox:latest");
     pull(&mut daemon.images().await, &busybox).await;
@@ -195,7 +187,7 @@ async fn pods_without_a_shared_pid_namespace_run_no_process_and_target_joins() {
     if !require_root() {
         return;
     }
-    let daemon = daemon();
+    let daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let busybox = TestRegistry::shared().image("crius/busybox:latest");
     pull(&mut daemon.images().await, &busybox).await;
@@ -274,7 +266,7 @@ async fn a_killed_pause_shim_makes_the_pod_not_ready_and_removable() {
     if !require_root() {
         return;
     }
-    let mut daemon = daemon();
+    let mut daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let pod = pod_config("lost", &daemon.dir.path().join("logs"));
     let pod_id = run_pod(&mut rt, &pod).await.expect("RunPodSandbox");
