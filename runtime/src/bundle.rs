@@ -17,6 +17,9 @@ pub(crate) struct Prepared {
     pub spec: Spec,
     /// The rootfs, absolute and canonical.
     pub rootfs: PathBuf,
+    /// Whether a mount destination changed: only then does libcontainer need
+    /// the resolved copy ([`write`]); else it runs the caller's config.json.
+    pub resolved: bool,
 }
 
 /// Prepares the rootfs of `bundle`, whose config.json is `spec`, for libcontainer, which does
@@ -30,13 +33,24 @@ pub(crate) fn prepare(id: &str, bundle: &Path, mut spec: Spec) -> Result<Prepare
         .as_ref()
         .map_or_else(|| PathBuf::from("rootfs"), |r| r.path().clone());
     let rootfs = fs::canonicalize(bundle.join(root)).map_err(|e| io("find the rootfs", e))?;
+    let destinations = |spec: &Spec| -> Vec<PathBuf> {
+        (spec.mounts().iter().flatten())
+            .map(|m| m.destination().clone())
+            .collect()
+    };
+    let before = destinations(&spec);
     crate::mountpoint::resolve_all(&mut spec, &rootfs)
         .map_err(|e| io("resolve the mount destinations in the rootfs", e.into()))?;
+    let resolved = destinations(&spec) != before;
     crate::cwd::ensure(&spec, &rootfs).map_err(|e| io("prepare the working directory", e))?;
     if let Some(root) = spec.root_mut() {
         root.set_path(rootfs.clone());
     }
-    Ok(Prepared { spec, rootfs })
+    Ok(Prepared {
+        spec,
+        rootfs,
+        resolved,
+    })
 }
 
 /// Writes `spec` to `<bundle>/resolved/config.json`, leaving the caller's config.json as

@@ -104,7 +104,9 @@ impl Resolved {
 #[derive(Debug, thiserror::Error)]
 #[error("{op} /{}: {errno}", path.display())]
 pub(crate) struct InRootError {
+    /// What failed, e.g. `open` or `mkdir`.
     pub op: &'static str,
+    /// The path inside the root, as far as the walk resolved it.
     pub path: PathBuf,
     pub errno: Errno,
 }

@@ -25,8 +25,9 @@
 //!   into the container's output. Log to a file.
 //! - **The bundle.** `create` resolves every mount destination inside the rootfs and makes the
 //!   mount points and the working directory there, as runc does (libcontainer does not), and
-//!   hands libcontainer `<bundle>/resolved/config.json`: the spec with the resolved
-//!   destinations. The caller's config.json stays as written; `resolved/` goes with the bundle.
+//!   hands libcontainer `<bundle>/resolved/config.json`, the spec with the resolved
+//!   destinations, when a destination went through a symlink (else the caller's own). The
+//!   caller's config.json stays as written; `resolved/` goes with the bundle.
 //! - **Pid reuse.** Once init is reaped its pid may go to another process. This crate records
 //!   init's start time at `create` and treats a pid held by another process as a stopped
 //!   container: it is never signalled or exec'd into.

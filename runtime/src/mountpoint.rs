@@ -210,6 +210,7 @@ pub(crate) enum InContainer {
 #[derive(Debug, thiserror::Error)]
 #[error("under {}: {source}", root.display())]
 pub(crate) struct InContainerError {
+    /// The rootfs, or the source of the bind the path lies under.
     pub root: PathBuf,
     #[source]
     pub source: InRootError,

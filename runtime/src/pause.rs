@@ -21,6 +21,8 @@ use oci_spec::runtime::Spec;
 /// The annotation (containerd's, on its sandbox specs) and value that make a
 /// bundle a pod sandbox.
 pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// [`CONTAINER_TYPE`]'s value on a pod sandbox's spec (containerd's
+/// `ContainerTypeSandbox`); a container's is `container`.
 pub const SANDBOX: &str = "sandbox";
 
 /// The name the pause process shows (`comm`, and its command line).
@@ -81,7 +83,7 @@ fn name_the_process() {
     // as Rust data (std copied them at start-up).
     unsafe {
         let start = program_invocation_name.cast::<u8>();
-        if start.is_null() {
+        if start.is_null() || length == 0 {
             return;
         }
         std::ptr::write_bytes(start, 0, length);

@@ -230,7 +230,12 @@ impl Runtime {
                 reason,
             });
         }
-        let bundle = crate::bundle::write(id, bundle, &prepared.spec)?;
+        // Most images need no resolving: no second config.json on the hot path then.
+        let bundle = if prepared.resolved {
+            crate::bundle::write(id, bundle, &prepared.spec)?
+        } else {
+            bundle.to_path_buf()
+        };
         let container = with_own_oom_score(id, step, || {
             let builder = self.builder(id, io)?;
             let builder = if sandbox {

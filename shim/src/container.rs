@@ -114,6 +114,10 @@ pub struct Snapshot {
 }
 
 impl Container {
+    /// The container of `config`, not created yet: created through
+    /// `runtime`, its processes reaped by `reaper`, and what libcontainer's
+    /// processes log as errors captured by `error_events` (for a failed
+    /// create's error).
     pub fn new(
         config: ContainerConfig,
         runtime: Runtime,
@@ -197,10 +201,18 @@ impl Container {
             }
         };
         let (output, stdin_writer) = match made {
-            Made::Terminal(master) => {
-                let terminal = Terminal::new(master).context("watch the pty master")?;
-                (Output::Terminal(terminal), None)
-            }
+            Made::Terminal(master) => match Terminal::new(master) {
+                Ok(terminal) => (Output::Terminal(terminal), None),
+                Err(err) => {
+                    // Init exists, waiting for start: end it with its cgroup and state.
+                    if let Err(delete) = self.runtime.delete(self.id(), true) {
+                        tracing::error!(%delete, "deleting the container whose pty failed");
+                    }
+                    return Err(anyhow::Error::new(err)
+                        .context("watch the pty master")
+                        .into());
+                }
+            },
             Made::Pipes(output, stdin_writer) => (output, stdin_writer),
         };
         // Before any await, so the reaper cannot take init unwatched.
