@@ -327,8 +327,8 @@ async fn teardown(deps: &ContainerDeps, record: &ContainerRecord) -> Result<(), 
 
 /// Releases a created container's process. Errors: NotFound for an unknown
 /// id, FailedPrecondition unless it is created (so not idempotent),
-/// Unavailable when its shim is unreachable, Internal when the shim fails
-/// the start (e.g. the process cannot be exec'd: runc's words, `exec:
+/// Unavailable when its shim is unreachable (the container stays created),
+/// Internal when the shim fails the start (e.g. the process cannot be exec'd: runc's words, `exec:
 /// "nosuch": executable file not found in $PATH`). As containerd
 /// (internal/cri/server/container_start.go), a start that fails leaves the
 /// container exited with code 128, reason `StartError` and the error as its
@@ -345,14 +345,13 @@ pub async fn start_container(deps: &ContainerDeps, id: &str) -> Result<(), CriEr
                 record.id, record.state
             )));
         }
-        let started = async {
-            let shim = deps.shims.get(&record.id, &record.bundle).await?;
-            shim.start().await?;
-            Ok::<_, CriError>(shim)
-        };
-        let shim = match started.await {
-            Ok(shim) => shim,
+        let shim = deps.shims.get(&record.id, &record.bundle).await?;
+        match shim.start().await {
+            Ok(()) => {}
+            // A shim out of reach may answer a retry: the container stays created.
+            Err(e) if e.is_unreachable() => return Err(e.into()),
             Err(e) => {
+                let e = CriError::from(e);
                 let message = e.message();
                 deps.containers.update(&entry, |c| {
                     c.state = ContainerState::Exited;
@@ -362,7 +361,7 @@ pub async fn start_container(deps: &ContainerDeps, id: &str) -> Result<(), CriEr
                 })?;
                 return Err(e);
             }
-        };
+        }
         deps.containers.update(&entry, |c| {
             c.state = ContainerState::Running;
             c.started_at = now_nanos();

@@ -75,7 +75,7 @@ async fn create(deps: &PodDeps, id: String, config: cri::PodSandboxConfig) -> Re
     };
     let e = match result {
         Ok(entry) => {
-            watch_pause(deps, entry, &pod).await;
+            pause::watch(deps, entry);
             return Ok(());
         }
         Err(e) => e,
@@ -145,20 +145,6 @@ async fn setup(deps: &PodDeps, pod: &mut PodRecord) -> Result<(), CriError> {
         pause::start(deps, pod).await?;
     }
     Ok(())
-}
-
-/// Watches the recorded pod's pause process, if it has one. Its shim was
-/// spawned a moment ago: a shim that no longer answers makes the pod
-/// NOTREADY at once, through the same watch.
-async fn watch_pause(deps: &PodDeps, entry: std::sync::Arc<Entry<PodRecord>>, pod: &PodRecord) {
-    if let Some(pause) = &pod.pause {
-        match deps.shims.get(&pod.id, &pause.bundle).await {
-            Ok(shim) => pause::watch(deps, entry, shim),
-            Err(e) => {
-                tracing::warn!(pod = %pod.id, error = %e, "the new pause process's shim does not answer")
-            }
-        }
-    }
 }
 
 /// resolv.conf, hostname and hosts in the pod's dir: their paths.

@@ -107,35 +107,40 @@ fn set(pod: &mut PodRecord, f: impl FnOnce(&mut PauseRecord)) {
 /// its record (kubelet then makes a new sandbox, as it does for a dead pause
 /// container under containerd). A broken connection alone is not a lost
 /// shim: the watch connects again, and only a shim that no longer answers
-/// is lost.
-pub fn watch(deps: &PodDeps, entry: Arc<Entry<PodRecord>>, shim: Arc<dyn ShimApi>) {
+/// is lost. The watch ends once the pod is stopped or removed. Used for a
+/// new pod and, after a criusd restart, by [`recover`].
+pub fn watch(deps: &PodDeps, entry: Arc<Entry<PodRecord>>) {
     let deps = deps.clone();
     tokio::spawn(async move {
-        let mut shim = shim;
         let mut retries = WAIT_RETRIES;
         let reason = loop {
-            let broken = match shim.wait().await {
+            let pod = entry.snapshot();
+            let Some(bundle) = pod.pause.map(|p| p.bundle) else {
+                return;
+            };
+            let shim = match deps.shims.get(&pod.id, &bundle).await {
+                Ok(shim) => shim,
+                Err(e) if e.is_unreachable() => {
+                    break format!("the pause process's shim is gone: {e}")
+                }
+                Err(e) => break format!("the pause process's shim fails: {e}"),
+            };
+            match shim.wait().await {
                 Ok(exit) => {
                     break format!("the pause process exited with status {}", exit.exit_code)
                 }
                 Err(e) if retries == 0 => break format!("the pause process's shim fails: {e}"),
-                Err(e) => e,
-            };
+                Err(e) => {
+                    tracing::debug!(pod = %pod.id, error = %e, "the pause process's Wait broke off; connecting again")
+                }
+            }
             retries -= 1;
             tokio::time::sleep(WAIT_RETRY_PAUSE).await;
-            let (id, bundle) = {
-                let pod = entry.snapshot();
-                let bundle = pod.pause.map(|p| p.bundle).unwrap_or_default();
-                (pod.id, bundle)
-            };
-            deps.shims.remove(&id);
-            match deps.shims.get(&id, &bundle).await {
-                Ok(again) => shim = again,
-                Err(e) if e.is_unreachable() => {
-                    break format!("the pause process's shim is gone: {broken}; {e}")
-                }
-                Err(e) => break format!("the pause process's shim fails: {e}"),
+            // A stop (or removal) ends the shim itself: nothing left to watch.
+            if !entry.snapshot().is_ready() || deps.pods.find(&pod.id).is_err() {
+                return;
             }
+            deps.shims.remove(&pod.id);
         };
         mark_gone(&deps, &entry, reason).await;
     });
@@ -167,23 +172,9 @@ async fn mark_gone(deps: &PodDeps, entry: &Entry<PodRecord>, reason: String) {
 /// pod; a pod whose pause shim no longer answers turns NOTREADY at once.
 pub fn recover(deps: &PodDeps) {
     for entry in deps.pods.entries() {
-        let pod = entry.snapshot();
-        let Some(pause) = pod.pause.clone().filter(|p| p.gone.is_none()) else {
-            continue;
-        };
-        if pod.state != super::PodState::Ready {
-            continue;
+        if entry.snapshot().is_ready() {
+            watch(deps, entry);
         }
-        let deps = deps.clone();
-        tokio::spawn(async move {
-            match deps.shims.get(&pod.id, &pause.bundle).await {
-                Ok(shim) => watch(&deps, entry, shim),
-                Err(e) => {
-                    let reason = format!("the pause process's shim is gone after a restart: {e}");
-                    mark_gone(&deps, &entry, reason).await
-                }
-            }
-        });
     }
 }
 
