@@ -75,8 +75,12 @@ async fn the_pause_process_is_pid_1_of_a_shared_pid_pod() {
     assert_eq!(state, cri::PodSandboxState::SandboxReady as i32);
     let pause_pid = info["pid"].as_u64().expect("the pause process's pid");
     assert!(pause_pid > 0, "{info}");
-    let comm = std::fs::read_to_string(format!("/proc/{pause_pid}/comm")).unwrap();
-    assert_eq!(comm.trim(), "pause");
+    // Started, the init names itself once libcontainer hands it over (a
+    // moment after RunPodSandbox answers); by then it runs as it will.
+    wait_for("the pause process to name itself", || {
+        std::fs::read_to_string(format!("/proc/{pause_pid}/comm"))
+            .is_ok_and(|comm| comm.trim() == "pause")
+    });
     // Unprivileged: no capabilities, uid 65535, no new privileges, seccomp.
     let status = std::fs::read_to_string(format!("/proc/{pause_pid}/status")).unwrap();
     let field = |name: &str| {
