@@ -19,6 +19,7 @@ pub mod spec;
 pub mod stamp;
 pub mod state;
 pub mod stats;
+pub mod streaming;
 pub(crate) mod task;
 
 use std::path::PathBuf;

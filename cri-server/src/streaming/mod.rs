@@ -1,0 +1,2 @@
+//! The streaming server's protocols: exec, attach and port-forward sessions.
+pub mod spdy;
