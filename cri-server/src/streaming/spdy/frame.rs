@@ -111,7 +111,9 @@ pub enum Frame {
     },
     /// A control frame of a type SPDY/3 does not define (or CREDENTIAL,
     /// which nothing here uses); the spec says to ignore it.
-    Unknown { frame_type: u16 },
+    Unknown {
+        frame_type: u16,
+    },
 }
 
 /// A frame the peer sent that breaks SPDY/3's layout: a session error

@@ -152,7 +152,8 @@ impl HeaderDecompressor {
             if self.out.len() >= MAX_BLOCK_LEN {
                 return Err(HeaderError::TooLarge);
             }
-            self.out.reserve(4096.max(input.len() * 4).min(MAX_BLOCK_LEN));
+            self.out
+                .reserve(4096.max(input.len() * 4).min(MAX_BLOCK_LEN));
             let (in_before, out_before) = (self.zlib.total_in(), self.zlib.total_out());
             let result = self
                 .zlib
@@ -269,11 +270,7 @@ mod tests {
 
     #[test]
     fn blocks_decompress_with_a_fresh_context_in_order() {
-        let first = headers(&[
-            ("streamtype", "stdout"),
-            ("port", "80"),
-            ("requestid", "0"),
-        ]);
+        let first = headers(&[("streamtype", "stdout"), ("port", "80"), ("requestid", "0")]);
         let second = headers(&[("streamtype", "error"), ("x-multi", "a"), ("x-multi", "b")]);
         let mut compressor = HeaderCompressor::default();
         let a = compressor.compress(&first);
@@ -294,7 +291,10 @@ mod tests {
             \x00\x00\x00\x0astreamtype\x00\x00\x00\x05stdin\
             \x00\x00\x00\x01a\x00\x00\x00\x03x\x00y";
         let parsed = parse_block(block).unwrap();
-        assert_eq!(parsed, headers(&[("streamtype", "stdin"), ("a", "x"), ("a", "y")]));
+        assert_eq!(
+            parsed,
+            headers(&[("streamtype", "stdin"), ("a", "x"), ("a", "y")])
+        );
     }
 
     #[test]
