@@ -1,18 +1,44 @@
-//! The container's output as the shim holds it: pipes whose read ends the
-//! shim keeps, or the master of its pty, and the copy into the CRI log.
+//! The container's stdio as the shim holds it: pipes whose read ends the
+//! shim keeps, or the master of its pty; the copy of its output into the CRI
+//! log and to attachers; and its stdin, which attachers feed.
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::pin::pin;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
 use crate::cri_log::{CriLogFile, Stream};
 use crate::terminal::Terminal;
+
+/// The most bytes read at once from an output, and so the largest chunk
+/// sent to an attacher or an exec's caller.
+pub const CHUNK: usize = 32 * 1024;
+
+/// How many chunks an attacher may fall behind before it loses the oldest
+/// (at most 2 MiB held for it).
+pub const ATTACH_BACKLOG: usize = 64;
+
+/// A piece of the container's output, as attachers get it.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub stream: Stream,
+    pub data: Arc<[u8]>,
+}
+
+/// Where the container's output goes besides the log: every attacher
+/// subscribes. A send never waits: an attacher [`ATTACH_BACKLOG`] chunks
+/// behind loses its oldest ones (it sees `Lagged`), so a slow or stuck
+/// attacher holds up neither the container nor its log, which keeps it all.
+pub fn attachers() -> broadcast::Sender<Chunk> {
+    broadcast::Sender::new(ATTACH_BACKLOG)
+}
 
 /// A request to reopen the CRI log, answered once the new file takes the
 /// output (or with why it could not be opened).
@@ -41,19 +67,30 @@ pub enum Output {
 }
 
 /// Copies the container's output into the CRI log (or drops it without a
-/// log) until every source reaches EOF, i.e. every holder of the pipes' write
-/// ends or of the pty's slave has exited. Reopens the log between two reads
-/// when asked; without a log that is done at once.
+/// log) and to the current `attachers` until every source reaches EOF, i.e.
+/// every holder of the pipes' write ends or of the pty's slave has exited.
+/// Reopens the log between two reads when asked; without a log that is done
+/// at once.
 pub async fn forward_to_log(
     output: Output,
     log: Option<CriLogFile>,
+    attachers: broadcast::Sender<Chunk>,
     reopen_requests: mpsc::Receiver<ReopenRequest>,
 ) {
     match output {
-        Output::Pipes { stdout, stderr } => copy(stdout, stderr, log, reopen_requests).await,
+        Output::Pipes { stdout, stderr } => {
+            copy(stdout, stderr, log, attachers, reopen_requests).await
+        }
         // The terminal carries stderr too; an empty stderr ends at once.
         Output::Terminal(terminal) => {
-            copy(terminal, tokio::io::empty(), log, reopen_requests).await
+            copy(
+                terminal,
+                tokio::io::empty(),
+                log,
+                attachers,
+                reopen_requests,
+            )
+            .await
         }
     }
     tracing::debug!("container output closed");
@@ -63,10 +100,11 @@ async fn copy(
     mut stdout: impl AsyncRead + Unpin,
     mut stderr: impl AsyncRead + Unpin,
     mut log: Option<CriLogFile>,
+    attachers: broadcast::Sender<Chunk>,
     mut reopen_requests: mpsc::Receiver<ReopenRequest>,
 ) {
-    let mut out_buf = vec![0; 8192];
-    let mut err_buf = vec![0; 8192];
+    let mut out_buf = vec![0; CHUNK];
+    let mut err_buf = vec![0; CHUNK];
     let (mut out_open, mut err_open) = (true, true);
     let mut log_failing = false;
     while out_open || err_open {
@@ -89,9 +127,19 @@ async fn copy(
                 }
                 log.as_mut().map(|log| log.writer().finish(stream, now))
             }
-            Ok(data) => log
-                .as_mut()
-                .map(|log| log.writer().write(stream, data, now)),
+            Ok(data) => {
+                // Without attachers nothing is copied for them.
+                if attachers.receiver_count() > 0 {
+                    let chunk = Chunk {
+                        stream,
+                        data: data.into(),
+                    };
+                    // Fails only when the last attacher left meanwhile.
+                    let _ = attachers.send(chunk);
+                }
+                log.as_mut()
+                    .map(|log| log.writer().write(stream, data, now))
+            }
         };
         // A full disk must not stop the draining, or the container blocks on
         // its output; say so once per episode.
@@ -104,4 +152,70 @@ async fn copy(
             _ => {}
         }
     }
+}
+
+/// The container's stdin as attachers feed it: chunks written in the order
+/// received, from any attacher, by one task that owns the pipe's write end
+/// (or a handle on the pty). Clones feed the same stdin.
+#[derive(Clone)]
+pub struct ContainerStdin {
+    chunks: mpsc::Sender<Vec<u8>>,
+    close: Arc<Notify>,
+}
+
+/// How many stdin chunks may wait for a container that does not read them;
+/// then a feeding attacher waits.
+const STDIN_BACKLOG: usize = 16;
+
+impl ContainerStdin {
+    /// Starts the task that writes into `stdin` until [`ContainerStdin::close`]
+    /// or a failed write (the container closed its end), and then drops it:
+    /// for a pipe, that is EOF for the container.
+    pub fn spawn(stdin: impl AsyncWrite + Unpin + Send + 'static) -> ContainerStdin {
+        let (chunks, received) = mpsc::channel(STDIN_BACKLOG);
+        let close = Arc::new(Notify::new());
+        tokio::spawn(write_stdin(stdin, received, Arc::clone(&close)));
+        ContainerStdin { chunks, close }
+    }
+
+    /// Queues `data` for the container's stdin; waits while the backlog is
+    /// full. After a close it is dropped.
+    pub async fn write(&self, data: Vec<u8>) {
+        // Fails once the writer ended: the stdin is closed, nothing to feed.
+        let _ = self.chunks.send(data).await;
+    }
+
+    /// Closes the container's stdin once what was queued is written (or at
+    /// once, if the container does not read it). Idempotent.
+    pub fn close(&self) {
+        // A stored permit if the writer is busy: it closes at its next turn.
+        self.close.notify_one();
+    }
+}
+
+async fn write_stdin(
+    mut stdin: impl AsyncWrite + Unpin,
+    mut chunks: mpsc::Receiver<Vec<u8>>,
+    close: Arc<Notify>,
+) {
+    let mut closed = pin!(close.notified());
+    loop {
+        let chunk = tokio::select! {
+            // What was queued before the close is written first, unless the
+            // container stops reading (the write below waits on the close).
+            biased;
+            chunk = chunks.recv() => chunk,
+            () = &mut closed => break,
+        };
+        // Every sender gone: the container itself is gone.
+        let Some(chunk) = chunk else { break };
+        tokio::select! {
+            () = &mut closed => break,
+            written = stdin.write_all(&chunk) => if let Err(err) = written {
+                tracing::debug!(%err, "writing the container's stdin failed; closing it");
+                break;
+            }
+        }
+    }
+    tracing::debug!("container stdin closed");
 }
