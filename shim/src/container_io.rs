@@ -210,12 +210,107 @@ async fn write_stdin(
         // Every sender gone: the container itself is gone.
         let Some(chunk) = chunk else { break };
         tokio::select! {
-            () = &mut closed => break,
+            // A write that can go through goes first; a close cuts short
+            // only one the container does not take.
+            biased;
             written = stdin.write_all(&chunk) => if let Err(err) = written {
                 tracing::debug!(%err, "writing the container's stdin failed; closing it");
                 break;
-            }
+            },
+            () = &mut closed => break,
         }
     }
     tracing::debug!("container stdin closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::io::Write;
+    use std::time::Duration;
+
+    use tokio::sync::broadcast::error::RecvError;
+
+    use super::*;
+
+    const SOON: Duration = Duration::from_secs(5);
+
+    async fn next(chunks: &mut broadcast::Receiver<Chunk>) -> Result<(Stream, Vec<u8>), RecvError> {
+        let chunk = tokio::time::timeout(SOON, chunks.recv()).await.unwrap()?;
+        Ok((chunk.stream, chunk.data.to_vec()))
+    }
+
+    #[tokio::test]
+    async fn the_output_reaches_every_attacher_tagged_with_its_stream() {
+        let (stdout, stdout_writer) = pipe().unwrap();
+        let (stderr, stderr_writer) = pipe().unwrap();
+        let output = Output::Pipes {
+            stdout: receiver(stdout).unwrap(),
+            stderr: receiver(stderr).unwrap(),
+        };
+        let fan_out = attachers();
+        let mut first = fan_out.subscribe();
+        let mut second = fan_out.subscribe();
+        let (_reopen, reopen_requests) = mpsc::channel(1);
+        let copy = tokio::spawn(forward_to_log(output, None, fan_out, reopen_requests));
+
+        File::from(stdout_writer).write_all(b"out").unwrap();
+        for chunks in [&mut first, &mut second] {
+            assert_eq!(next(chunks).await, Ok((Stream::Stdout, b"out".to_vec())));
+        }
+        File::from(stderr_writer).write_all(b"err").unwrap();
+        for chunks in [&mut first, &mut second] {
+            assert_eq!(next(chunks).await, Ok((Stream::Stderr, b"err".to_vec())));
+        }
+        // Both pipes closed: the copy ends, and with it the fan-out.
+        tokio::time::timeout(SOON, copy).await.unwrap().unwrap();
+        assert_eq!(next(&mut first).await, Err(RecvError::Closed));
+    }
+
+    #[tokio::test]
+    async fn an_attacher_that_reads_nothing_holds_up_neither_the_log_nor_the_others() {
+        let (stdout, stdout_writer) = pipe().unwrap();
+        let output = Output::Pipes {
+            stdout: receiver(stdout).unwrap(),
+            stderr: receiver(pipe().unwrap().0).unwrap(),
+        };
+        let fan_out = attachers();
+        let mut stuck = fan_out.subscribe();
+        let mut reading = fan_out.subscribe();
+        let (_reopen, reopen_requests) = mpsc::channel(1);
+        tokio::spawn(forward_to_log(output, None, fan_out, reopen_requests));
+
+        let mut writer = File::from(stdout_writer);
+        let chunks = 4 * ATTACH_BACKLOG;
+        for n in 0..chunks {
+            writer.write_all(format!("{n:04}").as_bytes()).unwrap();
+            // One read a chunk: wait until the reading attacher has it.
+            let (_, data) = next(&mut reading).await.unwrap();
+            assert_eq!(data, format!("{n:04}").into_bytes());
+        }
+        // The stuck one lost its oldest chunks and then gets the newest.
+        let lost = chunks - ATTACH_BACKLOG;
+        assert_eq!(next(&mut stuck).await, Err(RecvError::Lagged(lost as u64)));
+        let (_, data) = next(&mut stuck).await.unwrap();
+        assert_eq!(data, format!("{lost:04}").into_bytes());
+    }
+
+    #[tokio::test]
+    async fn stdin_is_written_in_order_and_closed_after_what_was_queued() {
+        let (mut container, shim) = tokio::io::duplex(64);
+        let stdin = ContainerStdin::spawn(shim);
+        let other = stdin.clone();
+        stdin.write(b"one ".to_vec()).await;
+        other.write(b"two".to_vec()).await;
+        other.close();
+        stdin.close();
+        let mut read = Vec::new();
+        tokio::time::timeout(SOON, container.read_to_end(&mut read))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, b"one two");
+        // Closed: later writes are dropped, not an error.
+        stdin.write(b"late".to_vec()).await;
+    }
 }

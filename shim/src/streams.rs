@@ -356,6 +356,11 @@ mod tests {
     /// How long a test waits for what must happen at once.
     const SOON: Duration = Duration::from_secs(5);
 
+    /// A session's input, as the caller sends it.
+    type Input = mpsc::Sender<Result<IoInput, Status>>;
+    /// A session's output, as the caller receives it.
+    type Output = mpsc::Receiver<Result<IoOutput, Status>>;
+
     fn chunk(stream: Source, data: &[u8]) -> Chunk {
         Chunk {
             stream,
@@ -376,13 +381,7 @@ mod tests {
     }
 
     /// An attach session on `attachment`: its input sender and output receiver.
-    fn start_attach(
-        attachment: Attachment,
-    ) -> (
-        mpsc::Sender<Result<IoInput, Status>>,
-        mpsc::Receiver<Result<IoOutput, Status>>,
-        tokio::task::JoinHandle<()>,
-    ) {
+    fn start_attach(attachment: Attachment) -> (Input, Output, tokio::task::JoinHandle<()>) {
         let (input, inputs) = mpsc::channel(4);
         let (outputs, output) = mpsc::channel(OUTPUT_BACKLOG);
         let session = tokio::spawn(attach(attachment, ReceiverStream::new(inputs), outputs));
@@ -404,7 +403,7 @@ mod tests {
         }
     }
 
-    async fn next(output: &mut mpsc::Receiver<Result<IoOutput, Status>>) -> io_output::Kind {
+    async fn next(output: &mut Output) -> io_output::Kind {
         let message = tokio::time::timeout(SOON, output.recv()).await.unwrap();
         message.unwrap().unwrap().kind.unwrap()
     }
@@ -556,13 +555,7 @@ mod tests {
     }
 
     /// A streamed exec session over a fake process in process group `pgid`.
-    fn start_exec(
-        pgid: nix::unistd::Pid,
-    ) -> (
-        FakeProcess,
-        mpsc::Sender<Result<IoInput, Status>>,
-        mpsc::Receiver<Result<IoOutput, Status>>,
-    ) {
+    fn start_exec(pgid: nix::unistd::Pid) -> (FakeProcess, Input, Output) {
         let (stdout, stdout_reader) = tokio::io::duplex(CHUNK);
         let (stdin_writer, stdin) = tokio::io::duplex(CHUNK);
         let (exit, exited) = oneshot::channel();

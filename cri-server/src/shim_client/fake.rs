@@ -372,3 +372,50 @@ impl ShimApi for FakeShim {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_streamed_call_echoes_stdin_and_exits_with_the_set_code() {
+        let fakes = FakeShims::default();
+        fakes.io_exit_code(7);
+        let paths = ShimPaths::in_bundle(Path::new("/nonexistent/c1"));
+        let shim = fakes.spawn("c1", &paths, None).await.unwrap();
+        let start = pb::ExecStart {
+            stdin: true,
+            ..Default::default()
+        };
+        let mut io = shim.exec(start.clone()).await.unwrap();
+        for kind in [
+            pb::io_input::Kind::Stdin(b"hi".to_vec()),
+            pb::io_input::Kind::Resize(pb::Resize {
+                width: 80,
+                height: 24,
+            }),
+            pb::io_input::Kind::CloseStdin(pb::CloseStdin {}),
+        ] {
+            io.input
+                .send(pb::IoInput { kind: Some(kind) })
+                .await
+                .unwrap();
+        }
+        let mut outputs = Vec::new();
+        while let Some(output) = io.output.next().await {
+            outputs.push(output.unwrap().kind.unwrap());
+        }
+        assert_eq!(
+            outputs,
+            [
+                pb::io_output::Kind::Stdout(b"hi".to_vec()),
+                pb::io_output::Kind::Exit(pb::Exit { exit_code: 7 }),
+            ]
+        );
+        assert_eq!(fakes.resizes("c1"), [(80, 24)]);
+        assert_eq!(fakes.io_starts("c1"), [pb::io_input::Kind::Exec(start)]);
+        assert_eq!(fakes.calls("c1"), ["Spawn", "Exec"]);
+    }
+}
