@@ -50,9 +50,10 @@ pub trait ShimLauncher: Send + Sync {
 /// The calls on one container's shim; every error names the container.
 pub trait ShimApi: Send + Sync {
     /// Creates the container from the shim's bundle (keeping its stdin open
-    /// with `stdin`): init's host pid, 0 when the container's process cannot
-    /// be exec'd (no init; its start fails naming the file). Not idempotent.
-    fn create(&self, stdin: bool) -> ShimFuture<'_, u32>;
+    /// with `stdin`, closed after the first attacher's with `stdin_once`, CRI's
+    /// fields): init's host pid, 0 when the container's process cannot be
+    /// exec'd (no init; its start fails naming the file). Not idempotent.
+    fn create(&self, stdin: bool, stdin_once: bool) -> ShimFuture<'_, u32>;
     /// Releases the created container's process. Not idempotent.
     fn start(&self) -> ShimFuture<'_, ()>;
     /// Signals init (`all`: every process of the container).
@@ -66,6 +67,14 @@ pub trait ShimApi: Send + Sync {
         process_json: Vec<u8>,
         timeout: Duration,
     ) -> ShimFuture<'_, pb::ExecSyncResponse>;
+    /// Starts a streamed exec (see the shim API's `Exec`): returns once the
+    /// process runs, so a refused exec (bad process JSON: the shim's
+    /// InvalidArgument; container not running: FailedPrecondition) is an
+    /// error of this call.
+    fn exec(&self, start: pb::ExecStart) -> ShimFuture<'_, ProcessIo>;
+    /// Attaches to init's stdio (see the shim API's `Attach`): returns once
+    /// the shim attached; a container not running is FailedPrecondition.
+    fn attach(&self, start: pb::AttachStart) -> ShimFuture<'_, ProcessIo>;
     /// Deletes the container (its runtime state and cgroup). Idempotent.
     fn delete(&self) -> ShimFuture<'_, ()>;
     /// Reopens the container's log at its path.
@@ -73,6 +82,37 @@ pub trait ShimApi: Send + Sync {
     /// Ends the shim; it exits after replying (a broken connection after it
     /// is success).
     fn shutdown(&self) -> ShimFuture<'_, ()>;
+}
+
+/// The two directions of a streamed Exec or Attach.
+pub struct ProcessIo {
+    /// `stdin` chunks, `close_stdin` and `resize`, in order (the first
+    /// message, `exec` or `attach`, was sent by [`ShimApi::exec`] or
+    /// [`ShimApi::attach`]). Dropping it ends the call: the shim kills an exec
+    /// that has not exited, and ends an attach.
+    pub input: tokio::sync::mpsc::Sender<pb::IoInput>,
+    /// `stdout` and `stderr` chunks (at most 32 KiB each), then `exit`; an
+    /// error (`ShimError::Call`) if the connection breaks.
+    pub output: Pin<Box<dyn futures_util::Stream<Item = Result<pb::IoOutput, ShimError>> + Send>>,
+}
+
+/// How many input messages may wait for the shim: enough to keep a
+/// stdin copy busy, little enough to hold back a fast writer.
+const INPUT_BUFFER: usize = 16;
+
+/// The input of a streamed call, `first` already in it: the sender for
+/// [`ProcessIo::input`] and the request stream.
+fn input_channel(
+    first: pb::io_input::Kind,
+) -> (
+    tokio::sync::mpsc::Sender<pb::IoInput>,
+    tokio_stream::wrappers::ReceiverStream<pb::IoInput>,
+) {
+    let (input, requests) = tokio::sync::mpsc::channel(INPUT_BUFFER);
+    input
+        .try_send(pb::IoInput { kind: Some(first) })
+        .expect("a new channel has room for its first message");
+    (input, tokio_stream::wrappers::ReceiverStream::new(requests))
 }
 
 /// The host's launcher: runs the `crius-shim` binary `bin`, sharing
@@ -161,14 +201,15 @@ impl ShimError {
 /// FailedPrecondition when its container stopped after our record said
 /// running (kubelet probes race with stops), which is "not running" as if
 /// the record had said so.
-const NEEDS_RUNNING: &[&str] = &["ExecSync", "ReopenLog"];
+const NEEDS_RUNNING: &[&str] = &["ExecSync", "Exec", "Attach", "ReopenLog"];
 
 /// The one mapping of shim faults to CRI codes, for every call (create,
 /// start, stop, exec, log reopen, remove):
 /// - unreachable (socket refuses, connection broke) → Unavailable naming
 ///   the container;
 /// - the shim's FailedPrecondition → FailedPrecondition: "container <id> is
-///   not running" for a call that needs it running (ExecSync, ReopenLog),
+///   not running" for a call that needs it running (ExecSync, Exec, Attach,
+///   ReopenLog),
 ///   else the shim's reason with the container id;
 /// - the shim's DeadlineExceeded → DeadlineExceeded;
 /// - anything else (spawn, start, the shim's other answers) → Internal with
@@ -373,12 +414,13 @@ impl Shim {
 
     /// Creates the container from the bundle the shim was started with (its
     /// output goes to the shim's --log-path); with `stdin` the shim keeps the
-    /// container's stdin open. Returns init's host pid.
-    pub async fn create(&self, stdin: bool) -> Result<u32, ShimError> {
+    /// container's stdin open, with `stdin_once` until the first attacher's
+    /// stdin ends. Returns init's host pid.
+    pub async fn create(&self, stdin: bool, stdin_once: bool) -> Result<u32, ShimError> {
         let r = self
             .client
             .clone()
-            .create(pb::CreateRequest { stdin })
+            .create(pb::CreateRequest { stdin, stdin_once })
             .await
             .map_err(self.call_err("Create"))?;
         Ok(r.into_inner().pid)
@@ -445,6 +487,43 @@ impl Shim {
             .into_inner())
     }
 
+    /// Starts a streamed exec: see [`ShimApi::exec`].
+    pub async fn exec(&self, start: pb::ExecStart) -> Result<ProcessIo, ShimError> {
+        let (input, requests) = input_channel(pb::io_input::Kind::Exec(start));
+        let response = (self.client.clone().exec(requests).await).map_err(self.call_err("Exec"))?;
+        Ok(self.process_io("Exec", input, response.into_inner()))
+    }
+
+    /// Attaches to init's stdio: see [`ShimApi::attach`].
+    pub async fn attach(&self, start: pb::AttachStart) -> Result<ProcessIo, ShimError> {
+        let (input, requests) = input_channel(pb::io_input::Kind::Attach(start));
+        let response =
+            (self.client.clone().attach(requests).await).map_err(self.call_err("Attach"))?;
+        Ok(self.process_io("Attach", input, response.into_inner()))
+    }
+
+    /// The caller's ends of the streaming `call` whose input goes to
+    /// `input`'s receiver and whose answer is `output`.
+    fn process_io(
+        &self,
+        call: &'static str,
+        input: tokio::sync::mpsc::Sender<pb::IoInput>,
+        output: tonic::Streaming<pb::IoOutput>,
+    ) -> ProcessIo {
+        let id = self.id.clone();
+        let output = tokio_stream::StreamExt::map(output, move |item| {
+            item.map_err(|status| ShimError::Call {
+                id: id.to_string(),
+                call,
+                status,
+            })
+        });
+        ProcessIo {
+            input,
+            output: Box::pin(output),
+        }
+    }
+
     pub async fn delete(&self) -> Result<(), ShimError> {
         self.client
             .clone()
@@ -474,8 +553,8 @@ impl Shim {
 }
 
 impl ShimApi for Shim {
-    fn create(&self, stdin: bool) -> ShimFuture<'_, u32> {
-        Box::pin(Shim::create(self, stdin))
+    fn create(&self, stdin: bool, stdin_once: bool) -> ShimFuture<'_, u32> {
+        Box::pin(Shim::create(self, stdin, stdin_once))
     }
     fn start(&self) -> ShimFuture<'_, ()> {
         Box::pin(Shim::start(self))
@@ -492,6 +571,12 @@ impl ShimApi for Shim {
         timeout: Duration,
     ) -> ShimFuture<'_, pb::ExecSyncResponse> {
         Box::pin(Shim::exec_sync(self, process_json, timeout))
+    }
+    fn exec(&self, start: pb::ExecStart) -> ShimFuture<'_, ProcessIo> {
+        Box::pin(Shim::exec(self, start))
+    }
+    fn attach(&self, start: pb::AttachStart) -> ShimFuture<'_, ProcessIo> {
+        Box::pin(Shim::attach(self, start))
     }
     fn delete(&self) -> ShimFuture<'_, ()> {
         Box::pin(Shim::delete(self))
@@ -621,7 +706,7 @@ mod tests {
 
     #[test]
     fn a_stopped_container_is_not_running_for_calls_that_need_it_running() {
-        for name in ["ExecSync", "ReopenLog"] {
+        for name in ["ExecSync", "Exec", "Attach", "ReopenLog"] {
             let s = status_of(call(
                 name,
                 Status::failed_precondition("the container is not running"),

@@ -8,18 +8,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use crius_proto::exit_file::{self, ExitRecord};
-use crius_proto::shim::v1::Status;
+use crius_proto::shim::v1::{AttachStart, ExecStart, Status};
 use crius_runtime::oci_spec::runtime::Spec;
 use crius_runtime::{Pid, Runtime, RuntimeError, Signal, Stdio, Step};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::net::unix::pipe;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::child_errors::ErrorEvents;
-use crate::container_io::{self, Output, ReopenRequest};
-use crate::cri_log::{CriLogFile, Source};
+use crate::container_io::{self, Chunk, ContainerStdin, Output, ReopenRequest};
+use crate::cri_log::{CriLogFile, Source, Stream};
 use crate::error::ShimError;
-use crate::exec::{self, ExecOutput};
+use crate::exec::{self, ExecOutput, KillOnDrop};
 use crate::oom::OomCounter;
 use crate::reaper::{Exit, Reaper};
+use crate::streams::{self, Attachment, StartedExec};
 use crate::terminal::Terminal;
 
 /// How long Delete waits for a created container's init, killed by the
@@ -97,8 +99,15 @@ const START_ERROR_EXIT_CODE: i32 = 128;
 struct Created {
     pid: Pid,
     at: SystemTime,
-    /// The write end of the container's stdin pipe, kept so stdin stays open.
-    _stdin: Option<OwnedFd>,
+    /// The container's stdin for attachers (its task keeps the pipe's write
+    /// end, so stdin stays open); None when created without stdin.
+    stdin: Option<ContainerStdin>,
+    /// CRI `stdin_once`: the first attacher's stdin EOF closes `stdin`.
+    stdin_once: bool,
+    /// Init's pty, when it runs on a terminal.
+    terminal: Option<Terminal>,
+    /// The container's output as attachers subscribe to it.
+    attachers: broadcast::Sender<Chunk>,
     /// To the task that writes the CRI log.
     log_reopen: mpsc::Sender<ReopenRequest>,
 }
@@ -141,13 +150,18 @@ impl Container {
     /// Creates the container from the shim's bundle. With `process.terminal`
     /// in its config.json, init's stdin, stdout and stderr are a pty whose
     /// master the shim holds while the container lives, its output logged as
-    /// stdout; `stdin` changes nothing then (the pty is always the stdin, and
-    /// stays open). Otherwise stdout and stderr are pipes, and stdin is a pipe
-    /// the shim holds open with `stdin`, else /dev/null. Returns init's pid;
+    /// stdout; the pty is always the stdin, and stays open, but attachers
+    /// feed it only with `stdin`. Otherwise stdout and stderr are pipes, and
+    /// stdin is a pipe the shim holds open with `stdin`, else /dev/null; with
+    /// `stdin_once` the first attacher's stdin EOF closes it. Returns init's pid;
     /// None when the container's process cannot be exec'd: then no init
     /// exists, the container reads as created and Start fails (see
     /// [`Unstartable`]).
-    pub fn create(self: &Arc<Self>, stdin: bool) -> Result<Option<Pid>, ShimError> {
+    pub fn create(
+        self: &Arc<Self>,
+        stdin: bool,
+        stdin_once: bool,
+    ) -> Result<Option<Pid>, ShimError> {
         if self.lock().is_created() {
             return Err(ShimError::FailedPrecondition(
                 "the container was already created".into(),
@@ -200,9 +214,12 @@ impl Container {
                 return Err(ShimError::logged(err, self.logged_errors()));
             }
         };
-        let (output, stdin_writer) = match made {
+        let (output, stdin_writer, terminal) = match made {
             Made::Terminal(master) => match Terminal::new(master) {
-                Ok(terminal) => (Output::Terminal(terminal), None),
+                Ok(terminal) => {
+                    let stdin = stdin.then(|| ContainerStdin::spawn(terminal.clone()));
+                    (Output::Terminal(terminal.clone()), stdin, Some(terminal))
+                }
                 Err(err) => {
                     // Init exists, waiting for start: end it with its cgroup and state.
                     if let Err(delete) = self.runtime.delete(self.id(), true) {
@@ -213,7 +230,20 @@ impl Container {
                         .into());
                 }
             },
-            Made::Pipes(output, stdin_writer) => (output, stdin_writer),
+            Made::Pipes(output, stdin_writer) => {
+                let stdin = match stdin_writer.map(pipe::Sender::from_owned_fd).transpose() {
+                    Ok(stdin) => stdin.map(ContainerStdin::spawn),
+                    Err(err) => {
+                        if let Err(delete) = self.runtime.delete(self.id(), true) {
+                            tracing::error!(%delete, "deleting the container whose stdin failed");
+                        }
+                        return Err(anyhow::Error::new(err)
+                            .context("watch the stdin pipe")
+                            .into());
+                    }
+                };
+                (output, stdin, None)
+            }
         };
         // Before any await, so the reaper cannot take init unwatched.
         let exited = self.reaper.watch(pid);
@@ -221,7 +251,13 @@ impl Container {
 
         // A request waits only while the log task finishes a write.
         let (log_reopen, reopen_requests) = mpsc::channel(1);
-        let mut output = tokio::spawn(container_io::forward_to_log(output, log, reopen_requests));
+        let attachers = container_io::attachers();
+        let mut output = tokio::spawn(container_io::forward_to_log(
+            output,
+            log,
+            attachers.clone(),
+            reopen_requests,
+        ));
         let container = Arc::clone(self);
         tokio::spawn(async move {
             let Ok(exit) = exited.await else {
@@ -250,7 +286,10 @@ impl Container {
         self.lock().created = Some(Created {
             pid,
             at: SystemTime::now(),
-            _stdin: stdin_writer,
+            stdin: stdin_writer,
+            stdin_once,
+            terminal,
+            attachers,
             log_reopen,
         });
         Ok(Some(pid))
@@ -383,7 +422,7 @@ impl Container {
     ) -> Result<ExecOutput, ShimError> {
         let deadline = exec::deadline_after(timeout_ms);
         self.running(&self.lock())?;
-        let process = exec::process_from_json(process_json)?;
+        let process = exec::sync_process_from_json(process_json)?;
         let (stdout, stdout_writer) = container_io::pipe().context("create the stdout pipe")?;
         let (stderr, stderr_writer) = container_io::pipe().context("create the stderr pipe")?;
         let stdout = container_io::receiver(stdout).context("watch the stdout pipe")?;
@@ -405,6 +444,96 @@ impl Container {
             "exec finished"
         );
         Ok(output)
+    }
+
+    /// Starts the process of `start` in the running container for a streamed
+    /// exec, in its own process group: on a new pty when its `terminal` asks
+    /// (the pty is its stdin and its output, sent as stdout), else on pipes
+    /// for what `start` asks and /dev/null for the rest. See
+    /// [`streams::exec`] for the session.
+    pub fn exec(&self, start: &ExecStart) -> Result<StartedExec, ShimError> {
+        self.running(&self.lock())?;
+        let process = exec::process_from_json(&start.process_json)?;
+        if process.terminal() == Some(true) {
+            let (pid, master) = self.runtime.exec_with_terminal(self.id(), &process)?;
+            // Before any await, so the reaper cannot take it unwatched.
+            let exited = self.reaper.watch(pid);
+            // Killed if anything below fails.
+            let group = KillOnDrop::new(pid);
+            let terminal = Terminal::new(master).context("watch the exec's pty master")?;
+            tracing::debug!(%pid, "streamed exec started on a terminal");
+            return Ok(StartedExec {
+                group,
+                exited,
+                stdout: Some(streams::OutputSource {
+                    reader: Box::new(terminal.clone()),
+                    stream: start.stdout.then_some(Stream::Stdout),
+                }),
+                stderr: None,
+                stdin: start.stdin.then(|| Box::new(terminal.clone()) as Box<_>),
+                terminal: Some(terminal),
+            });
+        }
+        let output_pipe = |wanted: bool, name: &str| -> Result<_, ShimError> {
+            if !wanted {
+                return Ok((None, None));
+            }
+            let (reader, writer) =
+                container_io::pipe().with_context(|| format!("create the {name} pipe"))?;
+            let reader =
+                container_io::receiver(reader).with_context(|| format!("watch the {name} pipe"))?;
+            Ok((Some(reader), Some(writer)))
+        };
+        let (stdout, stdout_writer) = output_pipe(start.stdout, "stdout")?;
+        let (stderr, stderr_writer) = output_pipe(start.stderr, "stderr")?;
+        let (stdin_reader, stdin) = if start.stdin {
+            let (reader, writer) = container_io::pipe().context("create the stdin pipe")?;
+            let writer = pipe::Sender::from_owned_fd(writer).context("watch the stdin pipe")?;
+            (Some(reader), Some(writer))
+        } else {
+            (None, None)
+        };
+        let stdio = Stdio {
+            stdin: stdin_reader,
+            stdout: stdout_writer,
+            stderr: stderr_writer,
+        };
+        let pid = self.runtime.exec(self.id(), &process, stdio)?;
+        // Before any await, so the reaper cannot take it unwatched.
+        let exited = self.reaper.watch(pid);
+        tracing::debug!(%pid, "streamed exec started");
+        let output = |reader: Option<pipe::Receiver>, stream| {
+            reader.map(|reader| streams::OutputSource {
+                reader: Box::new(reader),
+                stream: Some(stream),
+            })
+        };
+        Ok(StartedExec {
+            group: KillOnDrop::new(pid),
+            exited,
+            stdout: output(stdout, Stream::Stdout),
+            stderr: output(stderr, Stream::Stderr),
+            stdin: stdin.map(|stdin| Box::new(stdin) as Box<_>),
+            terminal: None,
+        })
+    }
+
+    /// Attaches to the running container's stdio as `start` asks: its
+    /// output from now on, its stdin when it has one (else the attacher's is
+    /// ignored, as containerd does), its pty's size. See [`streams::attach`].
+    pub fn attach(&self, start: &AttachStart) -> Result<Attachment, ShimError> {
+        let state = self.lock();
+        let created = self.running(&state)?;
+        Ok(Attachment {
+            chunks: created.attachers.subscribe(),
+            stdout: start.stdout,
+            stderr: start.stderr,
+            stdin: created.stdin.clone().filter(|_| start.stdin),
+            // containerd closes a terminal's stdin never: the pty stays open.
+            stdin_once: created.stdin_once && created.terminal.is_none(),
+            terminal: created.terminal.clone(),
+            exit: self.exit.subscribe(),
+        })
     }
 
     /// Reopens the CRI log at its path, once the log task has taken every

@@ -1,5 +1,6 @@
-//! ExecSync: the exec's process spec, and supervising the started process:
-//! collecting its output, enforcing the timeout, and its exit code.
+//! Exec processes: their process spec (ExecSync's and the streamed
+//! Exec's), and supervising an ExecSync: collecting its output, enforcing the
+//! timeout, and its exit code.
 
 use std::pin::pin;
 use std::time::Duration;
@@ -32,14 +33,21 @@ pub struct ExecOutput {
     pub timed_out: bool,
 }
 
-/// An exec process given as an OCI `process` object in JSON: args must be
-/// given and `terminal` false.
+/// A streamed exec's process given as an OCI `process` object in JSON: args
+/// must be given; `terminal` may be true.
 pub fn process_from_json(json: &[u8]) -> Result<Process, ShimError> {
     let process: Process = serde_json::from_slice(json)
         .map_err(|e| ShimError::InvalidArgument(format!("exec process JSON: {e}")))?;
     if process.args().as_ref().is_none_or(Vec::is_empty) {
         return Err(ShimError::InvalidArgument("exec args are empty".into()));
     }
+    Ok(process)
+}
+
+/// An ExecSync's process, as [`process_from_json`] but `terminal` must be
+/// false: its output is collected, and no one could type into a terminal.
+pub fn sync_process_from_json(json: &[u8]) -> Result<Process, ShimError> {
+    let process = process_from_json(json)?;
     if process.terminal() == Some(true) {
         return Err(ShimError::InvalidArgument(
             "ExecSync cannot run a terminal".into(),
@@ -60,7 +68,7 @@ pub async fn supervise(
     stderr: pipe::Receiver,
     deadline: Option<Instant>,
 ) -> Result<ExecOutput, ShimError> {
-    let mut group = KillOnDrop(Some(pgid));
+    let mut group = KillOnDrop::new(pgid);
     let (mut stdout_kept, mut stderr_kept) = (Vec::new(), Vec::new());
     let mut timed_out = false;
     let exit = {
@@ -123,17 +131,22 @@ async fn read_capped(mut stream: pipe::Receiver, kept: &mut Vec<u8>) {
 }
 
 /// SIGKILLs a process group unless disarmed; disarm once its leader is reaped.
-struct KillOnDrop(Option<Pid>);
+pub struct KillOnDrop(Option<Pid>);
 
 impl KillOnDrop {
-    fn kill(&self) {
+    /// Arms the kill of process group `pgid`.
+    pub fn new(pgid: Pid) -> KillOnDrop {
+        KillOnDrop(Some(pgid))
+    }
+
+    pub fn kill(&self) {
         if let Some(pgid) = self.0 {
             // ESRCH: the group is already gone, which is what we want.
             let _ = killpg(pgid, Signal::SIGKILL);
         }
     }
 
-    fn disarm(&mut self) {
+    pub fn disarm(&mut self) {
         self.0 = None;
     }
 }
@@ -294,20 +307,33 @@ mod tests {
         panic!("exec process {pid} survived its dropped supervision");
     }
 
+    const TERMINAL_SH: &[u8] =
+        br#"{"terminal":true,"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"}"#;
+
     #[test]
-    fn json_processes_must_not_ask_for_a_terminal() {
+    fn exec_sync_processes_must_not_ask_for_a_terminal() {
         let process =
-            process_from_json(br#"{"user":{"uid":0,"gid":0},"args":["true"],"cwd":"/"}"#).unwrap();
+            sync_process_from_json(br#"{"user":{"uid":0,"gid":0},"args":["true"],"cwd":"/"}"#)
+                .unwrap();
         assert_eq!(process.args().as_deref(), Some(&["true".into()][..]));
-        let err = process_from_json(
-            br#"{"terminal":true,"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"}"#,
-        )
-        .unwrap_err();
+        let err = sync_process_from_json(TERMINAL_SH).unwrap_err();
         assert!(
             matches!(&err, ShimError::InvalidArgument(m) if m.contains("terminal")),
             "{err}"
         );
-        assert!(process_from_json(b"not json").is_err());
+        assert!(sync_process_from_json(b"not json").is_err());
+    }
+
+    #[test]
+    fn streamed_exec_processes_may_ask_for_a_terminal() {
+        let process = process_from_json(TERMINAL_SH).unwrap();
+        assert_eq!(process.terminal(), Some(true));
+        assert_eq!(process.args().as_deref(), Some(&["sh".into()][..]));
+        let err = process_from_json(b"not json").unwrap_err();
+        assert!(
+            matches!(&err, ShimError::InvalidArgument(m) if m.starts_with("exec process JSON: ")),
+            "{err}"
+        );
     }
 
     #[test]

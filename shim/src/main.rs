@@ -15,6 +15,7 @@ mod exec;
 mod oom;
 mod reaper;
 mod server;
+mod streams;
 mod terminal;
 
 use std::fs::OpenOptions;

@@ -1,23 +1,26 @@
 //! The gRPC face of the shim: thin handlers over [`Container`], each in its
 //! own span; errors become a `Status` in one place (`error.rs`).
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crius_proto::shim::v1::shim_server::Shim;
 use crius_proto::shim::v1::{
-    AttachRequest, AttachResponse, CloseStdinRequest, CloseStdinResponse, CreateRequest,
-    CreateResponse, DeleteRequest, DeleteResponse, ExecRequest, ExecResponse, ExecSyncRequest,
-    ExecSyncResponse, KillRequest, KillResponse, ReopenLogRequest, ReopenLogResponse,
-    ResizePtyRequest, ResizePtyResponse, ShutdownRequest, ShutdownResponse, StartRequest,
-    StartResponse, StateRequest, StateResponse, UpdateRequest, UpdateResponse, WaitRequest,
-    WaitResponse,
+    io_input, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, ExecSyncRequest,
+    ExecSyncResponse, IoInput, IoOutput, KillRequest, KillResponse, ReopenLogRequest,
+    ReopenLogResponse, ShutdownRequest, ShutdownResponse, StartRequest, StartResponse,
+    StateRequest, StateResponse, UpdateRequest, UpdateResponse, WaitRequest, WaitResponse,
 };
-use tokio::sync::watch;
-use tonic::{Request, Response, Status};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::container::{unix_nanos, Container};
 use crate::error::ShimError;
+use crate::streams;
 
 pub struct ShimService {
     container: Arc<Container>,
@@ -45,12 +48,36 @@ fn nanos(time: Option<SystemTime>) -> i64 {
     time.map_or(0, unix_nanos)
 }
 
+/// The response of a streamed Exec or Attach.
+type IoStream = Pin<Box<dyn Stream<Item = Result<IoOutput, Status>> + Send>>;
+
+/// The first message of a streamed call, which says what to start.
+async fn first_input(
+    inputs: &mut Streaming<IoInput>,
+    call: &str,
+) -> Result<io_input::Kind, ShimError> {
+    let first = inputs
+        .message()
+        .await
+        .map_err(|status| anyhow::anyhow!("reading the first {call} message: {status}"))?;
+    first.and_then(|input| input.kind).ok_or_else(|| {
+        ShimError::InvalidArgument(format!("{call} input ended before its first message"))
+    })
+}
+
+/// A response whose messages a session sends: the session gets the sender.
+fn io_response() -> (streams::Outputs, Response<IoStream>) {
+    let (outputs, responses) = mpsc::channel(streams::OUTPUT_BACKLOG);
+    let stream: IoStream = Box::pin(ReceiverStream::new(responses));
+    (outputs, Response::new(stream))
+}
+
 #[tonic::async_trait]
 impl Shim for ShimService {
     #[tracing::instrument(skip_all, name = "Create")]
     async fn create(&self, request: Request<CreateRequest>) -> RpcResult<CreateResponse> {
         let request = request.into_inner();
-        let pid = self.container.create(request.stdin)?;
+        let pid = self.container.create(request.stdin, request.stdin_once)?;
         Ok(Response::new(CreateResponse {
             pid: pid.map_or(0, |pid| pid.as_raw() as u32),
         }))
@@ -136,20 +163,39 @@ impl Shim for ShimService {
         Ok(Response::new(ShutdownResponse {}))
     }
 
-    async fn exec(&self, _: Request<ExecRequest>) -> RpcResult<ExecResponse> {
-        Err(reserved("Exec"))
+    type ExecStream = IoStream;
+
+    /// Answers once the process runs, so that a refusal fails the call.
+    #[tracing::instrument(skip_all, name = "Exec")]
+    async fn exec(&self, request: Request<Streaming<IoInput>>) -> RpcResult<IoStream> {
+        let mut inputs = request.into_inner();
+        let io_input::Kind::Exec(start) = first_input(&mut inputs, "Exec").await? else {
+            return Err(ShimError::InvalidArgument(
+                "the first message of an Exec must be `exec`".into(),
+            )
+            .into());
+        };
+        let started = self.container.exec(&start)?;
+        let (outputs, response) = io_response();
+        tokio::spawn(streams::exec(started, inputs, outputs).in_current_span());
+        Ok(response)
     }
 
-    async fn attach(&self, _: Request<AttachRequest>) -> RpcResult<AttachResponse> {
-        Err(reserved("Attach"))
-    }
+    type AttachStream = IoStream;
 
-    async fn resize_pty(&self, _: Request<ResizePtyRequest>) -> RpcResult<ResizePtyResponse> {
-        Err(reserved("ResizePty"))
-    }
-
-    async fn close_stdin(&self, _: Request<CloseStdinRequest>) -> RpcResult<CloseStdinResponse> {
-        Err(reserved("CloseStdin"))
+    #[tracing::instrument(skip_all, name = "Attach")]
+    async fn attach(&self, request: Request<Streaming<IoInput>>) -> RpcResult<IoStream> {
+        let mut inputs = request.into_inner();
+        let io_input::Kind::Attach(start) = first_input(&mut inputs, "Attach").await? else {
+            return Err(ShimError::InvalidArgument(
+                "the first message of an Attach must be `attach`".into(),
+            )
+            .into());
+        };
+        let attachment = self.container.attach(&start)?;
+        let (outputs, response) = io_response();
+        tokio::spawn(streams::attach(attachment, inputs, outputs).in_current_span());
+        Ok(response)
     }
 
     async fn update(&self, _: Request<UpdateRequest>) -> RpcResult<UpdateResponse> {

@@ -14,9 +14,9 @@ use crius_proto::exit_file;
 use crius_proto::ready::{self, Readiness};
 use crius_proto::shim::v1::shim_client::ShimClient;
 use crius_proto::shim::v1::{
-    AttachRequest, CloseStdinRequest, CreateRequest, DeleteRequest, ExecRequest, ExecSyncRequest,
-    ExecSyncResponse, KillRequest, ReopenLogRequest, ResizePtyRequest, ShutdownRequest,
-    StartRequest, StateRequest, Status, UpdateRequest, WaitRequest,
+    io_input, io_output, AttachStart, CloseStdin, CreateRequest, DeleteRequest, ExecStart,
+    ExecSyncRequest, ExecSyncResponse, IoInput, IoOutput, KillRequest, ReopenLogRequest, Resize,
+    ShutdownRequest, StartRequest, StateRequest, Status, UpdateRequest, WaitRequest,
 };
 use crius_runtime::oci_spec::runtime::{
     get_default_mounts, BoxBuilder, LinuxBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder,
@@ -557,7 +557,13 @@ async fn a_terminal_containers_output_is_logged_as_stdout() {
     ));
     spec.save(&config).unwrap();
 
-    client.create(CreateRequest { stdin: true }).await.unwrap();
+    client
+        .create(CreateRequest {
+            stdin: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     client.start(StartRequest {}).await.unwrap();
     let exited = client.wait(WaitRequest {}).await.unwrap().into_inner();
     assert_eq!(exited.exit_code, 3);
@@ -600,7 +606,13 @@ async fn a_terminal_containers_stdin_stays_open_until_it_is_killed() {
         .set_terminal(Some(true));
     spec.save(&config).unwrap();
 
-    client.create(CreateRequest { stdin: true }).await.unwrap();
+    client
+        .create(CreateRequest {
+            stdin: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     client.start(StartRequest {}).await.unwrap();
     wait_for_log(&paths.log(), "stdout F waiting\n").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -642,8 +654,8 @@ fn a_start_up_failure_is_reported_on_the_ready_pipe() {
     assert!(!paths.socket().exists());
 }
 
-/// The calls reserved for later issues answer UNIMPLEMENTED naming the call;
-/// no container (nor root) is needed to ask.
+/// The call reserved for a later issue answers UNIMPLEMENTED naming the
+/// call; no container (nor root) is needed to ask.
 #[tokio::test(flavor = "current_thread")]
 async fn reserved_calls_answer_unimplemented_naming_the_call() {
     let paths = ShimPaths::new();
@@ -656,31 +668,10 @@ async fn reserved_calls_answer_unimplemented_naming_the_call() {
     };
     let mut client = connect(&paths.socket()).await;
 
-    let answers = [
-        ("Exec", client.exec(ExecRequest::default()).await.map(drop)),
-        (
-            "Attach",
-            client.attach(AttachRequest::default()).await.map(drop),
-        ),
-        (
-            "ResizePty",
-            client
-                .resize_pty(ResizePtyRequest::default())
-                .await
-                .map(drop),
-        ),
-        (
-            "CloseStdin",
-            client
-                .close_stdin(CloseStdinRequest::default())
-                .await
-                .map(drop),
-        ),
-        (
-            "Update",
-            client.update(UpdateRequest::default()).await.map(drop),
-        ),
-    ];
+    let answers = [(
+        "Update",
+        client.update(UpdateRequest::default()).await.map(drop),
+    )];
     for (call, answer) in answers {
         let err = answer.expect_err(call);
         assert_eq!(err.code(), tonic::Code::Unimplemented, "{call}: {err:?}");
@@ -689,6 +680,20 @@ async fn reserved_calls_answer_unimplemented_naming_the_call() {
             format!("shim call {call} is not implemented yet")
         );
     }
+    // Streamed calls say what is wrong before anything starts.
+    let start = exec_start(&["true"], false, false);
+    let err = open_io(&mut client, io_input::Kind::Exec(start.clone()))
+        .await
+        .expect_err("Exec without a container");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert_eq!(err.message(), "the container was not created");
+    let err = open_io(&mut client, io_input::Kind::Stdin(b"x".to_vec()))
+        .await
+        .map(drop)
+        .expect_err("a call that begins with stdin");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert_eq!(err.message(), "the first message of an Exec must be `exec`");
+
     // The shim serves on after them.
     let state = client.state(StateRequest {}).await.unwrap().into_inner();
     assert_eq!(state.status(), Status::Unspecified);
@@ -826,4 +831,383 @@ async fn an_oom_kill_is_reported_in_wait_state_and_the_exit_file() {
     assert!(record.oom_killed);
     assert_eq!(record.exit_code, 137);
     finish(&mut client, shim, &mut cleanup).await;
+}
+
+/// A streamed Exec's first message for `args` (the container's env and cwd,
+/// as criusd sends them), on a terminal or not, with stdin or not; it always
+/// asks for stdout and stderr.
+fn exec_start(args: &[&str], terminal: bool, stdin: bool) -> ExecStart {
+    let process = ProcessBuilder::default()
+        .args(args.iter().map(|arg| arg.to_string()).collect::<Vec<_>>())
+        .env(vec!["PATH=/bin".to_owned()])
+        .cwd("/")
+        .terminal(terminal)
+        .build()
+        .unwrap();
+    ExecStart {
+        process_json: serde_json::to_vec(&process).unwrap(),
+        stdin,
+        stdout: true,
+        stderr: !terminal,
+    }
+}
+
+/// Opens a streamed Exec or Attach with `first`: its input and output.
+async fn open_io(
+    client: &mut ShimClient<Channel>,
+    first: io_input::Kind,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<IoInput>,
+        tonic::Streaming<IoOutput>,
+    ),
+    tonic::Status,
+> {
+    let (input, inputs) = tokio::sync::mpsc::channel(16);
+    let attach = matches!(first, io_input::Kind::Attach(_));
+    input.send(IoInput { kind: Some(first) }).await.unwrap();
+    let inputs = tokio_stream::wrappers::ReceiverStream::new(inputs);
+    let output = if attach {
+        client.attach(inputs).await?
+    } else {
+        client.exec(inputs).await?
+    };
+    Ok((input, output.into_inner()))
+}
+
+async fn send(input: &tokio::sync::mpsc::Sender<IoInput>, kind: io_input::Kind) {
+    input.send(IoInput { kind: Some(kind) }).await.unwrap();
+}
+
+/// What a streamed call sent: stdout, stderr and the exit code (None when
+/// it ended without `exit`).
+#[derive(Debug, Default)]
+struct Received {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    exit_code: Option<i32>,
+}
+
+/// Reads `output` to its end (at most 10 s).
+async fn receive_all(output: &mut tonic::Streaming<IoOutput>) -> Received {
+    let mut received = Received::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Some(message) = tokio::time::timeout_at(deadline, output.message())
+        .await
+        .expect("the call did not end in time")
+        .unwrap()
+    {
+        assert_eq!(received.exit_code, None, "a message after `exit`");
+        match message.kind.unwrap() {
+            io_output::Kind::Stdout(data) => received.stdout.extend(data),
+            io_output::Kind::Stderr(data) => received.stderr.extend(data),
+            io_output::Kind::Exit(exit) => received.exit_code = Some(exit.exit_code),
+        }
+    }
+    received
+}
+
+/// Reads `output` until its stdout holds `needle` (at most 10 s); returns it.
+async fn receive_until(output: &mut tonic::Streaming<IoOutput>, needle: &str) -> String {
+    let mut stdout = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&stdout).contains(needle) {
+        let message = tokio::time::timeout_at(deadline, output.message())
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} in {:?}", String::from_utf8_lossy(&stdout)))
+            .unwrap()
+            .expect("the call ended");
+        if let Some(io_output::Kind::Stdout(data)) = message.kind {
+            stdout.extend(data);
+        }
+    }
+    String::from_utf8(stdout).unwrap()
+}
+
+/// A started container running `args`, with stdin as asked.
+async fn running_container(
+    name: &str,
+    paths: &ShimPaths,
+    args: &[&str],
+    create: CreateRequest,
+) -> (String, Pid, ShimClient<Channel>, Cleanup) {
+    let (id, shim, mut client, cleanup) = start_shim(name, paths, args).await;
+    client.create(create).await.unwrap();
+    client.start(StartRequest {}).await.unwrap();
+    (id, shim, client, cleanup)
+}
+
+/// A streamed exec gets its stdin and EOF, sends its output and exit code;
+/// several run at once; a bad process or a stopped container is refused by
+/// the call itself.
+#[tokio::test(flavor = "current_thread")]
+async fn streamed_execs_take_stdin_and_return_output_and_exit_code() {
+    require_root!();
+    let paths = ShimPaths::new();
+    let (_id, shim, mut client, mut cleanup) = running_container(
+        "execio",
+        &paths,
+        &["sleep", "600"],
+        CreateRequest::default(),
+    )
+    .await;
+
+    let start = exec_start(
+        &["sh", "-c", "read x; echo got-$x; echo err >&2; exit 7"],
+        false,
+        true,
+    );
+    let (input, mut output) = open_io(&mut client, io_input::Kind::Exec(start))
+        .await
+        .unwrap();
+    send(&input, io_input::Kind::Stdin(b"hi\n".to_vec())).await;
+    send(&input, io_input::Kind::CloseStdin(CloseStdin {})).await;
+    let received = receive_all(&mut output).await;
+    assert_eq!(received.stdout, b"got-hi\n");
+    assert_eq!(received.stderr, b"err\n");
+    assert_eq!(received.exit_code, Some(7));
+
+    // CloseStdin is the process's EOF.
+    let start = exec_start(&["cat"], false, true);
+    let (input, mut output) = open_io(&mut client, io_input::Kind::Exec(start))
+        .await
+        .unwrap();
+    send(&input, io_input::Kind::Stdin(b"a\nb".to_vec())).await;
+    send(&input, io_input::Kind::CloseStdin(CloseStdin {})).await;
+    let received = receive_all(&mut output).await;
+    assert_eq!(
+        (received.stdout, received.exit_code),
+        (b"a\nb".to_vec(), Some(0))
+    );
+
+    // 20 at once, each with its own output.
+    let execs = (0..20).map(|n| {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let script = format!("sleep 0.2; echo exec-{n}; exit {n}");
+            let start = exec_start(&["sh", "-c", &script], false, false);
+            let (_input, mut output) = open_io(&mut client, io_input::Kind::Exec(start))
+                .await
+                .unwrap();
+            receive_all(&mut output).await
+        })
+    });
+    let execs: Vec<_> = execs.collect();
+    for (n, exec) in execs.into_iter().enumerate() {
+        let received = exec.await.unwrap();
+        assert_eq!(received.stdout, format!("exec-{n}\n").into_bytes());
+        assert_eq!(received.exit_code, Some(n as i32));
+    }
+
+    let err = open_io(
+        &mut client,
+        io_input::Kind::Exec(ExecStart {
+            process_json: b"{".to_vec(),
+            ..exec_start(&["true"], false, false)
+        }),
+    )
+    .await
+    .map(drop)
+    .expect_err("an exec of bad JSON");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("exec process JSON: "), "{err:?}");
+
+    finish(&mut client, shim, &mut cleanup).await;
+}
+
+/// An exec on a terminal: its output comes as stdout, Resize reaches its pty.
+#[tokio::test(flavor = "current_thread")]
+async fn a_streamed_exec_on_a_terminal_is_resized() {
+    require_root!();
+    let paths = ShimPaths::new();
+    let (_id, shim, mut client, mut cleanup) = running_container(
+        "exectty",
+        &paths,
+        &["sleep", "600"],
+        CreateRequest::default(),
+    )
+    .await;
+    let start = exec_start(&["sh", "-c", "read x; tty; stty size; exit 5"], true, true);
+    let (input, mut output) = open_io(&mut client, io_input::Kind::Exec(start))
+        .await
+        .unwrap();
+    send(
+        &input,
+        io_input::Kind::Resize(Resize {
+            width: 100,
+            height: 30,
+        }),
+    )
+    .await;
+    send(&input, io_input::Kind::Stdin(b"go\r".to_vec())).await;
+    let received = receive_all(&mut output).await;
+    let stdout = String::from_utf8(received.stdout).unwrap();
+    // The terminal echoes what was typed, and ends lines with \r\n.
+    assert!(
+        stdout.ends_with("go\r\n/dev/pts/0\r\n30 100\r\n"),
+        "stdout: {stdout:?}"
+    );
+    assert_eq!(received.exit_code, Some(5));
+    finish(&mut client, shim, &mut cleanup).await;
+}
+
+/// An exec whose caller goes away mid-run is killed with its whole group:
+/// nothing but init is left in the container's cgroup.
+#[tokio::test(flavor = "current_thread")]
+async fn a_dropped_exec_call_leaves_no_process() {
+    require_root!();
+    let paths = ShimPaths::new();
+    let (id, shim, mut client, mut cleanup) = running_container(
+        "execdrop",
+        &paths,
+        &["sleep", "600"],
+        CreateRequest::default(),
+    )
+    .await;
+    let before = cgroup_pids(&id);
+    for terminal in [false, true] {
+        let start = exec_start(
+            &["sh", "-c", "sleep 600 & echo started; wait"],
+            terminal,
+            true,
+        );
+        let (input, mut output) = open_io(&mut client, io_input::Kind::Exec(start))
+            .await
+            .unwrap();
+        receive_until(&mut output, "started").await;
+        assert_eq!(
+            cgroup_pids(&id).len(),
+            before.len() + 2,
+            "terminal: {terminal}"
+        );
+        drop((input, output));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cgroup_pids(&id) != before && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(cgroup_pids(&id), before, "terminal: {terminal}");
+    }
+    // Reaped as well: the shim has no child but init.
+    let children = fs::read_to_string(format!("/proc/{shim}/task/{shim}/children")).unwrap();
+    assert_eq!(
+        children.split_whitespace().count(),
+        1,
+        "children: {children}"
+    );
+    finish(&mut client, shim, &mut cleanup).await;
+}
+
+/// Attachers get the container's output from now on and feed its stdin;
+/// with stdin_once the first attacher's EOF closes the container's stdin,
+/// and every attacher gets the rest of the output and init's exit.
+#[tokio::test(flavor = "current_thread")]
+async fn attachers_share_the_output_and_stdin_once_ends_the_container() {
+    require_root!();
+    let paths = ShimPaths::new();
+    let (_id, shim, mut client, mut cleanup) = running_container(
+        "attach",
+        &paths,
+        &["sh", "-c", "echo before; cat; echo cat-ended; exit 4"],
+        CreateRequest {
+            stdin: true,
+            stdin_once: true,
+        },
+    )
+    .await;
+    wait_for_log(&paths.log(), "stdout F before\n").await;
+    let attach = |stdin| AttachStart {
+        stdin,
+        stdout: true,
+        stderr: true,
+    };
+    let (input, mut first) = open_io(&mut client, io_input::Kind::Attach(attach(true)))
+        .await
+        .unwrap();
+    let (_watcher_input, mut watcher) = open_io(&mut client, io_input::Kind::Attach(attach(false)))
+        .await
+        .unwrap();
+    send(&input, io_input::Kind::Stdin(b"ping\n".to_vec())).await;
+    // Both get cat's echo, neither the output from before they attached.
+    assert_eq!(receive_until(&mut first, "ping\n").await, "ping\n");
+    assert_eq!(receive_until(&mut watcher, "ping\n").await, "ping\n");
+
+    send(&input, io_input::Kind::CloseStdin(CloseStdin {})).await;
+    for output in [&mut first, &mut watcher] {
+        let received = receive_all(output).await;
+        assert_eq!(received.stdout, b"cat-ended\n");
+        assert_eq!(received.exit_code, Some(4));
+    }
+    let exited = client.wait(WaitRequest {}).await.unwrap().into_inner();
+    assert_eq!(exited.exit_code, 4);
+    let log = fs::read_to_string(paths.log()).unwrap();
+    assert!(log.contains("stdout F ping\n"), "CRI log: {log:?}");
+
+    let err = open_io(&mut client, io_input::Kind::Attach(attach(false)))
+        .await
+        .map(drop)
+        .expect_err("an attach to a stopped container");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let err = open_io(
+        &mut client,
+        io_input::Kind::Exec(exec_start(&["true"], false, false)),
+    )
+    .await
+    .map(drop)
+    .expect_err("an exec in a stopped container");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    delete_and_shut_down(&mut client, shim, &mut cleanup).await;
+}
+
+/// An attacher of a terminal container types into its pty and resizes it.
+#[tokio::test(flavor = "current_thread")]
+async fn an_attacher_types_into_a_terminal_container_and_resizes_it() {
+    require_root!();
+    let paths = ShimPaths::new();
+    let (_id, shim, mut client, mut cleanup) = start_shim(
+        "attachtty",
+        &paths,
+        &["sh", "-c", "echo ready; read x; stty size; exit 6"],
+    )
+    .await;
+    let config = paths.bundle().join("config.json");
+    let mut spec = Spec::load(&config).unwrap();
+    spec.process_mut()
+        .as_mut()
+        .unwrap()
+        .set_terminal(Some(true));
+    spec.save(&config).unwrap();
+    client
+        .create(CreateRequest {
+            stdin: true,
+            stdin_once: true,
+        })
+        .await
+        .unwrap();
+    client.start(StartRequest {}).await.unwrap();
+    wait_for_log(&paths.log(), "stdout F ready\n").await;
+    let start = AttachStart {
+        stdin: true,
+        stdout: true,
+        stderr: false,
+    };
+    let (input, mut output) = open_io(&mut client, io_input::Kind::Attach(start))
+        .await
+        .unwrap();
+    send(
+        &input,
+        io_input::Kind::Resize(Resize {
+            width: 120,
+            height: 40,
+        }),
+    )
+    .await;
+    send(&input, io_input::Kind::Stdin(b"go\r".to_vec())).await;
+    let received = receive_all(&mut output).await;
+    assert_eq!(
+        String::from_utf8(received.stdout).unwrap(),
+        "go\r\n40 120\r\n"
+    );
+    assert_eq!(received.exit_code, Some(6));
+    client.wait(WaitRequest {}).await.unwrap();
+    delete_and_shut_down(&mut client, shim, &mut cleanup).await;
 }

@@ -239,9 +239,9 @@ async fn setup(
         )
         .await
         .map_err(|e| CriError::from(e).context("spawning the container's shim"))?;
-    let stdin = record.config.stdin;
+    let (stdin, stdin_once) = (record.config.stdin, record.config.stdin_once);
     record.pid = shim
-        .create(stdin)
+        .create(stdin, stdin_once)
         .await
         .map_err(|e| CriError::from(e).context("creating the container in its shim"))?;
     Ok(())

@@ -80,7 +80,7 @@ pub async fn start(deps: &PodDeps, pod: &mut PodRecord) -> Result<(), CriError> 
         .await
         .map_err(|e| CriError::from(e).context("spawning the pause process's shim"))?;
     let pid = shim
-        .create(false)
+        .create(false, false)
         .await
         .map_err(|e| CriError::from(e).context("creating the pause process"))?;
     set(pod, |p| p.pid = pid);

@@ -1,5 +1,7 @@
 //! A [`ShimLauncher`] for unit tests: no process, no socket; a log of every
 //! call by container id, which shims are still up, and a failure to inject.
+//! Its streamed Exec and Attach echo stdin to stdout and exit with a set
+//! code at CloseStdin.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use crius_proto::shim::v1 as pb;
 use tonic::Status;
 
-use super::{ShimApi, ShimError, ShimFuture, ShimLauncher, ShimPaths};
+use super::{ProcessIo, ShimApi, ShimError, ShimFuture, ShimLauncher, ShimPaths};
 
 /// A call of [`FakeShims`] that can be made to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +22,8 @@ pub enum FakeShimStep {
     Kill,
     Delete,
     Shutdown,
+    Exec,
+    Attach,
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +39,12 @@ struct State {
     signals: Vec<(String, i32)>,
     /// Their containers survive every signal but SIGKILL.
     ignore_sigterm: bool,
+    /// (container id, first message) of every streamed Exec and Attach.
+    io_starts: Vec<(String, pb::io_input::Kind)>,
+    /// (container id, width, height) of every Resize sent to them, in order.
+    resizes: Vec<(String, u32, u32)>,
+    /// What their `exit` carries.
+    io_exit_code: i32,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -76,6 +86,76 @@ impl FakeShims {
             .filter(|(i, _)| i == id)
             .map(|(_, s)| *s)
             .collect()
+    }
+
+    /// Makes streamed Exec and Attach calls end with `code` at CloseStdin.
+    pub fn io_exit_code(&self, code: i32) {
+        self.state.lock().unwrap().io_exit_code = code;
+    }
+
+    /// The first messages (`exec` or `attach`) of the streamed calls on
+    /// container `id`'s shim, in order.
+    pub fn io_starts(&self, id: &str) -> Vec<pb::io_input::Kind> {
+        let state = self.state.lock().unwrap();
+        state
+            .io_starts
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, start)| start.clone())
+            .collect()
+    }
+
+    /// The (width, height) of every Resize sent to container `id`'s
+    /// streamed calls, in order.
+    pub fn resizes(&self, id: &str) -> Vec<(u32, u32)> {
+        let state = self.state.lock().unwrap();
+        state
+            .resizes
+            .iter()
+            .filter(|(i, _, _)| i == id)
+            .map(|(_, width, height)| (*width, *height))
+            .collect()
+    }
+
+    /// Container `id`'s side of a streamed call that began with `start`:
+    /// echoes stdin to stdout, records resizes, and sends `exit` with the set
+    /// code at CloseStdin; ends without `exit` when the input does.
+    fn process_io(&self, id: &str, start: pb::io_input::Kind) -> ProcessIo {
+        self.state
+            .lock()
+            .unwrap()
+            .io_starts
+            .push((id.to_string(), start));
+        let (input, mut inputs) = tokio::sync::mpsc::channel::<pb::IoInput>(16);
+        let (outputs, output) = tokio::sync::mpsc::channel(16);
+        let (fakes, id) = (self.clone(), id.to_string());
+        tokio::spawn(async move {
+            use pb::io_input::Kind;
+            use pb::io_output::Kind as Out;
+            while let Some(pb::IoInput { kind: Some(kind) }) = inputs.recv().await {
+                let out = match kind {
+                    Kind::Stdin(data) => Out::Stdout(data),
+                    Kind::CloseStdin(_) => Out::Exit(pb::Exit {
+                        exit_code: fakes.state.lock().unwrap().io_exit_code,
+                    }),
+                    Kind::Resize(size) => {
+                        let resize = (id.clone(), size.width, size.height);
+                        fakes.state.lock().unwrap().resizes.push(resize);
+                        continue;
+                    }
+                    Kind::Exec(_) | Kind::Attach(_) => continue,
+                };
+                let exit = matches!(out, Out::Exit(_));
+                let sent = outputs.send(Ok(pb::IoOutput { kind: Some(out) })).await;
+                if exit || sent.is_err() {
+                    return;
+                }
+            }
+        });
+        ProcessIo {
+            input,
+            output: Box::pin(tokio_stream::wrappers::ReceiverStream::new(output)),
+        }
     }
 
     /// Ends container `id`'s process by itself (its wait returns 137).
@@ -187,7 +267,7 @@ struct FakeShim {
 }
 
 impl ShimApi for FakeShim {
-    fn create(&self, _stdin: bool) -> ShimFuture<'_, u32> {
+    fn create(&self, _stdin: bool, _stdin_once: bool) -> ShimFuture<'_, u32> {
         Box::pin(async move {
             self.fakes
                 .call(&self.id, "Create", Some(FakeShimStep::Create))?;
@@ -252,6 +332,26 @@ impl ShimApi for FakeShim {
         })
     }
 
+    fn exec(&self, start: pb::ExecStart) -> ShimFuture<'_, ProcessIo> {
+        Box::pin(async move {
+            self.fakes
+                .call(&self.id, "Exec", Some(FakeShimStep::Exec))?;
+            Ok(self
+                .fakes
+                .process_io(&self.id, pb::io_input::Kind::Exec(start)))
+        })
+    }
+
+    fn attach(&self, start: pb::AttachStart) -> ShimFuture<'_, ProcessIo> {
+        Box::pin(async move {
+            self.fakes
+                .call(&self.id, "Attach", Some(FakeShimStep::Attach))?;
+            Ok(self
+                .fakes
+                .process_io(&self.id, pb::io_input::Kind::Attach(start)))
+        })
+    }
+
     fn delete(&self) -> ShimFuture<'_, ()> {
         Box::pin(async move {
             self.fakes
@@ -270,5 +370,52 @@ impl ShimApi for FakeShim {
             self.fakes.state.lock().unwrap().up.remove(&self.id);
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_streamed_call_echoes_stdin_and_exits_with_the_set_code() {
+        let fakes = FakeShims::default();
+        fakes.io_exit_code(7);
+        let paths = ShimPaths::in_bundle(Path::new("/nonexistent/c1"));
+        let shim = fakes.spawn("c1", &paths, None).await.unwrap();
+        let start = pb::ExecStart {
+            stdin: true,
+            ..Default::default()
+        };
+        let mut io = shim.exec(start.clone()).await.unwrap();
+        for kind in [
+            pb::io_input::Kind::Stdin(b"hi".to_vec()),
+            pb::io_input::Kind::Resize(pb::Resize {
+                width: 80,
+                height: 24,
+            }),
+            pb::io_input::Kind::CloseStdin(pb::CloseStdin {}),
+        ] {
+            io.input
+                .send(pb::IoInput { kind: Some(kind) })
+                .await
+                .unwrap();
+        }
+        let mut outputs = Vec::new();
+        while let Some(output) = io.output.next().await {
+            outputs.push(output.unwrap().kind.unwrap());
+        }
+        assert_eq!(
+            outputs,
+            [
+                pb::io_output::Kind::Stdout(b"hi".to_vec()),
+                pb::io_output::Kind::Exit(pb::Exit { exit_code: 7 }),
+            ]
+        );
+        assert_eq!(fakes.resizes("c1"), [(80, 24)]);
+        assert_eq!(fakes.io_starts("c1"), [pb::io_input::Kind::Exec(start)]);
+        assert_eq!(fakes.calls("c1"), ["Spawn", "Exec"]);
     }
 }
