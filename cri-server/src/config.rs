@@ -99,6 +99,13 @@ pub struct StreamingConfig {
     pub address: IpAddr,
     /// 0 picks a free port.
     pub port: u16,
+    /// PEM certificate chain: with `tls_key_file`, the server speaks HTTPS
+    /// and its URLs say so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -140,6 +147,8 @@ impl Default for StreamingConfig {
         StreamingConfig {
             address: IpAddr::from([127, 0, 0, 1]),
             port: 0,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -212,6 +221,12 @@ impl Config {
                     message: format!("{} is not an absolute path", p.display()),
                 });
             }
+        }
+        if self.streaming.tls_cert_file.is_some() != self.streaming.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "streaming.tls_cert_file",
+                message: "TLS needs both tls_cert_file and tls_key_file".into(),
+            });
         }
         if self.cgroup_parent.is_empty() || self.cgroup_parent.contains("..") {
             return Err(ConfigError::Invalid {
@@ -302,6 +317,20 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(c.socket, PathBuf::from("/b.sock"));
+    }
+
+    #[test]
+    fn streaming_tls_needs_a_certificate_and_its_key() {
+        let c = parse("[streaming]\ntls_cert_file = \"/etc/crius/stream.crt\"").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("streaming.tls_cert_file"), "{err}");
+        let c = parse(
+            "[streaming]\nport = 10010\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.streaming.port, 10010);
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
     }
 
     #[test]

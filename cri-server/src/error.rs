@@ -31,6 +31,9 @@ pub enum CriError {
     /// connection broke); the message names the container.
     #[error("{0}")]
     Unavailable(String),
+    /// A limit on pending work is reached (streaming tokens).
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -85,6 +88,7 @@ impl From<CriError> for Status {
             CriError::Unimplemented(_) => Code::Unimplemented,
             CriError::FailedPrecondition(_) => Code::FailedPrecondition,
             CriError::Unavailable(_) => Code::Unavailable,
+            CriError::ResourceExhausted(_) => Code::ResourceExhausted,
             CriError::Internal(_) => Code::Internal,
         };
         Status::new(code, e.message())

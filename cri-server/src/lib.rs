@@ -66,6 +66,9 @@ pub struct Crius {
     pub stats: Arc<stats::Sampler>,
     /// The stop deadline each container's concurrent stops share.
     pub container_stops: Arc<container::StopDeadlines>,
+    /// The streaming server's bound port and its pending requests
+    /// (`[streaming]` in the config).
+    pub streaming: Arc<streaming::Streaming>,
     pod_cidr: RwLock<String>,
 }
 
@@ -114,6 +117,7 @@ impl Crius {
             )),
             stats: Arc::new(stats::Sampler::new(cgroup_layout)),
             container_stops: Arc::default(),
+            streaming: Arc::new(streaming::Streaming::bind(&config.streaming)?),
             config,
             store,
             pod_cidr: RwLock::new(String::new()),

@@ -100,6 +100,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let crius = Arc::new(Crius::open(config)?);
     crate::container::recover(&crius.container_deps());
     crate::pod::recover(&crius.pod_deps());
+    if let Some(listener) = crius.streaming.take_listener() {
+        let listener =
+            tokio::net::TcpListener::from_std(listener).context("serving the streaming socket")?;
+        tracing::info!(address = %listener.local_addr()?, "streaming server listening");
+        tokio::spawn(crate::streaming::server::serve(listener, crius.clone()));
+    }
     tracing::info!(socket = %bound.path.display(), "criusd serving CRI");
     let runtime = RuntimeServiceServer::new(RuntimeHandler::new(crius.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)

@@ -221,6 +221,30 @@ impl Daemon {
         self.child.as_ref().expect("daemon running").id()
     }
 
+    /// `crictl` (installed by `hack/install-test-tools` into `hack/bin`)
+    /// pointed at this daemon, quiet about its missing config file.
+    pub fn crictl(&self) -> Command {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/bin/crictl");
+        assert!(
+            path.exists(),
+            "{} is missing: run hack/install-test-tools",
+            path.display()
+        );
+        let endpoint = format!("unix://{}", self.socket.display());
+        let mut crictl = Command::new(path);
+        crictl
+            .args([
+                "--runtime-endpoint",
+                &endpoint,
+                "--image-endpoint",
+                &endpoint,
+            ])
+            .args(["--timeout", "30s"])
+            // No config file: crictl only warns, but into every stderr.
+            .env("CRI_CONFIG_FILE", "/dev/null");
+        crictl
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

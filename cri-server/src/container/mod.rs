@@ -6,6 +6,7 @@ mod exec;
 mod lifecycle;
 mod log;
 mod stops;
+pub mod stream;
 
 use crate::error::CriError;
 // The records, for the life cycle's submodules.

@@ -7,6 +7,7 @@
 mod files;
 mod lifecycle;
 mod pause;
+mod port_forward;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -15,6 +16,7 @@ use crate::state::sandbox::{pod_name, PodFiles, PodRecord, PodState};
 
 pub use lifecycle::{remove_pod, run_pod, stop_pod};
 pub use pause::recover;
+pub use port_forward::port_forward_netns;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

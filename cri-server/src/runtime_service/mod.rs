@@ -6,7 +6,7 @@
 //!   PodSandboxStatus, ListPodSandbox (and the pod RPCs not built yet);
 //! - `container`: CreateContainer, StartContainer, StopContainer,
 //!   RemoveContainer, ContainerStatus, ListContainers, ReopenContainerLog;
-//! - `exec`: ExecSync, and Exec, Attach, PortForward (streaming, not built yet);
+//! - `exec`: ExecSync, and Exec, Attach, PortForward (URLs on the streaming server);
 //! - `stats`: container and pod stats, and the metrics RPCs (not built yet);
 //! - `info`: Version, Status, RuntimeConfig, UpdateRuntimeConfig.
 
@@ -200,19 +200,19 @@ impl RuntimeService for RuntimeHandler {
         exec::exec_sync(&self.crius, request.into_inner()).await
     }
 
-    async fn exec(&self, _request: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
-        exec::exec()
+    async fn exec(&self, request: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
+        exec::exec(&self.crius, request.into_inner()).await
     }
 
-    async fn attach(&self, _request: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
-        exec::attach()
+    async fn attach(&self, request: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
+        exec::attach(&self.crius, request.into_inner()).await
     }
 
     async fn port_forward(
         &self,
-        _request: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> Reply<cri::PortForwardResponse> {
-        exec::port_forward()
+        exec::port_forward(&self.crius, request.into_inner()).await
     }
 
     async fn container_stats(

@@ -53,3 +53,6 @@ mod session;
 pub use session::{
     serve, Session, Stream, StreamReader, StreamWriter, MAX_DATA_PAYLOAD, RECV_BUFFER_LIMIT,
 };
+
+/// The `Upgrade` header's value for a SPDY/3.1 connection.
+pub const UPGRADE: &str = "SPDY/3.1";

@@ -187,7 +187,7 @@ impl StreamShared {
     /// from this side still has to tell the peer).
     fn reset(&self) -> bool {
         let mut state = lock(&self.state);
-        let was_open = !state.reset && !(state.recv_closed && state.send_closed);
+        let was_open = !(state.reset || state.recv_closed && state.send_closed);
         state.reset = true;
         state.recv_closed = true;
         state.send_closed = true;
@@ -406,7 +406,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 
     async fn on_syn_stream(&mut self, stream_id: u32, flags: u8, headers: HeaderMap) {
-        if stream_id % 2 == 0 || stream_id < self.next_stream_id {
+        if stream_id.is_multiple_of(2) || stream_id < self.next_stream_id {
             tracing::debug!(stream_id, "SPDY: refusing a stream ID out of order");
             self.send(Out::Rst {
                 stream_id,
