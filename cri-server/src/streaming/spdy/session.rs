@@ -207,7 +207,10 @@ impl StreamShared {
 /// Runs a SPDY/3.1 server session over `io` (the upgraded connection).
 /// Returns the session handle and the receiver of streams the client
 /// opens. Spawns the session's two tasks (call it inside a tokio
-/// runtime); they end with the connection.
+/// runtime); they end with the connection. Take the streams as they come:
+/// while 16 wait in the receiver, the session reads no further frames;
+/// once the receiver is dropped, new streams are refused
+/// (RST_STREAM with REFUSED_STREAM).
 pub fn serve<T>(io: T) -> (Session, mpsc::Receiver<Stream>)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -392,7 +395,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             Frame::Ping { id } => {
                 // Odd IDs are the client's; even ones would answer pings
                 // of this side, which sends none (SPDY/3 section 2.6.5).
-                if id % 2 == 1 && !self.send(Out::Ping { id }).await {
+                if id & 1 == 1 && !self.send(Out::Ping { id }).await {
                     return Some(End::Io);
                 }
             }
@@ -406,7 +409,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 
     async fn on_syn_stream(&mut self, stream_id: u32, flags: u8, headers: HeaderMap) {
-        if stream_id.is_multiple_of(2) || stream_id < self.next_stream_id {
+        if stream_id & 1 == 0 || stream_id < self.next_stream_id {
             tracing::debug!(stream_id, "SPDY: refusing a stream ID out of order");
             self.send(Out::Rst {
                 stream_id,
