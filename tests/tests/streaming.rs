@@ -13,7 +13,7 @@ use crius_tests::cri::{
     container_config, exec, pod_config, pull, run_container, run_pod, wait_for,
 };
 use crius_tests::registry::TestRegistry;
-use crius_tests::{processes, require_root, Daemon};
+use crius_tests::{processes, require_root, short_tempdir, Daemon, DaemonOptions};
 use sha2::{Digest, Sha256};
 use tonic::Code;
 
@@ -579,4 +579,84 @@ async fn the_rpcs_check_first_and_a_url_serves_once() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_streaming_server_speaks_https_with_a_given_certificate() {
+    if !require_root() {
+        return;
+    }
+    let certs = short_tempdir();
+    let (cert, key) = (
+        certs.path().join("stream.crt"),
+        certs.path().join("stream.key"),
+    );
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let daemon = Daemon::start_with(DaemonOptions {
+        config_toml: format!(
+            "{}[streaming]\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+            TestRegistry::shared().config_toml(),
+            cert,
+            key
+        ),
+        network: true,
+        ..Default::default()
+    });
+    let busybox = TestRegistry::shared().image("crius/busybox:latest");
+    pull(&mut daemon.images().await, &busybox).await;
+    let pod = pod_config("https", &daemon.dir.path().join("logs"));
+    let mut rt = daemon.runtime().await;
+    let pod_id = run_pod(&mut rt, &pod).await.expect("RunPodSandbox");
+    let config = container_config("sleeper", &busybox, &["sleep", "3600"]);
+    let id = run_container(&mut rt, &pod_id, &pod, config).await;
+    let url = rt
+        .exec(cri::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    for transport in TRANSPORTS {
+        // crictl insists on a client certificate; the server asks for none.
+        let mut args = vec![
+            "exec",
+            "--tls-ca",
+            cert,
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ];
+        args.extend(["--transport", transport, &id, "echo", "over-tls"]);
+        let output = crictl(&daemon, &args, b"");
+        assert!(
+            output.status.success(),
+            "{transport}: {}",
+            text(&output.stderr)
+        );
+        assert_eq!(text(&output.stdout), "over-tls\n", "{transport}");
+    }
 }

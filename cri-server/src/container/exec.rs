@@ -22,7 +22,7 @@ pub async fn exec_sync(
     if record.state != ContainerState::Running {
         return Err(not_running(&record.id));
     }
-    let process = spec::exec_process(&record.process, &req.cmd, false)?;
+    let process = spec::exec_process(&record.process, &req.cmd, false, None)?;
     let process_json = serde_json::to_vec(&process).context("encoding the exec process")?;
     let timeout = Duration::from_secs(req.timeout.max(0) as u64);
     let shim = deps.shims.get(&record.id, &record.bundle).await?;

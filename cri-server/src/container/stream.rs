@@ -41,14 +41,19 @@ pub fn validate_attach(deps: &ContainerDeps, req: &cri::AttachRequest) -> Result
 }
 
 /// Starts `req.cmd` in the running container with the container's own user,
-/// env and cwd (a terminal with `tty`), its stdio streamed: the streams and
-/// the exit code come through the returned [`ProcessIo`]. Errors as
-/// [`validate_exec`], checked again (the container may have exited since);
-/// Unavailable when its shim is unreachable.
-pub async fn exec(deps: &ContainerDeps, req: &cri::ExecRequest) -> Result<ProcessIo, CriError> {
+/// env and cwd (a terminal with `tty`, sized `size` (columns, rows) when
+/// the client's is known), its stdio streamed: the streams and the exit code
+/// come through the returned [`ProcessIo`]. Errors as [`validate_exec`],
+/// checked again (the container may have exited since); Unavailable when
+/// its shim is unreachable.
+pub async fn exec(
+    deps: &ContainerDeps,
+    req: &cri::ExecRequest,
+    size: Option<(u16, u16)>,
+) -> Result<ProcessIo, CriError> {
     validate_exec(deps, req)?;
     let record = running(deps, &req.container_id)?;
-    let process = spec::exec_process(&record.process, &req.cmd, req.tty)?;
+    let process = spec::exec_process(&record.process, &req.cmd, req.tty, size)?;
     let process_json = serde_json::to_vec(&process).context("encoding the exec process")?;
     let shim = deps.shims.get(&record.id, &record.bundle).await?;
     Ok(shim

@@ -132,11 +132,13 @@ fn set_env(env: &mut Vec<String>, entry: String) {
 
 /// The process of an ExecSync/Exec inside a running container: `cmd` run with
 /// the container's own user, env, cwd, capabilities and no_new_privs; with a
-/// tty it gets a terminal and TERM=xterm (as containerd does).
+/// tty it gets a terminal and TERM=xterm (as containerd does), sized
+/// `size` (columns, rows) when the client's terminal size is known.
 pub fn exec_process(
     container_process: &Process,
     cmd: &[String],
     tty: bool,
+    size: Option<(u16, u16)>,
 ) -> Result<Process, SpecError> {
     if cmd.is_empty() {
         return Err(SpecError::invalid("cmd", "must not be empty"));
@@ -145,7 +147,16 @@ pub fn exec_process(
     process.set_args(Some(cmd.to_vec()));
     process.set_command_line(None);
     process.set_terminal(Some(tty));
-    process.set_console_size(None);
+    let size = match size.filter(|_| tty) {
+        Some((width, height)) => Some(
+            BoxBuilder::default()
+                .width(u64::from(width))
+                .height(u64::from(height))
+                .build()?,
+        ),
+        None => None,
+    };
+    process.set_console_size(size);
     if tty {
         let mut env = process.env().clone().unwrap_or_default();
         set_env(&mut env, "TERM=xterm".to_string());
@@ -375,7 +386,7 @@ mod tests {
         base.set_env(Some(strings(&["PATH=/bin", "TERM=dumb"])));
         base.set_cwd("/srv".into());
         base.set_no_new_privileges(Some(true));
-        let p = exec_process(&base, &strings(&["ls", "-l"]), false).unwrap();
+        let p = exec_process(&base, &strings(&["ls", "-l"]), false, Some((80, 24))).unwrap();
         assert_eq!(p.args().as_deref().unwrap(), ["ls", "-l"]);
         assert_eq!(p.env(), base.env());
         assert_eq!(p.cwd(), base.cwd());
@@ -384,11 +395,16 @@ mod tests {
         assert_eq!(p.no_new_privileges(), Some(true));
         assert_eq!(p.terminal(), Some(false));
 
-        let p = exec_process(&base, &strings(&["sh"]), true).unwrap();
+        assert_eq!(p.console_size(), None, "no terminal, no size");
+        let p = exec_process(&base, &strings(&["sh"]), true, None).unwrap();
         assert_eq!(p.terminal(), Some(true));
         assert_eq!(p.env().as_deref().unwrap(), ["PATH=/bin", "TERM=xterm"]);
+        assert_eq!(p.console_size(), None);
+        let p = exec_process(&base, &strings(&["sh"]), true, Some((100, 30))).unwrap();
+        let size = p.console_size().unwrap();
+        assert_eq!((size.width(), size.height()), (100, 30));
 
-        let err = exec_process(&base, &[], false).unwrap_err();
+        let err = exec_process(&base, &[], false, None).unwrap_err();
         assert!(matches!(
             err,
             SpecError::InvalidArgument { field: "cmd", .. }

@@ -208,6 +208,45 @@ async fn feed_stdin(
     }
 }
 
+/// How long an exec on a terminal waits for the client's first size before
+/// it starts: client-go sends it as soon as the streams are open, and a
+/// process that starts with it lays out right from its first line.
+pub const FIRST_SIZE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Reads the client's first terminal size from `resize` (within
+/// [`FIRST_SIZE_WAIT`]): the size as (columns, rows), if one came, and the
+/// resize channel with whatever followed it still to be read.
+pub async fn first_size(mut resize: Reader) -> (Option<(u16, u16)>, Reader) {
+    let mut pending = Vec::new();
+    let mut buf = vec![0; 512];
+    let read = tokio::time::timeout(FIRST_SIZE_WAIT, async {
+        loop {
+            match resize.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+            let mut stream =
+                serde_json::Deserializer::from_slice(&pending).into_iter::<TerminalSize>();
+            match stream.next() {
+                Some(Ok(size)) => {
+                    // What follows it is the feeder's to read.
+                    let used = stream.byte_offset();
+                    pending.drain(..used);
+                    return Some((size.width, size.height));
+                }
+                Some(Err(err)) if err.is_eof() => continue,
+                // Malformed: the feeder skips it; start without a size.
+                Some(Err(_)) => return None,
+                None => continue,
+            }
+        }
+    })
+    .await;
+    let size = read.ok().flatten();
+    let rest: Reader = Box::pin(std::io::Cursor::new(pending).chain(resize));
+    (size, rest)
+}
+
 /// One terminal size as client-go's resize channel sends it.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
@@ -359,6 +398,32 @@ mod tests {
             }]
         );
         assert_eq!(used, 31);
+    }
+
+    #[tokio::test]
+    async fn the_first_size_is_taken_and_the_rest_left_to_read() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        tokio::io::AsyncWriteExt::write_all(
+            &mut client,
+            b"{\"Width\":100,\"Height\":30}\n{\"Width\":90,",
+        )
+        .await
+        .unwrap();
+        drop(client);
+        let (size, mut rest) = first_size(Box::pin(server)).await;
+        assert_eq!(size, Some((100, 30)));
+        let mut left = Vec::new();
+        rest.read_to_end(&mut left).await.unwrap();
+        assert_eq!(left, b"\n{\"Width\":90,");
+    }
+
+    #[tokio::test]
+    async fn no_size_in_time_starts_without_one() {
+        let (_client, server) = tokio::io::duplex(1024);
+        let started = std::time::Instant::now();
+        let (size, _) = first_size(Box::pin(server)).await;
+        assert_eq!(size, None);
+        assert!(started.elapsed() >= FIRST_SIZE_WAIT);
     }
 
     #[test]

@@ -104,14 +104,24 @@ fn route(req: Request<Incoming>, crius: Arc<Crius>) -> Reply {
                 stderr: exec.stderr,
                 tty: exec.tty,
             };
-            upgrade_remote_command(req, options, move |channels, protocol, gone| async move {
-                let deps = crius.container_deps();
-                let (outcome, error) = match container::stream::exec(&deps, &exec).await {
-                    Ok(io) => remotecommand::pump(channels, io, StdinEnd::Close, gone).await,
-                    Err(err) => (Outcome::Failed(err.message()), channels.error),
-                };
-                remotecommand::write_status(error, protocol, &outcome, &exec.cmd).await;
-            })
+            upgrade_remote_command(
+                req,
+                options,
+                move |mut channels, protocol, gone| async move {
+                    let deps = crius.container_deps();
+                    // A terminal starts at the client's size, not the kernel's 0x0.
+                    let mut size = None;
+                    if let Some(resize) = channels.resize.take() {
+                        let (first, rest) = remotecommand::first_size(resize).await;
+                        (size, channels.resize) = (first, Some(rest));
+                    }
+                    let (outcome, error) = match container::stream::exec(&deps, &exec, size).await {
+                        Ok(io) => remotecommand::pump(channels, io, StdinEnd::Close, gone).await,
+                        Err(err) => (Outcome::Failed(err.message()), channels.error),
+                    };
+                    remotecommand::write_status(error, protocol, &outcome, &exec.cmd).await;
+                },
+            )
         }
         StreamRequest::Attach(attach) => {
             let options = StreamOptions {
