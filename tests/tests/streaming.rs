@@ -347,12 +347,37 @@ async fn port_forward_carries_http_and_100_mb_intact() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_refused_port_is_reported_and_host_network_pods_forward_too() {
+async fn the_httpd_image_a_refused_port_and_host_network_pods() {
     if !require_root() {
         return;
     }
     let pod = pod("refused").await;
-    pod.container("sleeper", &["sleep", "3600"], |_| {}).await;
+    let httpd = TestRegistry::shared().image("crius/httpd:latest");
+    pull(&mut pod.daemon.images().await, &httpd).await;
+    let config = container_config("httpd", &httpd, &[]);
+    run_container(
+        &mut pod.daemon.runtime().await,
+        &pod.pod_id,
+        &pod.pod,
+        config,
+    )
+    .await;
+    for transport in TRANSPORTS {
+        let (mut child, local) = port_forward(&pod.daemon, &pod.pod_id, 80, transport);
+        let mut body = Vec::new();
+        for _ in 0..50 {
+            body = http_get(local, "/").unwrap_or_default();
+            if !body.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(text(&body), "crius-httpd-ok\n", "{transport}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    // Nothing listens on 81: crictl is told why.
     let (mut child, local) = port_forward(&pod.daemon, &pod.pod_id, 81, "spdy");
     assert!(http_get(local, "/").map_or(true, |body| body.is_empty()));
     child.kill().unwrap();
