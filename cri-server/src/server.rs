@@ -236,6 +236,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_streaming_rpcs_are_routed_and_check_their_requests() {
+        let (_tmp, channel) = serve().await;
+        let mut rt = RuntimeServiceClient::new(channel);
+        let err = rt.exec(cri::ExecRequest::default()).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains("one of stdin, stdout or stderr"),
+            "{err:?}"
+        );
+        let exec = cri::ExecRequest {
+            container_id: "nosuch".into(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        };
+        let err = rt.exec(exec).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+        let err = rt.attach(cri::AttachRequest::default()).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        let err = rt
+            .port_forward(cri::PortForwardRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("pod_sandbox_id"), "{err:?}");
+    }
+
+    #[tokio::test]
     async fn rpcs_not_built_yet_are_routed_and_unimplemented_by_name() {
         let (_tmp, channel) = serve().await;
         let mut rt = RuntimeServiceClient::new(channel.clone());
@@ -251,12 +279,6 @@ mod tests {
         assert_unimplemented!(
             rt.update_container_resources(cri::UpdateContainerResourcesRequest::default()),
             "UpdateContainerResources"
-        );
-        assert_unimplemented!(rt.exec(cri::ExecRequest::default()), "Exec");
-        assert_unimplemented!(rt.attach(cri::AttachRequest::default()), "Attach");
-        assert_unimplemented!(
-            rt.port_forward(cri::PortForwardRequest::default()),
-            "PortForward"
         );
         assert_unimplemented!(
             rt.stream_container_stats(cri::StreamContainerStatsRequest::default()),
