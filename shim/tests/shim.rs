@@ -598,13 +598,7 @@ async fn a_terminal_containers_stdin_stays_open_until_it_is_killed() {
         &["sh", "-c", "echo waiting; read line; echo read-returned"],
     )
     .await;
-    let config = paths.bundle().join("config.json");
-    let mut spec = Spec::load(&config).unwrap();
-    spec.process_mut()
-        .as_mut()
-        .unwrap()
-        .set_terminal(Some(true));
-    spec.save(&config).unwrap();
+    run_on_a_terminal(&paths);
 
     client
         .create(CreateRequest {
@@ -1169,13 +1163,7 @@ async fn an_attacher_types_into_a_terminal_container_and_resizes_it() {
         &["sh", "-c", "echo ready; read x; stty size; exit 6"],
     )
     .await;
-    let config = paths.bundle().join("config.json");
-    let mut spec = Spec::load(&config).unwrap();
-    spec.process_mut()
-        .as_mut()
-        .unwrap()
-        .set_terminal(Some(true));
-    spec.save(&config).unwrap();
+    run_on_a_terminal(&paths);
     client
         .create(CreateRequest {
             stdin: true,
@@ -1210,4 +1198,15 @@ async fn an_attacher_types_into_a_terminal_container_and_resizes_it() {
     assert_eq!(received.exit_code, Some(6));
     client.wait(WaitRequest {}).await.unwrap();
     delete_and_shut_down(&mut client, shim, &mut cleanup).await;
+}
+
+/// Makes the bundle's process run on a terminal (`process.terminal`).
+fn run_on_a_terminal(paths: &ShimPaths) {
+    let config = paths.bundle().join("config.json");
+    let mut spec = Spec::load(&config).unwrap();
+    spec.process_mut()
+        .as_mut()
+        .unwrap()
+        .set_terminal(Some(true));
+    spec.save(&config).unwrap();
 }
