@@ -123,6 +123,10 @@ pub fn run() -> i32 {
         eprintln!("pause: blocking its signals: {err}");
         return 2;
     }
+    // A child that ended before SIGCHLD was blocked sent its signal to no
+    // one (ignored by default): reap it now, or it stays a zombie until the
+    // next child ends.
+    reap_all();
     loop {
         match signals.wait() {
             Ok(signal) if action(signal) == Action::Exit => return 0,
