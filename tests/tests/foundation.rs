@@ -86,11 +86,15 @@ async fn rpcs_not_built_yet_are_unimplemented_by_name() {
     let err = daemon
         .runtime()
         .await
-        .attach(cri::AttachRequest::default())
+        .update_container_resources(cri::UpdateContainerResourcesRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("Attach"), "{}", err.message());
+    assert!(
+        err.message().contains("UpdateContainerResources"),
+        "{}",
+        err.message()
+    );
 }
 
 #[test]
