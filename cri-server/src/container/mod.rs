@@ -5,6 +5,7 @@
 mod exec;
 mod lifecycle;
 mod log;
+mod signal;
 mod stops;
 pub mod stream;
 
