@@ -14,6 +14,7 @@ use crius_proto::shim::v1 as pb;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::signal;
 use super::{container_name, ContainerDeps, ContainerRecord, ContainerState};
 use crate::error::CriError;
 use crate::shim_client::{ShimApi, ShimPaths};
@@ -68,6 +69,7 @@ pub async fn create_container(
         .images
         .resolve(&image_name)
         .ok_or_else(|| CriError::NotFound(format!("image {image_name:?} not found")))?;
+    let effective_stop_signal = signal::stop_signal(config.stop_signal, &image.config.stop_signal)?;
     let id = new_id();
     let pod_name = crate::state::sandbox::pod_name(&pod.config);
     let name = container_name(&config, &pod_name);
@@ -95,6 +97,7 @@ pub async fn create_container(
         oom_killed: false,
         pid: 0,
         stop_signal: image.config.stop_signal.clone(),
+        effective_stop_signal: effective_stop_signal as i32,
         process: Default::default(),
         resources: None,
         start_error: None,
@@ -456,25 +459,6 @@ fn record_exit(deps: &ContainerDeps, entry: &Entry<ContainerRecord>, exit: Optio
     }
 }
 
-fn parse_signal(name: &str) -> i32 {
-    use std::str::FromStr;
-    let name = name.trim();
-    if name.is_empty() {
-        return libc::SIGTERM;
-    }
-    if let Ok(n) = name.parse::<i32>() {
-        return n;
-    }
-    let full = if name.starts_with("SIG") {
-        name.to_string()
-    } else {
-        format!("SIG{name}")
-    };
-    nix::sys::signal::Signal::from_str(&full)
-        .map(|s| s as i32)
-        .unwrap_or(libc::SIGTERM)
-}
-
 /// Sends the stop signal, then SIGKILL to every process after `timeout_secs`.
 /// Stopping an exited or unknown container succeeds; so does an unknown id.
 /// A stop while another is in progress shortens the other's grace period
@@ -525,7 +509,8 @@ async fn stop_locked(
     // A created container's init has not exec'd its process: only SIGKILL applies.
     let graceful = *deadline.borrow_and_update() > Instant::now();
     if record.state == ContainerState::Running && graceful {
-        shim.kill(parse_signal(&record.stop_signal), false).await?;
+        let signal = signal::stop_number(record.effective_stop_signal, &record.stop_signal);
+        shim.kill(signal, false).await?;
         let wait = shim.wait();
         tokio::pin!(wait);
         loop {
@@ -571,16 +556,3 @@ pub async fn remove_container(deps: &ContainerDeps, id: &str) -> Result<(), CriE
 
 #[cfg(test)]
 mod rollback;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stop_signals_by_name_or_number() {
-        assert_eq!(parse_signal(""), libc::SIGTERM);
-        assert_eq!(parse_signal("SIGQUIT"), libc::SIGQUIT);
-        assert_eq!(parse_signal("WINCH"), libc::SIGWINCH);
-        assert_eq!(parse_signal("9"), 9);
-    }
-}

@@ -5,6 +5,7 @@
 mod exec;
 mod lifecycle;
 mod log;
+mod signal;
 mod stops;
 pub mod stream;
 
@@ -142,6 +143,7 @@ mod tests {
             min_oom_score_adj: -500,
             apparmor: false,
             own_capabilities: (1 << 41) - 1,
+            mount_setattr: true,
         }
     }
 

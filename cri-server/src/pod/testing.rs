@@ -68,6 +68,7 @@ impl PodFakes {
                     min_oom_score_adj: -1000,
                     apparmor: false,
                     own_capabilities: 0,
+                    mount_setattr: false,
                 }),
             };
             adjust(&mut deps, tmp);

@@ -96,18 +96,19 @@ fn status_response(crius: &Crius, verbose: bool) -> Result<cri::StatusResponse, 
         runtime_handlers: vec![cri::RuntimeHandler {
             name: String::new(),
             features: Some(cri::RuntimeHandlerFeatures {
-                recursive_read_only_mounts: false,
+                // libcontainer applies OCI's "rro" with mount_setattr.
+                recursive_read_only_mounts: crius.host.mount_setattr,
                 user_namespaces: false,
             }),
         }],
         // The spec builder applies Merge and Strict, and ContainerStatus
-        // reports the resolved user.
-        // Mount.mount_options and user namespaces with the host network are
-        // not served.
+        // reports the resolved user. Mount.mount_options (noexec, nodev,
+        // nosuid) become the bind's OCI options. User namespaces with the
+        // host network are not served.
         features: Some(cri::RuntimeFeatures {
             supplemental_groups_policy: true,
             user_namespaces_host_network: false,
-            mount_options: false,
+            mount_options: true,
         }),
     })
 }

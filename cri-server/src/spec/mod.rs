@@ -188,6 +188,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         input.namespaces.ipc.is_none(),
         privileged,
         readonly_rootfs,
+        input.host.mount_setattr,
         input.protected_host_dirs,
     )?;
 

@@ -11,6 +11,11 @@ use super::SpecError;
 
 const FIELD_MOUNTS: &str = "config.mounts";
 
+/// The `mount_options` a bind may ask for (CRI 1.37's `Mount.mount_options`,
+/// as kubelet's `BindMountOptions` names them), applied as the OCI options
+/// of the same names.
+const BIND_MOUNT_OPTIONS: [&str; 3] = ["noexec", "nodev", "nosuid"];
+
 /// Files the pod provides to each of its containers, bind-mounted.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct PodFiles<'a> {
@@ -33,17 +38,26 @@ struct Bind {
     source: PathBuf,
     readonly: bool,
     propagation: MountPropagation,
+    /// Read-only down to every sub-mount (KEP-3857): OCI's `rro`.
+    recursive_read_only: bool,
+    /// Some of [`BIND_MOUNT_OPTIONS`].
+    options: Vec<String>,
 }
 
+/// The container's mounts. `mount_setattr`: the kernel can make a bind
+/// read-only recursively ([`super::HostCapabilities::mount_setattr`]).
+/// Errors: InvalidArgument naming the mount and its field for a bind the
+/// request cannot have; Io when a bind's source cannot be resolved or made.
 pub(super) fn mounts(
     config: &ContainerConfig,
     pod: &PodFiles,
     host_ipc: bool,
     privileged: bool,
     readonly_rootfs: bool,
+    mount_setattr: bool,
     protected: &[PathBuf],
 ) -> Result<Mounts, SpecError> {
-    let mut binds = requested_binds(config, protected)?;
+    let mut binds = requested_binds(config, mount_setattr, protected)?;
 
     // The pod's files, unless the request mounts something there itself.
     let shm = if host_ipc {
@@ -67,6 +81,8 @@ pub(super) fn mounts(
             source: source.to_path_buf(),
             readonly,
             propagation: MountPropagation::PropagationPrivate,
+            recursive_read_only: false,
+            options: Vec::new(),
         });
     }
     // Shallow before deep, so that /a/b is mounted onto /a and not hidden by it.
@@ -102,12 +118,18 @@ pub(super) fn mounts(
             }
         };
         let access = if b.readonly { "ro" } else { "rw" };
+        let mut options = strings(&["rbind", propagation, access]);
+        if b.recursive_read_only {
+            // "ro" still makes the bind itself read-only; "rro" every mount under it.
+            options.push("rro".to_string());
+        }
+        options.extend(b.options);
         out.push(
             MountBuilder::default()
                 .destination(b.destination)
                 .typ("bind")
                 .source(b.source)
-                .options(strings(&["rbind", propagation, access]))
+                .options(options)
                 .build()?,
         );
     }
@@ -117,8 +139,14 @@ pub(super) fn mounts(
     })
 }
 
+/// The request's binds. Refused, InvalidArgument naming the mount and its
+/// field: `recursive_read_only` without `readonly`, with a propagation other
+/// than PROPAGATION_PRIVATE (KEP-3857; critest checks each), or on a kernel
+/// without mount_setattr; a `mount_options` value not in
+/// [`BIND_MOUNT_OPTIONS`] (named); image volumes and id-mapped mounts.
 fn requested_binds(
     config: &ContainerConfig,
+    mount_setattr: bool,
     protected: &[PathBuf],
 ) -> Result<Vec<Bind>, SpecError> {
     let mut binds: Vec<Bind> = Vec::with_capacity(config.mounts.len());
@@ -130,11 +158,6 @@ fn requested_binds(
         if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
             return Err(invalid("uidMappings: id-mapped mounts are not supported"));
         }
-        if m.recursive_read_only {
-            return Err(invalid(
-                "recursive_read_only: not supported by this runtime",
-            ));
-        }
         if !m.container_path.starts_with('/') {
             return Err(invalid(&format!(
                 "container_path {:?} is not an absolute path",
@@ -144,9 +167,35 @@ fn requested_binds(
         if m.host_path.is_empty() {
             return Err(invalid("host_path is empty"));
         }
-        let source = host_source(i, &m.host_path, protected)?;
         let propagation = MountPropagation::try_from(m.propagation)
             .map_err(|_| invalid(&format!("propagation: unknown value {}", m.propagation)))?;
+        if m.recursive_read_only {
+            if !m.readonly {
+                return Err(invalid("recursive_read_only: requires readonly: true"));
+            }
+            if propagation != MountPropagation::PropagationPrivate {
+                return Err(invalid(&format!(
+                    "recursive_read_only: requires propagation PROPAGATION_PRIVATE, not {}",
+                    propagation.as_str_name()
+                )));
+            }
+            if !mount_setattr {
+                return Err(invalid(
+                    "recursive_read_only: this kernel has no mount_setattr (Linux 5.12) to make a mount read-only recursively",
+                ));
+            }
+        }
+        if let Some(bad) = m
+            .mount_options
+            .iter()
+            .find(|o| !BIND_MOUNT_OPTIONS.contains(&o.as_str()))
+        {
+            return Err(invalid(&format!(
+                "mount_options: {bad:?} is not one of {}",
+                BIND_MOUNT_OPTIONS.join(", ")
+            )));
+        }
+        let source = host_source(i, &m.host_path, protected)?;
         let destination = clean(&m.container_path);
         // A later mount of the same path wins, as with repeated -v in Docker.
         binds.retain(|b| b.destination != destination);
@@ -155,6 +204,8 @@ fn requested_binds(
             source,
             readonly: m.readonly,
             propagation,
+            recursive_read_only: m.recursive_read_only,
+            options: m.mount_options.clone(),
         });
     }
     Ok(binds)
@@ -381,6 +432,7 @@ mod tests {
             false,
             false,
             false,
+            true,
             &[],
         )
         .unwrap();
@@ -414,6 +466,7 @@ mod tests {
             false,
             true,
             false,
+            true,
             &[],
         )
         .unwrap();
@@ -433,7 +486,7 @@ mod tests {
             mounts: vec![ro, slave],
             ..Default::default()
         };
-        let m = mounts(&cfg, &PodFiles::default(), false, false, false, &[]).unwrap();
+        let m = mounts(&cfg, &PodFiles::default(), false, false, false, true, &[]).unwrap();
         let real = std::fs::canonicalize(dir.path())
             .unwrap()
             .display()
@@ -458,7 +511,7 @@ mod tests {
             mounts: vec![shared, slave],
             ..Default::default()
         };
-        let m = mounts(&cfg, &PodFiles::default(), false, false, false, &[]).unwrap();
+        let m = mounts(&cfg, &PodFiles::default(), false, false, false, true, &[]).unwrap();
         assert_eq!(find(&m, "/shared").3, strings(&["rbind", "rshared", "rw"]));
         assert_eq!(m.rootfs_propagation.as_deref(), Some("shared"));
     }
@@ -475,7 +528,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let m = mounts(&cfg, &PodFiles::default(), false, false, false, &[]).unwrap();
+        let m = mounts(&cfg, &PodFiles::default(), false, false, false, true, &[]).unwrap();
         let d = destinations(&m);
         assert_eq!(&d[d.len() - 2..], ["/a", "/a/b/c"]);
         assert_eq!(
@@ -487,7 +540,7 @@ mod tests {
         );
     }
 
-    fn invalid_message(r: Result<Mounts, SpecError>) -> String {
+    fn invalid_message<T: std::fmt::Debug>(r: Result<T, SpecError>) -> String {
         match r {
             Err(
                 e @ SpecError::InvalidArgument {
@@ -513,7 +566,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let m = mounts(&cfg, &PodFiles::default(), false, false, false, &[]).unwrap();
+        let m = mounts(&cfg, &PodFiles::default(), false, false, false, true, &[]).unwrap();
         let made = dir.path().join("gone/deeper");
         assert!(made.is_dir());
         for d in [dir.path().join("gone"), made.clone()] {
@@ -537,7 +590,15 @@ mod tests {
                 mounts: vec![cri_mount("/ok", dir.path()), cri_mount("/x", &host)],
                 ..Default::default()
             };
-            let msg = invalid_message(mounts(&cfg, &PodFiles::default(), false, false, false, &[]));
+            let msg = invalid_message(mounts(
+                &cfg,
+                &PodFiles::default(),
+                false,
+                false,
+                false,
+                true,
+                &[],
+            ));
             assert!(msg.contains("mounts[1].host_path"), "{msg}");
             assert!(
                 msg.contains(&format!("its parent {} is not a directory", file.display())),
@@ -582,6 +643,7 @@ mod tests {
                 false,
                 false,
                 false,
+                true,
                 &protected,
             ));
             assert!(msg.contains("mounts[0].host_path"), "{msg}");
@@ -599,7 +661,16 @@ mod tests {
             ],
             ..Default::default()
         };
-        mounts(&cfg, &PodFiles::default(), false, false, false, &protected).unwrap();
+        mounts(
+            &cfg,
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            true,
+            &protected,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -612,7 +683,15 @@ mod tests {
             }],
             ..Default::default()
         };
-        let msg = invalid_message(mounts(&cfg, &PodFiles::default(), false, false, false, &[]));
+        let msg = invalid_message(mounts(
+            &cfg,
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            true,
+            &[],
+        ));
         assert!(msg.contains("not an absolute path"), "{msg}");
         assert!(!Path::new("crius-relative-missing").exists());
     }
@@ -620,19 +699,120 @@ mod tests {
     #[test]
     fn unsupported_mount_features_are_invalid() {
         let dir = tempfile::tempdir().unwrap();
-        let mut rro = cri_mount("/r", dir.path());
-        rro.readonly = true;
-        rro.recursive_read_only = true;
+        let mut image = cri_mount("/i", dir.path());
+        image.image = Some(Default::default());
+        let mut idmapped = cri_mount("/u", dir.path());
+        idmapped.uid_mappings = vec![Default::default()];
         let relative = cri_mount("rel", dir.path());
-        for m in [rro, relative] {
+        for (m, what) in [
+            (image, "mounts[0].image"),
+            (idmapped, "mounts[0].uidMappings"),
+            (relative, "mounts[0].container_path"),
+        ] {
             let cfg = ContainerConfig {
                 mounts: vec![m],
                 ..Default::default()
             };
-            assert!(matches!(
-                mounts(&cfg, &PodFiles::default(), false, false, false, &[]),
-                Err(SpecError::InvalidArgument { .. })
+            let msg = invalid_message(mounts(
+                &cfg,
+                &PodFiles::default(),
+                false,
+                false,
+                false,
+                true,
+                &[],
             ));
+            assert!(msg.contains(what), "{msg}");
+        }
+    }
+
+    /// The bind of `m` alone, with the kernel's mount_setattr as given.
+    fn one_bind(m: CriMount, mount_setattr: bool) -> Result<Vec<String>, SpecError> {
+        let destination = clean(&m.container_path);
+        let cfg = ContainerConfig {
+            mounts: vec![m],
+            ..Default::default()
+        };
+        let m = mounts(
+            &cfg,
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            mount_setattr,
+            &[],
+        )?;
+        Ok(find(&m, &destination).3)
+    }
+
+    #[test]
+    fn a_recursive_read_only_bind_is_ro_and_rro() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rro = cri_mount("/r", dir.path());
+        rro.readonly = true;
+        rro.recursive_read_only = true;
+        assert_eq!(
+            one_bind(rro, true).unwrap(),
+            strings(&["rbind", "rprivate", "ro", "rro"])
+        );
+    }
+
+    #[test]
+    fn recursive_read_only_needs_readonly_private_propagation_and_mount_setattr() {
+        let dir = tempfile::tempdir().unwrap();
+        let rro = || {
+            let mut m = cri_mount("/r", dir.path());
+            m.readonly = true;
+            m.recursive_read_only = true;
+            m
+        };
+        let writable = CriMount {
+            readonly: false,
+            ..rro()
+        };
+        let msg = invalid_message(one_bind(writable, true).map(|_| unreachable!()));
+        assert!(
+            msg.contains("mounts[0].recursive_read_only: requires readonly: true"),
+            "{msg}"
+        );
+        for propagation in [
+            MountPropagation::PropagationHostToContainer,
+            MountPropagation::PropagationBidirectional,
+        ] {
+            let m = CriMount {
+                propagation: propagation as i32,
+                ..rro()
+            };
+            let msg = invalid_message(one_bind(m, true).map(|_| unreachable!()));
+            assert!(
+                msg.contains(
+                    "mounts[0].recursive_read_only: requires propagation PROPAGATION_PRIVATE"
+                ) && msg.contains(propagation.as_str_name()),
+                "{msg}"
+            );
+        }
+        let msg = invalid_message(one_bind(rro(), false).map(|_| unreachable!()));
+        assert!(msg.contains("mount_setattr"), "{msg}");
+    }
+
+    #[test]
+    fn bind_mount_options_are_applied_and_others_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = cri_mount("/o", dir.path());
+        m.mount_options = strings(&["noexec", "nodev", "nosuid"]);
+        assert_eq!(
+            one_bind(m.clone(), true).unwrap(),
+            strings(&["rbind", "rprivate", "rw", "noexec", "nodev", "nosuid"])
+        );
+        for bad in ["exec", "ro", "NOEXEC", "noexec,nodev", ""] {
+            m.mount_options = strings(&["nodev", bad]);
+            let msg = invalid_message(one_bind(m.clone(), true).map(|_| unreachable!()));
+            assert!(
+                msg.contains(&format!(
+                    "mounts[0].mount_options: {bad:?} is not one of noexec, nodev, nosuid"
+                )),
+                "{msg}"
+            );
         }
     }
 
@@ -649,7 +829,7 @@ mod tests {
             mounts: vec![cri_mount("/etc/hosts", dir.path())],
             ..Default::default()
         };
-        let m = mounts(&cfg, &pod, false, false, true, &[]).unwrap();
+        let m = mounts(&cfg, &pod, false, false, true, true, &[]).unwrap();
         assert_eq!(
             find(&m, "/etc/hostname"),
             (
@@ -689,7 +869,16 @@ mod tests {
             1
         );
 
-        let m = mounts(&ContainerConfig::default(), &pod, true, false, false, &[]).unwrap();
+        let m = mounts(
+            &ContainerConfig::default(),
+            &pod,
+            true,
+            false,
+            false,
+            true,
+            &[],
+        )
+        .unwrap();
         assert_eq!(
             find(&m, "/dev/shm").2,
             "/dev/shm",
@@ -704,7 +893,7 @@ mod tests {
             mounts: vec![cri_mount("/dev", dir.path())],
             ..Default::default()
         };
-        let m = mounts(&cfg, &PodFiles::default(), false, false, false, &[]).unwrap();
+        let m = mounts(&cfg, &PodFiles::default(), false, false, false, true, &[]).unwrap();
         assert_eq!(
             destinations(&m),
             ["/proc", "/sys", "/sys/fs/cgroup", "/dev"]

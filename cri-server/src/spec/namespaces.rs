@@ -99,6 +99,7 @@ mod tests {
             min_oom_score_adj: 0,
             apparmor: false,
             own_capabilities: (1 << 41) - 1,
+            mount_setattr: true,
         }
     }
 

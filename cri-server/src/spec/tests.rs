@@ -34,6 +34,7 @@ pub(super) fn host() -> HostCapabilities {
         min_oom_score_adj: 0,
         apparmor: false,
         own_capabilities: (1 << 41) - 1,
+        mount_setattr: true,
     }
 }
 

@@ -47,6 +47,13 @@ pub struct ContainerRecord {
     pub log_path: String,
     /// The image's stop signal (e.g. "SIGQUIT"); empty: SIGTERM.
     pub stop_signal: String,
+    /// The signal StopContainer sends first, as the CRI `Signal` value
+    /// ContainerStatus reports (KEP-4960): the config's `stop_signal`, else
+    /// the image's, else SIGTERM, resolved at create. RuntimeDefault (0) in
+    /// a record written before it was kept, or for an image signal CRI has
+    /// no name for: StopContainer then sends the image's `stop_signal`.
+    #[serde(default)]
+    pub effective_stop_signal: i32,
     /// The container's process from its spec: the template of every exec.
     pub process: oci_spec::runtime::Process,
     /// The limits its spec applied, for ContainerStatus.resources; `None` in
@@ -144,9 +151,7 @@ impl ContainerRecord {
             }),
             image_id: self.image_id.clone(),
             user: Some(self.user()),
-            // ContainerConfig.stop_signal is not honoured yet: reported as the
-            // runtime default.
-            stop_signal: cri::Signal::RuntimeDefault as i32,
+            stop_signal: self.effective_stop_signal,
         }
     }
 
@@ -256,6 +261,7 @@ pub(crate) fn fixture(state: ContainerState, exit_code: i32) -> ContainerRecord 
         layer_dir: PathBuf::from("/var/lib/crius/containers/c1"),
         log_path: "/logs/app.log".into(),
         stop_signal: String::new(),
+        effective_stop_signal: cri::Signal::Sigterm as i32,
         process: Default::default(),
         resources: None,
         start_error: None,
@@ -385,6 +391,21 @@ mod tests {
         let old: ContainerRecord = serde_json::from_value(json).unwrap();
         assert!(!old.oom_killed);
         assert_eq!(old.status().reason, "Error");
+    }
+
+    #[test]
+    fn status_reports_the_resolved_stop_signal() {
+        let mut r = record(ContainerState::Running, 0);
+        r.effective_stop_signal = cri::Signal::Sigusr1 as i32;
+        assert_eq!(r.status().stop_signal, cri::Signal::Sigusr1 as i32);
+        // A record written before: the runtime default, which kubelet reads
+        // as "not reported".
+        let mut json = serde_json::to_value(&r).unwrap();
+        json.as_object_mut()
+            .unwrap()
+            .remove("effective_stop_signal");
+        let old: ContainerRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(old.status().stop_signal, cri::Signal::RuntimeDefault as i32);
     }
 
     #[test]
