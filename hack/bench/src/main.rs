@@ -1,5 +1,6 @@
 //! crius-bench: measures a CRI runtime over its socket (lifecycle and ExecSync
-//! latency, ExecSync timeout overshoot, memory of the daemon and its shims)
+//! latency, ExecSync timeout overshoot, exec round trip and port-forward
+//! throughput over the streaming server, memory of the daemon and its shims)
 //! and compares two such runs. `hack/bench/run` drives it against crius and
 //! containerd.
 
@@ -9,7 +10,9 @@ mod lifecycle;
 mod memory;
 mod procfs;
 mod report;
+mod spdy_client;
 mod stats;
+mod streaming;
 mod workload;
 
 use anyhow::Context;
@@ -69,6 +72,12 @@ struct RunArgs {
     /// ExecSync `sleep 10` calls with a 1 s timeout.
     #[arg(long, default_value_t = 10)]
     timeout_iterations: usize,
+    /// Timed exec `true` round trips over the streaming server (SPDY).
+    #[arg(long, default_value_t = 50)]
+    stream_exec_iterations: usize,
+    /// Timed port-forwarded downloads (256 MiB each).
+    #[arg(long, default_value_t = 3)]
+    port_forward_repetitions: usize,
     /// Pods (one container each) running for the memory measurement.
     #[arg(long, default_value_t = 10)]
     pods: usize,
@@ -90,6 +99,7 @@ pub struct RunResult {
     pub lifecycle: lifecycle::LifecycleResult,
     pub exec: exec::ExecResult,
     pub exec_timeout: exec::TimeoutResult,
+    pub streaming: streaming::StreamingResult,
     pub memory: memory::MemoryResult,
 }
 
@@ -185,6 +195,18 @@ async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
     pod.remove(&mut rt).await?;
     let (exec, exec_timeout) = measured?;
 
+    eprintln!(
+        "crius-bench: streaming, {} exec round trips, {} port-forwarded downloads",
+        args.stream_exec_iterations, args.port_forward_repetitions
+    );
+    let streaming = streaming::measure(
+        &mut rt,
+        &workload,
+        args.stream_exec_iterations,
+        args.port_forward_repetitions,
+    )
+    .await?;
+
     eprintln!("crius-bench: memory, {} pods", args.pods);
     let memory = memory::measure(&mut rt, &workload, &procs, daemon_start, args.pods).await?;
 
@@ -196,6 +218,7 @@ async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
         lifecycle,
         exec,
         exec_timeout,
+        streaming,
         memory,
     })
 }

@@ -14,6 +14,9 @@ pub struct Row {
     pub baseline: f64,
     /// subject / baseline (null when the baseline is 0).
     pub ratio: Option<f64>,
+    /// A throughput: the subject is ahead when the ratio is above 1 (for
+    /// every other row, below 1).
+    pub higher_is_better: bool,
 }
 
 fn row(what: impl Into<String>, unit: &'static str, subject: f64, baseline: f64) -> Row {
@@ -23,6 +26,15 @@ fn row(what: impl Into<String>, unit: &'static str, subject: f64, baseline: f64)
         subject,
         baseline,
         ratio: (baseline != 0.0).then(|| subject / baseline),
+        higher_is_better: false,
+    }
+}
+
+/// A row where more is better (throughput).
+fn higher_better_row(what: &str, unit: &'static str, subject: f64, baseline: f64) -> Row {
+    Row {
+        higher_is_better: true,
+        ..row(what, unit, subject, baseline)
     }
 }
 
@@ -65,6 +77,32 @@ pub fn rows(subject: &RunResult, baseline: &RunResult) -> Vec<Row> {
         "ms",
         s.max_ms,
         b.max_ms,
+    ));
+    let (s, b) = (
+        &subject.streaming.exec.latency,
+        &baseline.streaming.exec.latency,
+    );
+    rows.push(row(
+        "exec true round trip over SPDY median",
+        "ms",
+        s.median_ms,
+        b.median_ms,
+    ));
+    rows.push(row(
+        "exec true round trip over SPDY p90",
+        "ms",
+        s.p90_ms,
+        b.p90_ms,
+    ));
+    let (s, b) = (
+        &subject.streaming.port_forward,
+        &baseline.streaming.port_forward,
+    );
+    rows.push(higher_better_row(
+        "port-forward throughput median",
+        "MiB/s",
+        s.median_mib_per_s,
+        b.median_mib_per_s,
     ));
     let (s, b) = (&subject.memory, &baseline.memory);
     let mib = |kib: u64| kib as f64 / 1024.0;
@@ -119,20 +157,36 @@ pub fn rows(subject: &RunResult, baseline: &RunResult) -> Vec<Row> {
     rows
 }
 
+/// A row's label: what, its unit, and which way is better where that is
+/// not "lower".
+fn label(r: &Row) -> String {
+    if r.higher_is_better {
+        format!("{} ({}, higher is better)", r.what, r.unit)
+    } else {
+        format!("{} ({})", r.what, r.unit)
+    }
+}
+
 pub fn table(subject_name: &str, baseline_name: &str, rows: &[Row]) -> String {
     let ratio_head = format!("{subject_name}/{baseline_name}");
+    let width = rows
+        .iter()
+        .map(|r| label(r).len())
+        .max()
+        .unwrap_or(0)
+        .max(46);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<46} {:>12} {:>12} {:>18}",
+        "{:<width$} {:>12} {:>12} {:>18}",
         "", subject_name, baseline_name, ratio_head
     );
     for r in rows {
         let ratio = r.ratio.map_or("-".to_string(), |x| format!("{x:.2}"));
         let _ = writeln!(
             out,
-            "{:<46} {:>12.1} {:>12.1} {:>18}",
-            format!("{} ({})", r.what, r.unit),
+            "{:<width$} {:>12.1} {:>12.1} {:>18}",
+            label(r),
             r.subject,
             r.baseline,
             ratio
@@ -160,5 +214,21 @@ mod tests {
         assert!(lines[0].contains("crius/containerd"));
         assert!(lines[1].starts_with("a (ms)") && lines[1].ends_with("0.50"));
         assert!(lines[2].ends_with('-'));
+    }
+
+    #[test]
+    fn a_throughput_row_says_higher_is_better_and_widens_the_label_column() {
+        let what = "port-forward throughput median";
+        let rows = [
+            row("a", "ms", 1.0, 2.0),
+            higher_better_row(what, "MiB/s", 900.0, 300.0),
+        ];
+        assert_eq!(rows[1].ratio, Some(3.0));
+        let text = table("crius", "containerd", &rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[2].starts_with(&format!("{what} (MiB/s, higher is better) ")));
+        assert!(lines[2].ends_with("3.00"));
+        // The columns stay aligned.
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{text}");
     }
 }

@@ -37,7 +37,7 @@ impl Summary {
 
 /// The middle value of sorted samples; the mean of the two middle ones when
 /// their count is even.
-fn median(sorted: &[f64]) -> f64 {
+pub fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
     if n % 2 == 1 {
         sorted[n / 2]

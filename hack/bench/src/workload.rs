@@ -58,17 +58,22 @@ impl Workload {
 
     /// A container that idles: `sleep 3600`.
     pub fn container_config(&self) -> cri::ContainerConfig {
+        self.container("sleeper", vec!["sleep".into(), "3600".into()])
+    }
+
+    /// A container `name` of the workload's image running `command`.
+    pub fn container(&self, name: &str, command: Vec<String>) -> cri::ContainerConfig {
         cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata {
-                name: "sleeper".into(),
+                name: name.into(),
                 attempt: 0,
             }),
             image: Some(cri::ImageSpec {
                 image: self.image.clone(),
                 ..Default::default()
             }),
-            command: vec!["sleep".into(), "3600".into()],
-            log_path: "sleeper.log".into(),
+            command,
+            log_path: format!("{name}.log"),
             linux: Some(cri::LinuxContainerConfig {
                 security_context: Some(cri::LinuxContainerSecurityContext {
                     namespace_options: Some(namespaces()),
@@ -157,8 +162,8 @@ pub async fn remove_pod(rt: &mut Runtime, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A pod with one running `sleep 3600` container, for the exec and memory
-/// measurements.
+/// A pod with one running container (`sleep 3600` unless started with
+/// another), for the exec, streaming and memory measurements.
 pub struct RunningPod {
     pub pod_id: String,
     pub container_id: String,
@@ -166,17 +171,26 @@ pub struct RunningPod {
 
 impl RunningPod {
     pub async fn start(rt: &mut Runtime, workload: &Workload, name: &str) -> anyhow::Result<Self> {
+        Self::start_with(rt, workload, name, workload.container_config()).await
+    }
+
+    /// A pod running the container `config` describes.
+    pub async fn start_with(
+        rt: &mut Runtime,
+        workload: &Workload,
+        name: &str,
+        config: cri::ContainerConfig,
+    ) -> anyhow::Result<Self> {
         let pod = workload.new_pod(name)?;
         let pod_id = run_pod(rt, &pod).await?;
-        let container_id =
-            match create_and_start(rt, &pod_id, &pod, workload.container_config()).await {
-                Ok(id) => id,
-                Err(e) => {
-                    let _ = stop_pod(rt, &pod_id).await;
-                    let _ = remove_pod(rt, &pod_id).await;
-                    return Err(e);
-                }
-            };
+        let container_id = match create_and_start(rt, &pod_id, &pod, config).await {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = stop_pod(rt, &pod_id).await;
+                let _ = remove_pod(rt, &pod_id).await;
+                return Err(e);
+            }
+        };
         Ok(RunningPod {
             pod_id,
             container_id,
