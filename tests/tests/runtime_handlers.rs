@@ -47,6 +47,53 @@ fn records(log: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Runs `crictl <args>` against `daemon` with `stdin`; with a `terminal`
+/// of (rows, cols), under a pseudo-terminal of that size (util-linux
+/// `script`, as tests/streaming.rs does). Its stdout.
+fn crictl(daemon: &Daemon, args: &str, stdin: &[u8], terminal: Option<(u16, u16)>) -> String {
+    let crictl = daemon.crictl();
+    let line = format!(
+        "CRI_CONFIG_FILE=/dev/null {} {} {args}",
+        crictl.get_program().to_string_lossy(),
+        crictl
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut command = match terminal {
+        Some((rows, cols)) => {
+            let mut script = std::process::Command::new("script");
+            script.args([
+                "-qec",
+                &format!("stty rows {rows} cols {cols}; {line}"),
+                "/dev/null",
+            ]);
+            script
+        }
+        None => {
+            let mut sh = std::process::Command::new("sh");
+            sh.args(["-c", &line]);
+            sh
+        }
+    };
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn crictl");
+    let mut input = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, stdin).unwrap();
+    if terminal.is_some() {
+        // script ends the session when its stdin ends: give the command time.
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Where the handler's runtime keeps container `id`'s state.
 fn runtime_state(daemon: &Daemon, handler: &str, id: &str) -> std::path::PathBuf {
     match handler {
@@ -191,6 +238,24 @@ async fn pods_on_runc_crun_and_the_default_handler_run_side_by_side() {
             "{handler:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(5), "{handler:?}");
+        // Streamed execs: on pipes with stdin, and on a terminal of their own.
+        let piped = crictl(
+            &daemon,
+            &format!("exec -i {app} sh -c 'cat; echo done'"),
+            b"hello\n",
+            None,
+        );
+        assert_eq!(piped, "hello\ndone\n", "{handler:?}");
+        let on_tty = crictl(
+            &daemon,
+            &format!("exec -it {app} sh -c 'tty; stty size'"),
+            b"",
+            Some((30, 100)),
+        );
+        assert!(
+            on_tty.contains("/dev/pts/") && on_tty.contains("30 100"),
+            "{handler:?}: {on_tty:?}"
+        );
         let (tty, _) = &containers[1];
         let tty_log = logs.join(name).join("tty.log");
         wait_for("the tty container's output", || {
