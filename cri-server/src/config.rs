@@ -21,6 +21,14 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config key {key}: {message}")]
     Invalid { key: &'static str, message: String },
+    /// A `[runtimes.<name>]` table is wrong: `key` is within it, or empty
+    /// for the table itself.
+    #[error("config key runtimes.{name}{}{key}: {message}", if key.is_empty() { "" } else { "." })]
+    InvalidHandler {
+        name: String,
+        key: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +92,30 @@ pub struct Config {
     pub cni: CniConfig,
     pub streaming: StreamingConfig,
     pub registry: RegistryConfig,
+    /// Runtime handlers (Kubernetes RuntimeClass `handler`) besides the
+    /// default one, `""`, which is crius' in-process runtime: each runs its
+    /// containers through an OCI runtime binary. None by default.
+    pub runtimes: BTreeMap<String, RuntimeHandlerConfig>,
+}
+
+/// A `[runtimes.<name>]` table: the runtime handler `<name>`, an OCI
+/// runtime binary with runc's command line (runc, crun).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeHandlerConfig {
+    /// The binary; by default the handler's name looked up in `$PATH` (as
+    /// CRI-O's `runtime_path`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// The binary's state dir (its `--root`); by default
+    /// `<state>/runtimes/<name>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// Run the binary without a hybrid host's cgroup2 mount
+    /// (`/sys/fs/cgroup/unified`), in a mount namespace of its own: crun
+    /// refuses a hybrid host whose cgroup2 mount holds a controller. The
+    /// host's mount stays; a host without one is unaffected.
+    pub hide_unified_cgroup: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +161,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             streaming: StreamingConfig::default(),
             registry: RegistryConfig::default(),
+            runtimes: BTreeMap::new(),
         }
     }
 }
@@ -246,12 +279,53 @@ impl Config {
                 }
             }
         }
+        for (name, handler) in &self.runtimes {
+            validate_handler(name, handler)?;
+        }
         Ok(())
     }
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serializes")
     }
+}
+
+/// A handler's name is what a RuntimeClass's `handler` may be (a DNS label:
+/// lowercase letters, digits and `-`, at most 63, Kubernetes' rule), and the
+/// default `""` is not configurable; its paths are absolute.
+fn validate_handler(name: &str, handler: &RuntimeHandlerConfig) -> Result<(), ConfigError> {
+    let invalid = |key, message: String| ConfigError::InvalidHandler {
+        name: name.to_owned(),
+        key,
+        message,
+    };
+    if name.is_empty() {
+        return Err(invalid(
+            "",
+            "the default handler \"\" is crius' in-process runtime and takes no table".into(),
+        ));
+    }
+    let label = name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !label {
+        return Err(invalid(
+            "",
+            format!("{name:?} is not a RuntimeClass handler name (a DNS label: a-z, 0-9 and -, at most 63)"),
+        ));
+    }
+    for (key, path) in [("path", &handler.path), ("root", &handler.root)] {
+        if let Some(path) = path.as_ref().filter(|p| !p.is_absolute()) {
+            return Err(invalid(
+                key,
+                format!("{} is not an absolute path", path.display()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -331,6 +405,75 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.streaming.port, 10010);
         assert_eq!(parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn runtime_handlers_parse_with_defaults() {
+        let c = parse(
+            r#"
+            [runtimes.runc]
+            path = "/usr/sbin/runc"
+            [runtimes.crun]
+            root = "/run/crun-crius"
+            hide_unified_cgroup = true
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.runtimes["runc"],
+            RuntimeHandlerConfig {
+                path: Some("/usr/sbin/runc".into()),
+                root: None,
+                hide_unified_cgroup: false,
+            }
+        );
+        assert_eq!(
+            c.runtimes["crun"],
+            RuntimeHandlerConfig {
+                path: None,
+                root: Some("/run/crun-crius".into()),
+                hide_unified_cgroup: true,
+            }
+        );
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+        assert!(Config::default().runtimes.is_empty());
+    }
+
+    #[test]
+    fn a_runtime_handlers_unknown_key_is_named() {
+        let err = parse(
+            "[runtimes.runc]
+binary = \"/usr/sbin/runc\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("binary"), "{err}");
+    }
+
+    #[test]
+    fn bad_runtime_handlers_are_refused_naming_the_key() {
+        for (toml, expected) in [
+            (
+                "[runtimes.\"\"]",
+                "config key runtimes.: the default handler \"\" is crius' in-process runtime and takes no table",
+            ),
+            (
+                "[runtimes.Runc]",
+                "config key runtimes.Runc: \"Runc\" is not a RuntimeClass handler name (a DNS label: a-z, 0-9 and -, at most 63)",
+            ),
+            (
+                "[runtimes.runc]\npath = \"runc\"",
+                "config key runtimes.runc.path: runc is not an absolute path",
+            ),
+            (
+                "[runtimes.runc]\nroot = \"state/runc\"",
+                "config key runtimes.runc.root: state/runc is not an absolute path",
+            ),
+        ] {
+            let err = parse(toml).unwrap().validate().unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
     }
 
     #[test]

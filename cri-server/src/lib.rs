@@ -12,6 +12,7 @@ mod instrument;
 pub mod namespaces;
 pub mod network;
 pub mod pod;
+pub mod runtime_handlers;
 pub mod runtime_service;
 pub mod server;
 pub mod shim_client;
@@ -27,6 +28,7 @@ use std::sync::{Arc, RwLock};
 
 use config::Config;
 use network::cni::Cni;
+use runtime_handlers::RuntimeHandlers;
 use shim_client::Shims;
 use spec::HostCapabilities;
 use state::container::ContainerRecord;
@@ -60,6 +62,9 @@ pub struct Crius {
     pub snapshotter: Arc<dyn image::snapshot::Snapshotter>,
     /// What this host's cgroups can enforce, measured once.
     pub host: Arc<HostCapabilities>,
+    /// The runtime handlers pods may name: the in-process default and the
+    /// config's `[runtimes.<name>]`.
+    pub handlers: Arc<RuntimeHandlers>,
     /// The cgroup driver: names, places and removes pod and container cgroups.
     pub cgroups: Arc<dyn cgroups::CgroupDriver>,
     /// The cgroup layout and each cgroup's previous CPU sample, for stats.
@@ -90,6 +95,12 @@ impl Crius {
             .with_context(|| format!("opening the image store under {}", config.root.display()))?;
         let cgroup_layout =
             cgroups::CgroupLayout::detect().context("detecting the host's cgroups")?;
+        let host = HostCapabilities::detect(cgroup_layout.limits())
+            .context("probing the host's capabilities")?;
+        // libcontainer's state of every container of the default handler,
+        // shared by the shims.
+        let handlers = RuntimeHandlers::from_config(&config, host.mount_setattr)
+            .context("resolving the runtime handlers")?;
         Ok(Crius {
             images: Arc::new(images),
             // A pod record an older criusd wrote gets what RunPodSandbox resolves today.
@@ -101,16 +112,12 @@ impl Crius {
             cni: Arc::new(Cni::from_config(&config)),
             namespaces: Arc::new(namespaces::HostNamespaces),
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
-            // libcontainer's state of every container, shared by the shims.
             shims: Arc::new(Shims::new(Arc::new(shim_client::ProcessShims::new(
                 shim_bin,
-                config.state.join("runtime"),
             )))),
             snapshotter,
-            host: Arc::new(
-                HostCapabilities::detect(cgroup_layout.limits())
-                    .context("probing the host's capabilities")?,
-            ),
+            host: Arc::new(host),
+            handlers: Arc::new(handlers),
             cgroups: Arc::new(cgroups::Cgroupfs::new(
                 cgroup_layout.clone(),
                 &config.cgroup_parent,
@@ -179,6 +186,7 @@ impl Crius {
             shims: self.shims.clone(),
             bundles_dir: self.config.state.join("p"),
             host: self.host.clone(),
+            handlers: self.handlers.clone(),
         }
     }
 
@@ -196,6 +204,7 @@ impl Crius {
             bundles_dir: self.config.state.join("c"),
             protected_host_dirs: vec![self.config.root.clone(), self.config.state.clone()],
             stops: self.container_stops.clone(),
+            handlers: self.handlers.clone(),
         }
     }
 

@@ -30,15 +30,54 @@ pub mod fake;
 /// What a [`ShimLauncher`] or [`ShimApi`] call returns.
 pub type ShimFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ShimError>> + Send + 'a>>;
 
+/// How a shim runs its container (the runtime of its pod's runtime handler,
+/// [`crate::runtime_handlers`]), and where that runtime keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShimRuntime {
+    /// crius-runtime in the shim's own process (libcontainer).
+    InProcess { root: PathBuf },
+    /// An OCI runtime binary with runc's command line (the shim's
+    /// `--runtime-path`), its `--root` being `root`; with
+    /// `hide_unified_cgroup`, run without a hybrid host's cgroup2 mount.
+    Binary {
+        path: PathBuf,
+        root: PathBuf,
+        hide_unified_cgroup: bool,
+    },
+}
+
+impl ShimRuntime {
+    /// The shim's flags that select this runtime.
+    fn shim_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["--runtime-root".into()];
+        match self {
+            ShimRuntime::InProcess { root } => args.push(root.into()),
+            ShimRuntime::Binary {
+                path,
+                root,
+                hide_unified_cgroup,
+            } => {
+                args.extend([root.into(), "--runtime-path".into(), path.into()]);
+                if *hide_unified_cgroup {
+                    args.push("--runtime-hide-unified-cgroup".into());
+                }
+            }
+        }
+        args
+    }
+}
+
 /// Starts shims and connects to running ones.
 pub trait ShimLauncher: Send + Sync {
-    /// Starts container `id`'s shim on the bundle in `paths` (its output to
-    /// `log_path`, if any) and returns once it serves. Errors: `Spawn`,
-    /// `Start` (Internal), `Connect` (Unavailable). Not idempotent.
+    /// Starts container `id`'s shim on the bundle in `paths`, running the
+    /// container with `runtime` (its output to `log_path`, if any), and
+    /// returns once it serves. Errors: `Spawn`, `Start` (Internal),
+    /// `Connect` (Unavailable). Not idempotent.
     fn spawn<'a>(
         &'a self,
         id: &'a str,
         paths: &'a ShimPaths,
+        runtime: &'a ShimRuntime,
         log_path: Option<&'a Path>,
     ) -> ShimFuture<'a, Arc<dyn ShimApi>>;
 
@@ -115,18 +154,16 @@ fn input_channel(
     (input, tokio_stream::wrappers::ReceiverStream::new(requests))
 }
 
-/// The host's launcher: runs the `crius-shim` binary `bin`, sharing
-/// libcontainer's state dir `runtime_root`.
+/// The host's launcher: runs the `crius-shim` binary `bin`.
 #[derive(Debug, Clone)]
 pub struct ProcessShims {
     bin: PathBuf,
-    runtime_root: PathBuf,
 }
 
 impl ProcessShims {
-    /// A launcher of `bin` with libcontainer's state under `runtime_root`.
-    pub fn new(bin: PathBuf, runtime_root: PathBuf) -> ProcessShims {
-        ProcessShims { bin, runtime_root }
+    /// A launcher of `bin`.
+    pub fn new(bin: PathBuf) -> ProcessShims {
+        ProcessShims { bin }
     }
 }
 
@@ -135,10 +172,11 @@ impl ShimLauncher for ProcessShims {
         &'a self,
         id: &'a str,
         paths: &'a ShimPaths,
+        runtime: &'a ShimRuntime,
         log_path: Option<&'a Path>,
     ) -> ShimFuture<'a, Arc<dyn ShimApi>> {
         Box::pin(async move {
-            let shim = spawn(&self.bin, id, paths, &self.runtime_root, log_path).await?;
+            let shim = spawn(&self.bin, id, paths, runtime, log_path).await?;
             Ok(Arc::new(shim) as Arc<dyn ShimApi>)
         })
     }
@@ -262,7 +300,7 @@ pub async fn spawn(
     shim_bin: &Path,
     id: &str,
     paths: &ShimPaths,
-    runtime_root: &Path,
+    runtime: &ShimRuntime,
     log_path: Option<&Path>,
 ) -> Result<Shim, ShimError> {
     let spawn_err = |source| ShimError::Spawn {
@@ -282,8 +320,7 @@ pub async fn spawn(
         .arg(&paths.bundle)
         .arg("--socket")
         .arg(&paths.socket)
-        .arg("--runtime-root")
-        .arg(runtime_root)
+        .args(runtime.shim_args())
         .arg("--exit-file")
         .arg(&paths.exit_file)
         .arg("--ready-fd")
@@ -612,9 +649,10 @@ impl Shims {
         &self,
         id: &str,
         paths: &ShimPaths,
+        runtime: &ShimRuntime,
         log_path: Option<&Path>,
     ) -> Result<Arc<dyn ShimApi>, ShimError> {
-        let shim = self.launcher.spawn(id, paths, log_path).await?;
+        let shim = self.launcher.spawn(id, paths, runtime, log_path).await?;
         self.insert(id, shim.clone());
         Ok(shim)
     }
@@ -662,6 +700,32 @@ mod tests {
 
     fn status_of(e: ShimError) -> Status {
         CriError::from(e).into()
+    }
+
+    #[test]
+    fn the_shim_is_told_its_runtime() {
+        let in_process = ShimRuntime::InProcess {
+            root: "/run/crius/runtime".into(),
+        };
+        assert_eq!(
+            in_process.shim_args(),
+            ["--runtime-root", "/run/crius/runtime"]
+        );
+        let crun = ShimRuntime::Binary {
+            path: "/usr/bin/crun".into(),
+            root: "/run/crius/runtimes/crun".into(),
+            hide_unified_cgroup: true,
+        };
+        assert_eq!(
+            crun.shim_args(),
+            [
+                "--runtime-root",
+                "/run/crius/runtimes/crun",
+                "--runtime-path",
+                "/usr/bin/crun",
+                "--runtime-hide-unified-cgroup"
+            ]
+        );
     }
 
     #[test]

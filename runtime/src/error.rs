@@ -65,6 +65,17 @@ pub enum RuntimeError {
         source: std::io::Error,
     },
 
+    /// An OCI runtime binary (runc, crun) failed: `message` is what it logged as errors,
+    /// else its stderr.
+    #[error("container {id}: {step}: {} exited with {status}: {message}", .runtime.display())]
+    Binary {
+        id: String,
+        step: Step,
+        runtime: std::path::PathBuf,
+        status: std::process::ExitStatus,
+        message: String,
+    },
+
     #[error("container {id}: {step} failed")]
     Libcontainer {
         id: String,
@@ -112,6 +123,7 @@ impl RuntimeError {
             | RuntimeError::InvalidStatus { id, .. }
             | RuntimeError::NotExecutable { id, .. }
             | RuntimeError::Io { id, .. }
+            | RuntimeError::Binary { id, .. }
             | RuntimeError::Libcontainer { id, .. } => id,
         }
     }
@@ -124,6 +136,7 @@ impl RuntimeError {
             | RuntimeError::InvalidStatus { step, .. }
             | RuntimeError::NotExecutable { step, .. }
             | RuntimeError::Io { step, .. }
+            | RuntimeError::Binary { step, .. }
             | RuntimeError::Libcontainer { step, .. } => *step,
         }
     }

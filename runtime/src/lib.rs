@@ -1,4 +1,5 @@
-//! OCI bundle → running process, in-process on youki's `libcontainer`.
+//! OCI bundle → running process, in-process on youki's `libcontainer`, or through an OCI
+//! runtime binary (runc, crun: [`BinaryRuntime`]); both are [`OciRuntime`]s.
 //!
 //! [`Runtime`] creates, starts, signals, execs into and deletes containers; a bundle annotated
 //! as a pod sandbox ([`CONTAINER_TYPE`] = [`SANDBOX`]) runs the built-in pause workload
@@ -45,6 +46,7 @@
 //!   cgroup but not its seccomp filter; this crate loads the filter itself (see
 //!   [`Runtime::exec`] for the `no_new_privs` this implies). AppArmor is not inherited either.
 
+mod binary;
 mod bundle;
 mod console;
 mod cwd;
@@ -54,15 +56,18 @@ mod executable;
 mod in_root;
 mod init_identity;
 mod mountpoint;
+mod oci;
 mod oom_score;
 mod pause;
 mod runtime;
 mod state;
 mod stdio;
 
+pub use binary::BinaryRuntime;
 pub use error::{RuntimeError, Step};
 pub use nix::sys::signal::Signal;
 pub use nix::unistd::Pid;
+pub use oci::OciRuntime;
 pub use oci_spec;
 pub use pause::{CONTAINER_TYPE, SANDBOX};
 pub use runtime::Runtime;

@@ -361,7 +361,7 @@ fn container_seccomp(container: &Container) -> Result<Option<SeccompExecutor>, L
     })
 }
 
-fn io_error(e: oci_spec::OciSpecError) -> std::io::Error {
+pub(crate) fn io_error(e: oci_spec::OciSpecError) -> std::io::Error {
     match e {
         oci_spec::OciSpecError::Io(e) => e,
         other => std::io::Error::other(other),
@@ -376,7 +376,7 @@ enum ProcessIo<'a> {
 }
 
 /// The pty master the new process sent, sized to `console_size` if given.
-fn receive_master(
+pub(crate) fn receive_master(
     id: &str,
     step: Step,
     console: &ConsoleSocket,

@@ -10,7 +10,7 @@ use anyhow::Context;
 use crius_proto::exit_file::{self, ExitRecord};
 use crius_proto::shim::v1::{AttachStart, ExecStart, Status};
 use crius_runtime::oci_spec::runtime::Spec;
-use crius_runtime::{Pid, Runtime, RuntimeError, Signal, Stdio, Step};
+use crius_runtime::{OciRuntime, Pid, RuntimeError, Signal, Stdio, Step};
 use tokio::net::unix::pipe;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -41,7 +41,7 @@ pub struct ContainerConfig {
 
 pub struct Container {
     config: ContainerConfig,
-    runtime: Runtime,
+    runtime: Box<dyn OciRuntime>,
     reaper: Reaper,
     /// What libcontainer's processes log as errors, folded into a failed create's error.
     error_events: ErrorEvents,
@@ -129,7 +129,7 @@ impl Container {
     /// create's error).
     pub fn new(
         config: ContainerConfig,
-        runtime: Runtime,
+        runtime: Box<dyn OciRuntime>,
         reaper: Reaper,
         error_events: ErrorEvents,
     ) -> Arc<Container> {
@@ -436,7 +436,8 @@ impl Container {
         // Before any await, so the reaper cannot take it unwatched.
         let exited = self.reaper.watch(pid);
         tracing::debug!(%pid, "exec started");
-        let output = exec::supervise(pid, exited, stdout, stderr, deadline).await?;
+        let group = exec::process_group(pid);
+        let output = exec::supervise(group, exited, stdout, stderr, deadline).await?;
         tracing::debug!(
             %pid,
             exit_code = output.exit_code,
@@ -459,7 +460,7 @@ impl Container {
             // Before any await, so the reaper cannot take it unwatched.
             let exited = self.reaper.watch(pid);
             // Killed if anything below fails.
-            let group = KillOnDrop::new(pid);
+            let group = KillOnDrop::new(exec::process_group(pid));
             let terminal = Terminal::new(master).context("watch the exec's pty master")?;
             tracing::debug!(%pid, "streamed exec started on a terminal");
             return Ok(StartedExec {
@@ -509,7 +510,7 @@ impl Container {
             })
         };
         Ok(StartedExec {
-            group: KillOnDrop::new(pid),
+            group: KillOnDrop::new(exec::process_group(pid)),
             exited,
             stdout: output(stdout, Stream::Stdout),
             stderr: output(stderr, Stream::Stderr),

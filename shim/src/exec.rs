@@ -157,6 +157,19 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The process group of the exec'd process `pid`, which holds it and what it
+/// starts (see crius_runtime::OciRuntime): `pid` itself under libcontainer and
+/// runc, which make it a session leader; crun's exec leads its session from
+/// an intermediate process that has exited. Read before the process is
+/// reaped. A process already gone, or one left in the shim's own group (which
+/// a kill must never reach), is taken as its own group.
+pub fn process_group(pid: Pid) -> Pid {
+    match nix::unistd::getpgid(Some(pid)) {
+        Ok(group) if group != nix::unistd::getpgrp() => group,
+        _ => pid,
+    }
+}
+
 /// The deadline of a timeout in milliseconds; 0 means none.
 pub fn deadline_after(timeout_ms: u64) -> Option<Instant> {
     (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms))
@@ -305,6 +318,35 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("exec process {pid} survived its dropped supervision");
+    }
+
+    #[test]
+    fn an_execs_group_is_its_own_never_the_shims() {
+        use std::io::BufRead;
+        // A group leader (as libcontainer's and runc's exec'd process is) and its child (as
+        // crun's is: its group's leader has exited).
+        let mut leader = Command::new("sh")
+            .args(["-c", "sleep 5 & echo $!; wait"])
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let leader_pid = Pid::from_raw(leader.id() as i32);
+        let mut line = String::new();
+        std::io::BufReader::new(leader.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let child = Pid::from_raw(line.trim().parse().unwrap());
+        assert_eq!(process_group(leader_pid), leader_pid);
+        assert_eq!(process_group(child), leader_pid);
+        // Left in the caller's own group: itself, so a kill never reaches the caller.
+        let mut own = Command::new("sleep").arg("5").spawn().unwrap();
+        let own_pid = Pid::from_raw(own.id() as i32);
+        assert_eq!(process_group(own_pid), own_pid);
+        own.kill().unwrap();
+        own.wait().unwrap();
+        killpg(leader_pid, Signal::SIGKILL).unwrap();
+        leader.wait().unwrap();
     }
 
     const TERMINAL_SH: &[u8] =

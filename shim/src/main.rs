@@ -1,6 +1,7 @@
 //! crius-shim: the monitor of one container. criusd starts it; it detaches,
 //! serves the shim API (`crius_proto::shim::v1`) on a unix socket, creates
-//! the container through crius-runtime, owns its stdio and CRI log, reaps it
+//! the container through crius-runtime (in-process, or through the OCI
+//! runtime binary of a runtime handler), owns its stdio and CRI log, reaps it
 //! and records its exit. Single-threaded on purpose: small, and safe for
 //! libcontainer's forks. A pod's pause process is such a container too: its
 //! init runs crius-runtime's built-in pause workload instead of an exec.
@@ -29,7 +30,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use crius_proto::shim::v1::shim_server::ShimServer;
-use crius_runtime::Runtime;
+use crius_runtime::{BinaryRuntime, OciRuntime, Runtime};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -60,9 +61,18 @@ struct Args {
     /// The unix socket to serve the shim API on.
     #[arg(long)]
     socket: PathBuf,
-    /// The runtime's state directory (shared by the shims of a node).
+    /// The runtime's state directory (shared by the shims of a node that
+    /// use the same runtime).
     #[arg(long)]
     runtime_root: PathBuf,
+    /// An OCI runtime binary (runc, crun) to run the container with; without
+    /// one, crius-runtime runs it in-process (libcontainer).
+    #[arg(long)]
+    runtime_path: Option<PathBuf>,
+    /// With --runtime-path: run the binary without a hybrid host's cgroup2
+    /// mount (see crius_runtime::BinaryRuntime::hiding_unified_cgroup).
+    #[arg(long, requires = "runtime_path")]
+    runtime_hide_unified_cgroup: bool,
     /// Where init's exit status is recorded.
     #[arg(long)]
     exit_file: PathBuf,
@@ -106,6 +116,7 @@ fn run(args: Args, ready: &mut ReadyPipe) -> anyhow::Result<()> {
         bundle: absolute(&args.bundle)?,
         socket: absolute(&args.socket)?,
         runtime_root: absolute(&args.runtime_root)?,
+        runtime_path: args.runtime_path.as_deref().map(absolute).transpose()?,
         exit_file: absolute(&args.exit_file)?,
         log_path: args.log_path.as_deref().map(absolute).transpose()?,
         ..args
@@ -127,6 +138,7 @@ async fn serve(args: Args, ready: &mut ReadyPipe, error_events: ErrorEvents) -> 
     let reaper = Reaper::start().context("watch SIGCHLD")?;
     daemon::survive_hangup_and_broken_pipes().context("catch SIGHUP and SIGPIPE")?;
     let listener = bind(&args.socket)?;
+    let runtime = runtime(&args);
     let container = Container::new(
         ContainerConfig {
             id: args.id,
@@ -134,7 +146,7 @@ async fn serve(args: Args, ready: &mut ReadyPipe, error_events: ErrorEvents) -> 
             log_path: args.log_path,
             exit_file: args.exit_file,
         },
-        Runtime::new(args.runtime_root),
+        runtime,
         reaper,
         error_events,
     );
@@ -163,6 +175,18 @@ async fn serve(args: Args, ready: &mut ReadyPipe, error_events: ErrorEvents) -> 
     remove_socket(&args.socket)?;
     tracing::info!("exiting");
     Ok(())
+}
+
+/// The runtime the flags name: the binary of --runtime-path, else the
+/// in-process one.
+fn runtime(args: &Args) -> Box<dyn OciRuntime> {
+    match &args.runtime_path {
+        Some(path) => Box::new(
+            BinaryRuntime::new(path, &args.runtime_root)
+                .hiding_unified_cgroup(args.runtime_hide_unified_cgroup),
+        ),
+        None => Box::new(Runtime::new(&args.runtime_root)),
+    }
 }
 
 fn bind(socket: &Path) -> anyhow::Result<UnixListener> {

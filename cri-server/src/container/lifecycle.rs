@@ -57,6 +57,7 @@ pub async fn create_container(
             "must not be empty",
         ));
     }
+    handler_serves(deps, &pod, &config)?;
     let image_name = config
         .image
         .as_ref()
@@ -233,11 +234,13 @@ async fn setup(
                 .with_context(|| format!("creating log dir {}", dir.display()))?;
         }
     }
+    let runtime = &deps.handlers.get(&pod.runtime_handler)?.runtime;
     let shim = deps
         .shims
         .spawn(
             &record.id,
             &ShimPaths::in_bundle(&record.bundle),
+            runtime,
             (!record.log_path.is_empty()).then(|| Path::new(&record.log_path)),
         )
         .await
@@ -247,6 +250,38 @@ async fn setup(
         .create(stdin, stdin_once)
         .await
         .map_err(|e| CriError::from(e).context("creating the container in its shim"))?;
+    Ok(())
+}
+
+/// Checks that the pod's runtime handler can run `config`: it is still
+/// configured (FailedPrecondition naming it otherwise: the config changed
+/// since the pod ran), and a binary handler whose binary does not list
+/// `rro` gets no `recursive_read_only` mount (InvalidArgument naming the
+/// handler; kubelet asks only handlers that report the feature, and the
+/// default handler's own rule is the spec builder's).
+fn handler_serves(
+    deps: &ContainerDeps,
+    pod: &PodRecord,
+    config: &cri::ContainerConfig,
+) -> Result<(), CriError> {
+    let handler = deps.handlers.get(&pod.runtime_handler).map_err(|_| {
+        CriError::FailedPrecondition(format!(
+            "pod {}: its runtime handler {:?} is no longer configured",
+            pod.id, pod.runtime_handler
+        ))
+    })?;
+    if !handler.name.is_empty()
+        && !handler.features.recursive_read_only_mounts
+        && config.mounts.iter().any(|m| m.recursive_read_only)
+    {
+        return Err(CriError::invalid(
+            "config.mounts.recursive_read_only",
+            format!(
+                "runtime handler {:?} does not make mounts read-only recursively",
+                handler.name
+            ),
+        ));
+    }
     Ok(())
 }
 

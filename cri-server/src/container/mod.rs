@@ -25,6 +25,7 @@ use std::sync::Arc;
 use crate::cgroups::CgroupDriver;
 use crate::image::snapshot::Snapshotter;
 use crate::image::ImageStore;
+use crate::runtime_handlers::RuntimeHandlers;
 use crate::shim_client::Shims;
 use crate::spec::HostCapabilities;
 use crate::state::table::Table;
@@ -55,6 +56,8 @@ pub struct ContainerDeps {
     /// The stop deadline each container's concurrent stops share: one for
     /// the daemon, so that a later stop can shorten an earlier one.
     pub stops: Arc<StopDeadlines>,
+    /// The runtime handlers: a container runs on its pod's.
+    pub handlers: Arc<RuntimeHandlers>,
 }
 
 /// ContainerStatus' verbose `info`: one key, "info", holding

@@ -44,18 +44,13 @@ pub async fn run_pod(deps: &PodDeps, req: cri::RunPodSandboxRequest) -> Result<S
         .config
         .ok_or_else(|| CriError::invalid("config", "is required"))?;
     validate(&config)?;
-    if !req.runtime_handler.is_empty() {
-        return Err(CriError::invalid(
-            "runtime_handler",
-            format!("unknown runtime handler {:?}", req.runtime_handler),
-        ));
-    }
+    let handler = deps.handlers.get(&req.runtime_handler)?.name.clone();
     let id = new_id();
     let name = pod_name(&config);
     deps.pods.reserve_name(&name, &id)?;
     let deps = deps.clone();
     detached(async move {
-        create(&deps, id.clone(), config)
+        create(&deps, id.clone(), config, handler)
             .await
             .map_err(|e| e.context("running pod sandbox"))?;
         Ok(id)
@@ -63,9 +58,15 @@ pub async fn run_pod(deps: &PodDeps, req: cri::RunPodSandboxRequest) -> Result<S
     .await
 }
 
-async fn create(deps: &PodDeps, id: String, config: cri::PodSandboxConfig) -> Result<(), CriError> {
+async fn create(
+    deps: &PodDeps,
+    id: String,
+    config: cri::PodSandboxConfig,
+    runtime_handler: String,
+) -> Result<(), CriError> {
     let dir = deps.pods_dir.join(&id);
     let mut pod = PodRecord::new(id, dir, config, now_nanos());
+    pod.runtime_handler = runtime_handler;
     let result = match setup(deps, &mut pod).await {
         Ok(()) => deps
             .pods
@@ -306,6 +307,49 @@ mod rollback_tests {
         );
         assert!(f.records_dir().join(format!("{id}.json")).exists());
         assert_eq!(f.net.calls(), [NetCall::Add(id.clone())]);
+    }
+
+    #[tokio::test]
+    async fn a_pod_records_its_handler_and_its_pause_process_runs_in_process() {
+        let runc = crate::runtime_handlers::RuntimeHandler {
+            name: "runc".into(),
+            runtime: crate::shim_client::ShimRuntime::Binary {
+                path: "/usr/sbin/runc".into(),
+                root: "/run/runc-crius".into(),
+                hide_unified_cgroup: false,
+            },
+            features: Default::default(),
+        };
+        let f = PodFakes::new(|deps, _| {
+            deps.handlers = Arc::new((*deps.handlers).clone().with(runc));
+        });
+        let mut req = run_request("web");
+        req.runtime_handler = "runc".into();
+        let id = run_pod(&f.deps, req).await.unwrap();
+        let pod = f.deps.pods.find(&id).unwrap().snapshot();
+        assert_eq!(pod.runtime_handler, "runc");
+        assert_eq!(pod.status().runtime_handler, "runc");
+        assert_eq!(
+            f.shims.spawned_runtimes(),
+            [(id, f.deps.handlers.default_handler().runtime.clone())]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_handler_is_refused_naming_it_and_leaves_nothing() {
+        let f = PodFakes::new(|_, _| {});
+        let mut req = run_request("web");
+        req.runtime_handler = "kata".into();
+        let status = Status::from(run_pod(&f.deps, req).await.unwrap_err());
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "runtime_handler: unknown runtime handler \"kata\" (configured: \"\")"
+        );
+        assert!(f.ns.pinned().is_empty() && f.net.calls().is_empty());
+        assert!(f.shims.spawned().is_empty());
+        f.assert_nothing_left();
+        runs_again(&f).await;
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use crate::cgroups::CgroupDriver;
 use crate::namespaces::NamespacePinner;
 use crate::network::PodNetworking;
+use crate::runtime_handlers::RuntimeHandlers;
 use crate::shim_client::Shims;
 use crate::spec::HostCapabilities;
 use crate::state::table::Table;
@@ -54,6 +55,9 @@ pub struct PodDeps {
     pub bundles_dir: PathBuf,
     /// What this host's cgroups can enforce, for the pause process's spec.
     pub host: Arc<HostCapabilities>,
+    /// The runtime handlers a pod may name; the pause process runs on the
+    /// default one.
+    pub handlers: Arc<RuntimeHandlers>,
 }
 
 /// PodSandboxStatus' verbose `info`: one key, "info", holding

@@ -74,9 +74,16 @@ pub async fn start(deps: &PodDeps, pod: &mut PodRecord) -> Result<(), CriError> 
     let config_json = bundle.join("config.json");
     spec.save(&config_json)
         .with_context(|| format!("writing {}", config_json.display()))?;
+    // crius' own process, whatever the pod's handler: only the in-process
+    // runtime has the built-in pause workload.
     let shim = deps
         .shims
-        .spawn(&pod.id, &ShimPaths::in_bundle(&bundle), None)
+        .spawn(
+            &pod.id,
+            &ShimPaths::in_bundle(&bundle),
+            &deps.handlers.default_handler().runtime,
+            None,
+        )
         .await
         .map_err(|e| CriError::from(e).context("spawning the pause process's shim"))?;
     let pid = shim

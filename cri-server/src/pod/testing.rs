@@ -12,6 +12,7 @@ use crate::cgroups::fake::FakeCgroups;
 use crate::config::Config;
 use crate::namespaces::fake::{FakeNamespaces, NsCall};
 use crate::network::fake::{FakeNetworking, NetCall};
+use crate::runtime_handlers::RuntimeHandlers;
 use crate::shim_client::fake::FakeShims;
 use crate::shim_client::Shims;
 use crate::spec::HostCapabilities;
@@ -70,6 +71,10 @@ impl PodFakes {
                     own_capabilities: 0,
                     mount_setattr: false,
                 }),
+                handlers: Arc::new(RuntimeHandlers::in_process(
+                    seams.config.state.join("runtime"),
+                    false,
+                )),
             };
             adjust(&mut deps, tmp);
             (deps, ())

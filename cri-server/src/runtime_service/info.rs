@@ -93,14 +93,19 @@ fn status_response(crius: &Crius, verbose: bool) -> Result<cri::StatusResponse, 
             conditions: vec![runtime_ready, network_ready],
         }),
         info,
-        runtime_handlers: vec![cri::RuntimeHandler {
-            name: String::new(),
-            features: Some(cri::RuntimeHandlerFeatures {
-                // libcontainer applies OCI's "rro" with mount_setattr.
-                recursive_read_only_mounts: crius.host.mount_setattr,
-                user_namespaces: false,
-            }),
-        }],
+        // The default handler first: kubelet takes the features of the one
+        // named "" as the defaults.
+        runtime_handlers: crius
+            .handlers
+            .iter()
+            .map(|handler| cri::RuntimeHandler {
+                name: handler.name.clone(),
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: handler.features.recursive_read_only_mounts,
+                    user_namespaces: handler.features.user_namespaces,
+                }),
+            })
+            .collect(),
         // The spec builder applies Merge and Strict, and ContainerStatus
         // reports the resolved user. Mount.mount_options (noexec, nodev,
         // nosuid) become the bind's OCI options. User namespaces with the
@@ -188,6 +193,48 @@ mod tests {
         let s = status_response(&crius, false).unwrap();
         assert!(condition(&s, "NetworkReady").status);
         assert!(s.info.is_empty());
+    }
+
+    #[test]
+    fn status_lists_every_runtime_handler_with_its_features() {
+        let confs = tempfile::tempdir().unwrap();
+        let (_tmp, crius) = crius_with_conf_dir(confs.path());
+        let runc = crate::runtime_handlers::RuntimeHandler {
+            name: "runc".into(),
+            runtime: crate::shim_client::ShimRuntime::Binary {
+                path: "/usr/sbin/runc".into(),
+                root: "/run/runc-crius".into(),
+                hide_unified_cgroup: false,
+            },
+            features: crate::runtime_handlers::HandlerFeatures {
+                recursive_read_only_mounts: true,
+                user_namespaces: false,
+            },
+        };
+        let crius = Crius {
+            handlers: std::sync::Arc::new((*crius.handlers).clone().with(runc)),
+            ..crius
+        };
+        let s = status_response(&crius, false).unwrap();
+        assert_eq!(
+            s.runtime_handlers,
+            [
+                cri::RuntimeHandler {
+                    name: String::new(),
+                    features: Some(cri::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: crius.host.mount_setattr,
+                        user_namespaces: false,
+                    }),
+                },
+                cri::RuntimeHandler {
+                    name: "runc".into(),
+                    features: Some(cri::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: true,
+                        user_namespaces: false,
+                    }),
+                },
+            ]
+        );
     }
 
     #[test]

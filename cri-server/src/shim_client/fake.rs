@@ -11,7 +11,7 @@ use std::time::Duration;
 use crius_proto::shim::v1 as pb;
 use tonic::Status;
 
-use super::{ProcessIo, ShimApi, ShimError, ShimFuture, ShimLauncher, ShimPaths};
+use super::{ProcessIo, ShimApi, ShimError, ShimFuture, ShimLauncher, ShimPaths, ShimRuntime};
 
 /// A call of [`FakeShims`] that can be made to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,8 @@ struct State {
     resizes: Vec<(String, u32, u32)>,
     /// What their `exit` carries.
     io_exit_code: i32,
+    /// (container id, runtime) of every Spawn, in order.
+    runtimes: Vec<(String, ShimRuntime)>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -182,6 +184,11 @@ impl FakeShims {
             .collect()
     }
 
+    /// The runtime each shim was spawned with: (container id, runtime), in order.
+    pub fn spawned_runtimes(&self) -> Vec<(String, ShimRuntime)> {
+        self.state.lock().unwrap().runtimes.clone()
+    }
+
     /// The ids whose shims are up (spawned, not shut down).
     pub fn up(&self) -> HashSet<String> {
         self.state.lock().unwrap().up.clone()
@@ -230,11 +237,13 @@ impl ShimLauncher for FakeShims {
         &'a self,
         id: &'a str,
         _paths: &'a ShimPaths,
+        runtime: &'a ShimRuntime,
         _log_path: Option<&'a Path>,
     ) -> ShimFuture<'a, Arc<dyn ShimApi>> {
         Box::pin(async move {
             let mut state = self.state.lock().unwrap();
             state.calls.push((id.to_string(), "Spawn"));
+            state.runtimes.push((id.to_string(), runtime.clone()));
             if state.fail == Some(FakeShimStep::Spawn) {
                 return Err(ShimError::Spawn {
                     id: id.to_string(),
@@ -384,7 +393,15 @@ mod tests {
         let fakes = FakeShims::default();
         fakes.io_exit_code(7);
         let paths = ShimPaths::in_bundle(Path::new("/nonexistent/c1"));
-        let shim = fakes.spawn("c1", &paths, None).await.unwrap();
+        let shim = fakes
+            .spawn(
+                "c1",
+                &paths,
+                &ShimRuntime::InProcess { root: "/r".into() },
+                None,
+            )
+            .await
+            .unwrap();
         let start = pb::ExecStart {
             stdin: true,
             ..Default::default()

@@ -16,8 +16,9 @@ use crate::config::Config;
 use crate::image::snapshot::fake::{FakeSnapshotStep, FakeSnapshotter};
 use crate::image::ImageStore;
 use crate::image::{ImageConfig, ImageRecord};
+use crate::runtime_handlers::{HandlerFeatures, RuntimeHandler, RuntimeHandlers};
 use crate::shim_client::fake::{FakeShimStep, FakeShims};
-use crate::shim_client::Shims;
+use crate::shim_client::{ShimRuntime, Shims};
 use crate::spec::HostCapabilities;
 use crate::state::container::container_name;
 use crate::state::table::Table;
@@ -89,6 +90,10 @@ impl Fixture {
                 bundles_dir: config.state.join("c"),
                 protected_host_dirs: vec![config.root.clone(), config.state.clone()],
                 stops: Arc::default(),
+                handlers: Arc::new(
+                    RuntimeHandlers::in_process(config.state.join("runtime"), true)
+                        .with(runc_handler()),
+                ),
             },
             config,
             shims,
@@ -473,4 +478,79 @@ async fn a_remove_during_a_long_stop_kills_at_once() {
         .unwrap();
     assert_eq!(fx.shims.signals(&id), [libc::SIGTERM, libc::SIGKILL]);
     fx.assert_nothing_left();
+}
+
+/// The fixture's binary handler: runc, without `rro`.
+fn runc_handler() -> RuntimeHandler {
+    RuntimeHandler {
+        name: "runc".into(),
+        runtime: ShimRuntime::Binary {
+            path: "/usr/sbin/runc".into(),
+            root: "/run/crius/runtimes/runc".into(),
+            hide_unified_cgroup: false,
+        },
+        features: HandlerFeatures::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_container_runs_on_its_pods_runtime_handler() {
+    let mut fx = Fixture::new();
+    let default = fx.create(fx.request("busybox")).await.unwrap();
+    fx.pod.runtime_handler = "runc".into();
+    let mut req = fx.request("busybox");
+    req.config.as_mut().unwrap().metadata.as_mut().unwrap().name = "on-runc".into();
+    let on_runc = fx.create(req).await.unwrap();
+    assert_eq!(
+        fx.shims.spawned_runtimes(),
+        [
+            (
+                default,
+                ShimRuntime::InProcess {
+                    root: fx.config.state.join("runtime")
+                }
+            ),
+            (on_runc, runc_handler().runtime),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_handler_without_rro_refuses_a_recursive_read_only_mount() {
+    let mut fx = Fixture::new();
+    fx.pod.runtime_handler = "runc".into();
+    let mut req = fx.request("busybox");
+    req.config.as_mut().unwrap().mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: "/tmp".into(),
+        readonly: true,
+        recursive_read_only: true,
+        ..Default::default()
+    }];
+    let status = fx.create(req).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "config.mounts.recursive_read_only: runtime handler \"runc\" does not make mounts read-only recursively"
+    );
+    assert!(fx.shims.spawned().is_empty());
+    fx.assert_nothing_left();
+}
+
+#[tokio::test]
+async fn a_pod_whose_handler_is_no_longer_configured_gets_no_container() {
+    let mut fx = Fixture::new();
+    fx.pod.runtime_handler = "kata".into();
+    let status = fx.create(fx.request("busybox")).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        format!(
+            "pod {}: its runtime handler \"kata\" is no longer configured",
+            fx.pod.id
+        )
+    );
+    fx.assert_nothing_left();
+    fx.pod.runtime_handler = String::new();
+    fx.assert_name_free().await;
 }
