@@ -159,3 +159,17 @@ pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// StopPodSandbox then RemovePodSandbox, each expected to succeed.
+pub async fn stop_and_remove_pod(rt: &mut Runtime, pod_id: &str) {
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.into(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id.into(),
+    })
+    .await
+    .expect("RemovePodSandbox");
+}

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use crius_proto::cri;
 use crius_proto::cri::image_service_client::ImageServiceClient;
-use crius_tests::cri::{container_config, exec, pod_config, run_container, run_pod};
+use crius_tests::cri::{
+    container_config, exec, pod_config, run_container, run_pod, stop_and_remove_pod,
+};
 use crius_tests::registry::TestRegistry;
 use crius_tests::{mounts_under, require_root, Daemon, DaemonOptions};
 use tonic::transport::Channel;
@@ -354,16 +356,7 @@ async fn layers_unpack_for_overlayfs() {
     )
     .await
     .expect("ExecSync");
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .expect("RemovePodSandbox");
+    stop_and_remove_pod(&mut rt, &pod_id).await;
     assert_eq!(seen.exit_code, 0, "{seen:?}");
     assert_eq!(
         String::from_utf8_lossy(&seen.stdout),
@@ -430,16 +423,7 @@ async fn a_container_of_125_layers_sees_every_layer_and_leaves_nothing() {
     .expect("RemoveContainer");
     let container_dir_left = container_dir.exists();
     let rootfs_mounts = mounts_under(&daemon.state.join("c"));
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .expect("RemovePodSandbox");
+    stop_and_remove_pod(&mut rt, &pod_id).await;
 
     assert_eq!(recorded.lines().count(), 125);
     assert!(!links_left, "the layer links outlived the mount");

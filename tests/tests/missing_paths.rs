@@ -9,7 +9,7 @@ use std::path::Path;
 use crius_proto::cri;
 use crius_tests::cri::{
     container_config, container_status, create_container, exec, pod_config, pull, run_container,
-    run_pod, with_pid_mode,
+    run_pod, stop_and_remove_pod, with_pid_mode,
 };
 use crius_tests::registry::TestRegistry;
 use crius_tests::{require_root, Daemon};
@@ -100,16 +100,7 @@ async fn a_missing_working_directory_is_made_and_the_process_starts_there() {
     assert!(volume.join("sub").is_dir());
     assert_eq!(mode(&volume.join("sub")), 0o755);
 
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .expect("RemovePodSandbox");
+    stop_and_remove_pod(&mut rt, &pod_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -187,16 +178,7 @@ async fn a_missing_host_path_is_made_unless_under_a_file_or_a_protected_dir() {
         assert!(!host.exists(), "{}", host.display());
     }
 
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .expect("RemovePodSandbox");
+    stop_and_remove_pod(&mut rt, &pod_id).await;
     // As with containerd, a directory made for a volume stays with the host.
     assert!(host.is_dir());
 }
@@ -248,16 +230,7 @@ async fn a_failed_mount_names_the_step_the_path_and_the_errno() {
         "{message}"
     );
 
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .expect("RemovePodSandbox");
+    stop_and_remove_pod(&mut rt, &pod_id).await;
     assert_eq!(daemon.leaks(), Vec::<String>::new());
 }
 
@@ -325,15 +298,6 @@ async fn a_process_that_cannot_be_execd_fails_at_start_naming_the_file() {
         .expect("RemoveContainer");
     }
 
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .expect("RemovePodSandbox");
+    stop_and_remove_pod(&mut rt, &pod_id).await;
     assert_eq!(daemon.leaks(), Vec::<String>::new());
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crius_proto::cri;
 use crius_tests::cri::{
     container_config, container_status, create_container, exec, pod_config, pull, run_container,
-    run_pod,
+    run_pod, stop_and_remove_pod,
 };
 use crius_tests::registry::TestRegistry;
 use crius_tests::{require_root, Daemon};
@@ -61,16 +61,7 @@ fn bind(container_path: &str, host_path: &Path) -> cri::Mount {
 
 /// Stops and removes the pod, then checks that nothing of it is left.
 async fn remove_pod(daemon: &Daemon, rt: &mut crius_tests::cri::Runtime, pod_id: String) {
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .expect("RemovePodSandbox");
+    stop_and_remove_pod(rt, &pod_id).await;
     assert_eq!(daemon.leaks(), Vec::<String>::new());
 }
 

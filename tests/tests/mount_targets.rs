@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use crius_proto::cri;
-use crius_tests::cri::{container_config, exec, pod_config, pull, run_container, run_pod};
+use crius_tests::cri::{
+    container_config, exec, pod_config, pull, run_container, run_pod, stop_and_remove_pod,
+};
 use crius_tests::registry::TestRegistry;
 use crius_tests::{require_root, Daemon};
 
@@ -144,16 +146,7 @@ async fn mounts_land_on_symlink_targets_made_inside_the_rootfs() {
         assert!(!Path::new(path).exists(), "{path} was made on the host");
     }
 
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .expect("RemovePodSandbox");
+    stop_and_remove_pod(&mut rt, &pod_id).await;
     for path in &absent {
         assert!(!Path::new(path).exists(), "{path} was made on the host");
     }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use crius_proto::cri;
 use crius_tests::cri::{
-    container_config, container_status, exec, pod_config, pull, run_container, wait_for,
+    container_config, container_status, exec, pod_config, pull, run_container, stop_and_remove_pod,
+    wait_for,
 };
 use crius_tests::registry::TestRegistry;
 use crius_tests::{require_root, Daemon, DaemonOptions};
@@ -300,16 +301,7 @@ async fn pods_on_runc_crun_and_the_default_handler_run_side_by_side() {
                 "{handler:?} {container}: its runtime state is left"
             );
         }
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod_id.clone(),
-        })
-        .await
-        .expect("StopPodSandbox");
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod_id,
-        })
-        .await
-        .expect("RemovePodSandbox");
+        stop_and_remove_pod(&mut rt, &pod_id).await;
     }
     wait_for("shims to exit", || {
         daemon.shim_pids().is_empty() && daemon.pause_shim_pids().is_empty()

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crius_proto::cri;
 use crius_tests::cri::{
-    container_config, container_status, exec, pod_config, pull, run_container, run_pod, wait_for,
-    with_pid_mode, Runtime,
+    container_config, container_status, exec, pod_config, pull, run_container, run_pod,
+    stop_and_remove_pod, wait_for, with_pid_mode, Runtime,
 };
 use crius_tests::registry::TestRegistry;
 use crius_tests::{require_root, Daemon};
@@ -44,19 +44,6 @@ async fn verbose_pod_info(rt: &mut Runtime, id: &str) -> (i32, serde_json::Value
         .into_inner();
     let info = serde_json::from_str(&reply.info["info"]).expect("info is JSON");
     (reply.status.unwrap().state, info)
-}
-
-async fn remove_pod(rt: &mut Runtime, id: &str) {
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: id.into(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: id.into(),
-    })
-    .await
-    .expect("RemovePodSandbox");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -181,7 +168,7 @@ async fn the_pause_process_is_pid_1_of_a_shared_pid_pod() {
     let st = container_status(&mut rt, &top).await;
     assert_eq!(st.exit_code, 143, "ended by SIGTERM");
 
-    remove_pod(&mut rt, &pod_id).await;
+    stop_and_remove_pod(&mut rt, &pod_id).await;
     assert!(!alive(pause_pid as i32), "the pause process survived");
     assert_eq!(daemon.leaks(), Vec::<String>::new());
 }
@@ -261,7 +248,7 @@ async fn pods_without_a_shared_pid_namespace_run_no_process_and_target_joins() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
 
-    remove_pod(&mut rt, &pod_id).await;
+    stop_and_remove_pod(&mut rt, &pod_id).await;
     assert_eq!(daemon.leaks(), Vec::<String>::new());
 }
 
@@ -300,7 +287,7 @@ async fn a_killed_pause_shim_makes_the_pod_not_ready_and_removable() {
     assert!(reason.contains("shim is gone"), "{info}");
     // The orphaned pause process is killed by the stop (left a zombie for
     // whoever adopted it); all is released.
-    remove_pod(&mut rt, &pod_id).await;
+    stop_and_remove_pod(&mut rt, &pod_id).await;
     assert!(!alive(pause_pid), "the pause process survived");
     assert_eq!(daemon.leaks(), Vec::<String>::new());
 }
