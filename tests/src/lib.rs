@@ -245,6 +245,42 @@ impl Daemon {
         crictl
     }
 
+    /// [`Daemon::crictl`] as one shell command line (for `script -c`),
+    /// to be followed by crictl's own arguments.
+    pub fn crictl_line(&self) -> String {
+        let crictl = self.crictl();
+        let mut line = vec![
+            "CRI_CONFIG_FILE=/dev/null".to_string(),
+            crictl.get_program().to_string_lossy().into_owned(),
+        ];
+        line.extend(crictl.get_args().map(|a| a.to_string_lossy().into_owned()));
+        line.join(" ")
+    }
+
+    /// Runs `crictl <args>` under a pseudo-terminal of `rows` x `cols`
+    /// (util-linux `script`), as a user's shell would, typing `stdin` into
+    /// it: its output, the terminal's CRs included.
+    pub fn crictl_on_a_terminal(&self, rows: u16, cols: u16, args: &str, stdin: &[u8]) -> String {
+        let line = format!(
+            "stty rows {rows} cols {cols}; {} {args}",
+            self.crictl_line()
+        );
+        let mut child = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn script");
+        let mut input = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut input, stdin).unwrap();
+        // script ends the session when its stdin ends: give the command time.
+        std::thread::sleep(Duration::from_secs(3));
+        drop(input);
+        let output = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

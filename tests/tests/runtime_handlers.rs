@@ -49,36 +49,13 @@ fn records(log: &Path) -> Vec<String> {
 }
 
 /// Runs `crictl <args>` against `daemon` with `stdin`; with a `terminal`
-/// of (rows, cols), under a pseudo-terminal of that size (util-linux
-/// `script`, as tests/streaming.rs does). Its stdout.
+/// of (rows, cols), under a pseudo-terminal of that size. Its stdout.
 fn crictl(daemon: &Daemon, args: &str, stdin: &[u8], terminal: Option<(u16, u16)>) -> String {
-    let crictl = daemon.crictl();
-    let line = format!(
-        "CRI_CONFIG_FILE=/dev/null {} {} {args}",
-        crictl.get_program().to_string_lossy(),
-        crictl
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let mut command = match terminal {
-        Some((rows, cols)) => {
-            let mut script = std::process::Command::new("script");
-            script.args([
-                "-qec",
-                &format!("stty rows {rows} cols {cols}; {line}"),
-                "/dev/null",
-            ]);
-            script
-        }
-        None => {
-            let mut sh = std::process::Command::new("sh");
-            sh.args(["-c", &line]);
-            sh
-        }
-    };
-    let mut child = command
+    if let Some((rows, cols)) = terminal {
+        return daemon.crictl_on_a_terminal(rows, cols, args, stdin);
+    }
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &format!("{} {args}", daemon.crictl_line())])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -86,10 +63,6 @@ fn crictl(daemon: &Daemon, args: &str, stdin: &[u8], terminal: Option<(u16, u16)
         .expect("spawn crictl");
     let mut input = child.stdin.take().unwrap();
     std::io::Write::write_all(&mut input, stdin).unwrap();
-    if terminal.is_some() {
-        // script ends the session when its stdin ends: give the command time.
-        std::thread::sleep(Duration::from_secs(3));
-    }
     drop(input);
     let output = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&output.stdout).into_owned()

@@ -39,35 +39,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Runs `command` under a pseudo-terminal of `rows`x`cols` (util-linux
-/// `script`), as a user's shell would: its output, terminal's CRs included.
-fn on_a_terminal(daemon: &Daemon, rows: u16, cols: u16, command: &str, stdin: &[u8]) -> String {
-    let crictl = daemon.crictl();
-    let program = crictl.get_program().to_string_lossy().into_owned();
-    let args: Vec<String> = crictl
-        .get_args()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let line = format!(
-        "stty rows {rows} cols {cols}; CRI_CONFIG_FILE=/dev/null {program} {} {command}",
-        args.join(" ")
-    );
-    let mut child = std::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn script");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin).unwrap();
-    // script ends the session when its stdin ends; give the command time.
-    std::thread::sleep(Duration::from_secs(3));
-    drop(input);
-    let output = child.wait_with_output().unwrap();
-    text(&output.stdout)
-}
-
 struct Pod {
     daemon: Daemon,
     pod_id: String,
@@ -171,7 +142,7 @@ async fn exec_on_a_terminal_gets_its_size_and_resizes() {
     let id = pod.container("sleeper", &["sleep", "3600"], |_| {}).await;
     for transport in TRANSPORTS {
         let command = format!("exec -it --transport {transport} {id} sh -c 'tty; stty size'");
-        let output = on_a_terminal(&pod.daemon, 30, 100, &command, b"");
+        let output = pod.daemon.crictl_on_a_terminal(30, 100, &command, b"");
         assert!(output.contains("/dev/pts/"), "{transport}: {output:?}");
         assert!(output.contains("30 100"), "{transport}: {output:?}");
     }
@@ -220,8 +191,7 @@ async fn attach_reaches_plain_and_terminal_containers() {
             })
             .await;
         let command = format!("attach -it --transport {transport} {id}");
-        let output = on_a_terminal(
-            &pod.daemon,
+        let output = pod.daemon.crictl_on_a_terminal(
             40,
             120,
             &command,
@@ -451,9 +421,7 @@ async fn a_dropped_client_leaves_no_process_fd_or_pty() {
         };
         // crictl -t wants a terminal: `script` gives it one; the whole
         // session (script and crictl) is killed as one process group.
-        let crictl = pod.daemon.crictl();
-        let mut line = vec![crictl.get_program().to_string_lossy().into_owned()];
-        line.extend(crictl.get_args().map(|a| a.to_string_lossy().into_owned()));
+        let mut line = vec![pod.daemon.crictl_line()];
         line.extend(["exec", "--transport", transport].map(String::from));
         if tty {
             // crictl asks for both: a terminal without stdin is refused.
@@ -461,11 +429,7 @@ async fn a_dropped_client_leaves_no_process_fd_or_pty() {
         }
         line.extend([id.clone(), "sh".into(), "-c".into(), format!("'{marker}'")]);
         let client = std::process::Command::new("script")
-            .args([
-                "-qec",
-                &format!("CRI_CONFIG_FILE=/dev/null {}", line.join(" ")),
-                "/dev/null",
-            ])
+            .args(["-qec", &line.join(" "), "/dev/null"])
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
