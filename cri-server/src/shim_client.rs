@@ -276,6 +276,14 @@ impl From<ShimError> for CriError {
     }
 }
 
+/// The bundle dir of container or pod `id` under `bundles_dir`: named by
+/// the id's first 16 hex digits, short because the shim's socket lives in
+/// it and a unix socket path holds at most 107 bytes. `id` is one crius
+/// made (64 hex digits).
+pub fn bundle_dir(bundles_dir: &Path, id: &str) -> PathBuf {
+    bundles_dir.join(&id[..16])
+}
+
 /// Where a container's shim keeps its files (all under the bundle dir).
 #[derive(Debug, Clone)]
 pub struct ShimPaths {

@@ -24,9 +24,6 @@ use crate::state::sandbox::PodRecord;
 use crate::state::table::Entry;
 use crate::task::detached;
 
-/// Hex digits of the container id that name its bundle dir.
-const BUNDLE_NAME_LEN: usize = 16;
-
 /// The exit code of a container whose start failed (containerd's
 /// `errorStartExitCode`, internal/cri/server/helpers.go).
 const START_ERROR_EXIT_CODE: i32 = 128;
@@ -78,7 +75,7 @@ pub async fn create_container(
     let record = ContainerRecord {
         // A short name keeps the shim's socket path far below the 107 bytes
         // a unix socket allows; creating the dir fails on a collision.
-        bundle: deps.bundles_dir.join(&id[..BUNDLE_NAME_LEN]),
+        bundle: crate::shim_client::bundle_dir(&deps.bundles_dir, &id),
         layer_dir: deps.snapshotter.container_dir(&id),
         log_path: log_path(&pod, &config),
         id: id.clone(),

@@ -27,17 +27,35 @@ pub struct AttachStdin {
 /// (one terminal cannot carry two streams); NotFound for an unknown
 /// container; FailedPrecondition unless it runs.
 pub fn validate_exec(deps: &ContainerDeps, req: &cri::ExecRequest) -> Result<(), CriError> {
+    running_for_exec(deps, req).map(drop)
+}
+
+/// The running container `req` execs into, once the request's own fields
+/// are checked.
+fn running_for_exec(
+    deps: &ContainerDeps,
+    req: &cri::ExecRequest,
+) -> Result<crate::state::container::ContainerRecord, CriError> {
     check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
     if req.cmd.is_empty() {
         return Err(CriError::invalid("cmd", "must not be empty"));
     }
-    running(deps, &req.container_id).map(drop)
+    running(deps, &req.container_id)
 }
 
 /// The checks of an Attach request: as [`validate_exec`] without `cmd`.
 pub fn validate_attach(deps: &ContainerDeps, req: &cri::AttachRequest) -> Result<(), CriError> {
+    running_for_attach(deps, req).map(drop)
+}
+
+/// The running container `req` attaches to, once the request's own fields
+/// are checked.
+fn running_for_attach(
+    deps: &ContainerDeps,
+    req: &cri::AttachRequest,
+) -> Result<crate::state::container::ContainerRecord, CriError> {
     check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
-    running(deps, &req.container_id).map(drop)
+    running(deps, &req.container_id)
 }
 
 /// Starts `req.cmd` in the running container with the container's own user,
@@ -51,8 +69,7 @@ pub async fn exec(
     req: &cri::ExecRequest,
     size: Option<(u16, u16)>,
 ) -> Result<ProcessIo, CriError> {
-    validate_exec(deps, req)?;
-    let record = running(deps, &req.container_id)?;
+    let record = running_for_exec(deps, req)?;
     let process = spec::exec_process(&record.process, &req.cmd, req.tty, size)?;
     let process_json = serde_json::to_vec(&process).context("encoding the exec process")?;
     let shim = deps.shims.get(&record.id, &record.bundle).await?;
@@ -74,8 +91,7 @@ pub async fn attach(
     deps: &ContainerDeps,
     req: &cri::AttachRequest,
 ) -> Result<(ProcessIo, AttachStdin), CriError> {
-    validate_attach(deps, req)?;
-    let record = running(deps, &req.container_id)?;
+    let record = running_for_attach(deps, req)?;
     let shim = deps.shims.get(&record.id, &record.bundle).await?;
     let io = shim
         .attach(pb::AttachStart {

@@ -33,10 +33,6 @@ const WAIT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(1
 /// How long a stop waits for the SIGKILLed pause process to be reaped.
 const KILL_REAP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Hex digits of the pod id that name the pause process's bundle dir (as
-/// a container's: short, for the shim socket's path).
-const BUNDLE_NAME_LEN: usize = 16;
-
 /// True when the pod's config asks for a shared PID namespace (CRI's
 /// default: POD is the proto's zero value).
 pub fn wanted(pod: &PodRecord) -> bool {
@@ -49,7 +45,7 @@ pub fn wanted(pod: &PodRecord) -> bool {
 /// exactly that. Errors: each step's, naming it (writing the bundle,
 /// spawning the shim, creating or starting the process, pinning).
 pub async fn start(deps: &PodDeps, pod: &mut PodRecord) -> Result<(), CriError> {
-    let bundle = deps.bundles_dir.join(&pod.id[..BUNDLE_NAME_LEN]);
+    let bundle = crate::shim_client::bundle_dir(&deps.bundles_dir, &pod.id);
     pod.pause = Some(PauseRecord {
         bundle: bundle.clone(),
         ..Default::default()
