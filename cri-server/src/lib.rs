@@ -6,6 +6,7 @@ pub mod container;
 mod deadline;
 pub mod error;
 mod fs_usage;
+pub mod idmap;
 pub mod image;
 pub mod image_service;
 mod instrument;
@@ -99,7 +100,7 @@ impl Crius {
             .context("probing the host's capabilities")?;
         // libcontainer's state of every container of the default handler,
         // shared by the shims.
-        let handlers = RuntimeHandlers::from_config(&config, host.mount_setattr)
+        let handlers = RuntimeHandlers::from_config(&config, &host)
             .context("resolving the runtime handlers")?;
         Ok(Crius {
             images: Arc::new(images),

@@ -7,6 +7,12 @@
 //! `unpin` unlinks the pin file, and the kernel (since 3.18) then detaches the
 //! copies in every namespace, so no copy keeps a pod's namespaces alive.
 //!
+//! A pod with a user namespace of its own (KEP-127) gets it from a forked
+//! child instead: a multithreaded process may neither unshare nor join a
+//! user namespace, and the namespaces made in the same `unshare` call as
+//! the user namespace are owned by it. The child reports back, the parent
+//! writes its ID maps and pins all four, then the child exits.
+//!
 //! Every call here blocks on syscalls; call it from `spawn_blocking` in async code.
 //!
 //! The daemon pins through the [`NamespacePinner`] seam: [`HostNamespaces`]
@@ -26,6 +32,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
 use crate::error::CriError;
+use crate::state::sandbox::{IdMapping, UserMappings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NamespaceKind {
@@ -87,11 +94,13 @@ impl NamespaceKinds {
 }
 
 /// Where each pinned namespace is; `None` for a kind shared with the host.
+/// `user`, when pinned, owns the other three.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PinnedNamespaces {
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    pub user: Option<PathBuf>,
 }
 
 impl PinnedNamespaces {
@@ -126,6 +135,8 @@ pub enum NsError {
     AlreadyPinned(PathBuf),
     #[error("the namespace thread panicked")]
     ThreadPanicked,
+    #[error("the user namespace's child process ended before it made the namespaces")]
+    ChildGone,
     /// A failure a test injected through `fake::FakeNamespaces`.
     #[cfg(test)]
     #[error("injected failure at pinning the {0} namespace")]
@@ -136,13 +147,16 @@ pub enum NsError {
 /// alive under a directory of the state dir, and releases them. Blocking.
 pub trait NamespacePinner: Send + Sync + fmt::Debug {
     /// New namespaces of the asked kinds pinned at `<dir>/<kind>` (see
-    /// [`pin`]): where each is. All or nothing: on error nothing of this call
-    /// is left behind. Errors: `AlreadyPinned`, a syscall or mount failing.
+    /// [`pin`]), inside a new user namespace with `user`'s ID maps pinned
+    /// at `<dir>/user` when given: where each is. All or nothing: on error
+    /// nothing of this call is left behind. Errors: `AlreadyPinned`, a
+    /// syscall or mount failing.
     fn pin(
         &self,
         dir: &Path,
         kinds: NamespaceKinds,
         hostname: Option<&str>,
+        user: Option<&UserMappings>,
     ) -> Result<PinnedNamespaces, NsError>;
 
     /// Pins the PID namespace of process `pid` at `<dir>/pid` (see
@@ -154,7 +168,7 @@ pub trait NamespacePinner: Send + Sync + fmt::Debug {
     /// syscalls failing other than for a process that is gone.
     fn kill_pinned_pid(&self, pin: &Path, pid: u32) -> Result<bool, NsError>;
 
-    /// Releases every pin under `dir` (the PID one too) and `dir` itself
+    /// Releases every pin under `dir` (the PID and user ones too) and `dir` itself
     /// (see [`unpin`]). Idempotent: what is already gone is fine. Errors: an
     /// unmount or removal failing, named.
     fn unpin(&self, dir: &Path) -> Result<(), NsError>;
@@ -170,8 +184,9 @@ impl NamespacePinner for HostNamespaces {
         dir: &Path,
         kinds: NamespaceKinds,
         hostname: Option<&str>,
+        user: Option<&UserMappings>,
     ) -> Result<PinnedNamespaces, NsError> {
-        pin(dir, kinds, hostname)
+        pin(dir, kinds, hostname, user)
     }
 
     fn pin_pid(&self, dir: &Path, pid: u32) -> Result<PathBuf, NsError> {
@@ -189,6 +204,9 @@ impl NamespacePinner for HostNamespaces {
 
 /// The file name of a pod's pinned PID namespace in its pins' dir.
 const PID_PIN: &str = "pid";
+
+/// The file name of a pod's pinned user namespace in its pins' dir.
+const USER_PIN: &str = "user";
 
 /// The one mapping of namespace errors to CRI codes: pinning, entering and
 /// unpinning a pod's namespaces fail only through the host (a syscall, a
@@ -214,15 +232,17 @@ fn sys_err(op: &'static str) -> impl FnOnce(Errno) -> NsError {
 
 /// Creates new namespaces of the asked kinds and bind-mounts each onto
 /// `<dir>/<kind>`. The hostname, if given, is set in the new UTS namespace; the
-/// new network namespace has `lo` up and no other link. On error nothing of
-/// this call is left behind.
+/// new network namespace has `lo` up and no other link. With `user`, they
+/// are made inside a new user namespace with those ID maps, pinned at
+/// `<dir>/user`. On error nothing of this call is left behind.
 pub fn pin(
     dir: &Path,
     kinds: NamespaceKinds,
     hostname: Option<&str>,
+    user: Option<&UserMappings>,
 ) -> Result<PinnedNamespaces, NsError> {
-    for kind in kinds.iter() {
-        let target = dir.join(kind.name());
+    let user_pin = user.map(|_| dir.join(USER_PIN));
+    for target in kinds.iter().map(|k| dir.join(k.name())).chain(user_pin) {
         if target.exists() {
             return Err(NsError::AlreadyPinned(target));
         }
@@ -230,20 +250,22 @@ pub fn pin(
     let created_dir = !dir.exists();
     fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
     let mut pinned = PinnedNamespaces::default();
-    let result = std::thread::scope(|s| {
-        s.spawn(|| pin_in_this_thread(dir, kinds, hostname, &mut pinned))
-            .join()
-            .unwrap_or(Err(NsError::ThreadPanicked))
-    });
+    let result = match user {
+        Some(maps) => pin_in_user_namespace(dir, kinds, hostname, maps, &mut pinned),
+        None => std::thread::scope(|s| {
+            s.spawn(|| pin_in_this_thread(dir, kinds, hostname, &mut pinned))
+                .join()
+                .unwrap_or(Err(NsError::ThreadPanicked))
+        }),
+    };
     match result {
         Ok(()) => Ok(pinned),
         Err(e) => {
             // Undo only what this call made: a racing pin of the same dir keeps its own.
-            for kind in NamespaceKind::ALL {
-                if let Some(path) = pinned.get(kind) {
-                    if let Err(undo) = remove_pin(path) {
-                        tracing::warn!(error = %undo, "undoing a failed pin");
-                    }
+            let made = NamespaceKind::ALL.iter().filter_map(|k| pinned.get(*k));
+            for path in made.chain(pinned.user.as_deref()) {
+                if let Err(undo) = remove_pin(path) {
+                    tracing::warn!(error = %undo, "undoing a failed pin");
                 }
             }
             if created_dir {
@@ -288,6 +310,146 @@ fn pin_in_this_thread(
         .map_err(sys_err("bind-mounting a namespace"))?;
     }
     Ok(())
+}
+
+/// What the user namespace's child reports through its pipe: the step that
+/// failed and its errno, or success.
+const CHILD_OK: u8 = 0;
+const CHILD_UNSHARE: u8 = 1;
+const CHILD_SETHOSTNAME: u8 = 2;
+const CHILD_LOOPBACK: u8 = 3;
+
+/// Forks a child that unshares a user namespace together with the asked
+/// kinds (so that it owns them), sets the hostname and brings `lo` up, then
+/// waits; writes the child's ID maps, pins its namespaces, and ends it.
+/// Every pin is recorded in `pinned` before it is mounted.
+fn pin_in_user_namespace(
+    dir: &Path,
+    kinds: NamespaceKinds,
+    hostname: Option<&str>,
+    maps: &UserMappings,
+    pinned: &mut PinnedNamespaces,
+) -> Result<(), NsError> {
+    let flags = kinds
+        .iter()
+        .fold(CloneFlags::CLONE_NEWUSER, |f, k| f | k.clone_flag());
+    let hostname = hostname.filter(|_| kinds.uts);
+    let (report_rx, report_tx) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
+    let (release_rx, release_tx) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
+    // SAFETY: the child runs only async-signal-safe syscalls (close,
+    // unshare, sethostname, socket, ioctl, write, read) on data made before
+    // the fork, allocates nothing, and leaves by _exit.
+    match unsafe { nix::unistd::fork() }.map_err(sys_err("fork"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(report_rx);
+            drop(release_tx);
+            let (step, errno) = make_namespaces_in_child(flags, hostname, kinds.net);
+            let mut report = [step, 0, 0, 0, 0];
+            report[1..].copy_from_slice(&(errno as i32).to_ne_bytes());
+            let _ = nix::unistd::write(&report_tx, &report);
+            if step == CHILD_OK {
+                // Returns at EOF: the parent closed its end (or died).
+                let _ = nix::unistd::read(release_rx.as_raw_fd(), &mut [0u8; 1]);
+            }
+            // SAFETY: _exit ends the child without running the parent's
+            // atexit handlers or destructors.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(report_tx);
+            drop(release_rx);
+            let result = pin_child_namespaces(dir, kinds, maps, child, &report_rx, pinned);
+            drop(release_tx);
+            // A child that failed or lost its parent's end exits by itself;
+            // the kill covers one still blocked for any other reason.
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(child, None);
+            result
+        }
+    }
+}
+
+/// In the forked child: the namespaces, the hostname and `lo`: the failed
+/// step and its errno, or `(CHILD_OK, 0)`.
+fn make_namespaces_in_child(flags: CloneFlags, hostname: Option<&str>, net: bool) -> (u8, Errno) {
+    if let Err(e) = unshare(flags) {
+        return (CHILD_UNSHARE, e);
+    }
+    if let Some(name) = hostname {
+        if let Err(e) = nix::unistd::sethostname(name) {
+            return (CHILD_SETHOSTNAME, e);
+        }
+    }
+    if net {
+        if let Err(NsError::Sys { source, .. }) = bring_loopback_up() {
+            return (CHILD_LOOPBACK, source);
+        }
+    }
+    (CHILD_OK, Errno::UnknownErrno)
+}
+
+/// In the parent: waits for the child's report, writes its ID maps and
+/// bind-mounts its user namespace and the asked kinds.
+fn pin_child_namespaces(
+    dir: &Path,
+    kinds: NamespaceKinds,
+    maps: &UserMappings,
+    child: nix::unistd::Pid,
+    report_rx: &OwnedFd,
+    pinned: &mut PinnedNamespaces,
+) -> Result<(), NsError> {
+    let mut report = [0u8; 5];
+    let mut got = 0;
+    while got < report.len() {
+        match nix::unistd::read(report_rx.as_raw_fd(), &mut report[got..]) {
+            Ok(0) => return Err(NsError::ChildGone),
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(sys_err("reading the child's report")(e)),
+        }
+    }
+    let errno = Errno::from_raw(i32::from_ne_bytes([
+        report[1], report[2], report[3], report[4],
+    ]));
+    match report[0] {
+        CHILD_OK => {}
+        CHILD_UNSHARE => return Err(sys_err("unshare")(errno)),
+        CHILD_SETHOSTNAME => return Err(sys_err("sethostname")(errno)),
+        _ => return Err(sys_err("bringing lo up")(errno)),
+    }
+    for (file, map) in [("uid_map", maps.uids), ("gid_map", maps.gids)] {
+        let path = PathBuf::from(format!("/proc/{child}/{file}"));
+        fs::write(&path, id_map_line(&map)).map_err(io_err("writing", &path))?;
+    }
+    let user = dir.join(USER_PIN);
+    create_pin_file(&user)?;
+    pinned.user = Some(user.clone());
+    bind_namespace(&format!("/proc/{child}/ns/user"), &user)?;
+    for kind in kinds.iter() {
+        let target = dir.join(kind.name());
+        create_pin_file(&target)?;
+        pinned.set(kind, target.clone());
+        bind_namespace(&format!("/proc/{child}/ns/{}", kind.name()), &target)?;
+    }
+    Ok(())
+}
+
+/// One line of `/proc/<pid>/uid_map` (or `gid_map`): inside, outside, length.
+fn id_map_line(map: &IdMapping) -> String {
+    format!("{} {} {}\n", map.container_id, map.host_id, map.length)
+}
+
+fn bind_namespace(source: &str, target: &Path) -> Result<(), NsError> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(sys_err("bind-mounting a namespace"))
 }
 
 /// Sets IFF_UP on `lo` of the calling thread's network namespace: a socket
@@ -410,6 +572,7 @@ pub fn unpin(dir: &Path) -> Result<(), NsError> {
         remove_pin(&dir.join(kind.name()))?;
     }
     remove_pin(&dir.join(PID_PIN))?;
+    remove_pin(&dir.join(USER_PIN))?;
     match fs::remove_dir(dir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", dir)(e)),
         _ => Ok(()),
@@ -512,13 +675,22 @@ pub mod fake {
             dir: &Path,
             kinds: NamespaceKinds,
             _hostname: Option<&str>,
+            user: Option<&UserMappings>,
         ) -> Result<PinnedNamespaces, NsError> {
             fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
             let mut pinned = PinnedNamespaces::default();
+            if user.is_some() {
+                let target = dir.join(USER_PIN);
+                File::create(&target).map_err(io_err("creating", &target))?;
+                self.pinned.lock().unwrap().insert(target.clone());
+                self.calls.lock().unwrap().push(NsCall::Pin(target.clone()));
+                pinned.user = Some(target);
+            }
             for kind in kinds.iter() {
                 let target = dir.join(kind.name());
                 if *self.fail.lock().unwrap() == Some(kind) {
-                    for made in NamespaceKind::ALL.iter().filter_map(|k| pinned.get(*k)) {
+                    let made = NamespaceKind::ALL.iter().filter_map(|k| pinned.get(*k));
+                    for made in made.chain(pinned.user.as_deref()) {
                         self.remove_pin(made)?;
                     }
                     return Err(NsError::Injected(kind.name()));
@@ -556,6 +728,7 @@ pub mod fake {
                 self.remove_pin(&dir.join(kind.name()))?;
             }
             self.remove_pin(&dir.join(PID_PIN))?;
+            self.remove_pin(&dir.join(USER_PIN))?;
             match fs::remove_dir(dir) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", dir)(e)),
                 _ => Ok(()),
@@ -569,15 +742,35 @@ pub mod fake {
         let dir = tmp.path().join("ns");
         let fake = FakeNamespaces::default();
         fake.fail_at(Some(NamespaceKind::Uts));
-        let err = fake.pin(&dir, NamespaceKinds::ALL, None).unwrap_err();
+        let err = fake.pin(&dir, NamespaceKinds::ALL, None, None).unwrap_err();
         assert!(err.to_string().contains("uts"), "{err}");
         // Net and IPC were pinned, then undone.
         assert!(fake.pinned().is_empty());
         assert_eq!(fake.calls().len(), 4);
         fake.fail_at(None);
-        let pinned = fake.pin(&dir, NamespaceKinds::ALL, None).unwrap();
+        let pinned = fake.pin(&dir, NamespaceKinds::ALL, None, None).unwrap();
         assert_eq!(pinned.net.as_deref(), Some(dir.join("net").as_path()));
+        assert_eq!(pinned.user, None);
         assert_eq!(fake.pinned().len(), 3);
+        fake.unpin(&dir).unwrap();
+        assert!(fake.pinned().is_empty() && !dir.exists());
+        let maps = UserMappings {
+            uids: IdMapping {
+                container_id: 0,
+                host_id: 200000,
+                length: 65536,
+            },
+            gids: IdMapping {
+                container_id: 0,
+                host_id: 200000,
+                length: 65536,
+            },
+        };
+        let pinned = fake
+            .pin(&dir, NamespaceKinds::ALL, None, Some(&maps))
+            .unwrap();
+        assert_eq!(pinned.user.as_deref(), Some(dir.join("user").as_path()));
+        assert_eq!(fake.pinned().len(), 4);
         fake.unpin(&dir).unwrap();
         fake.unpin(&dir).unwrap();
         assert!(fake.pinned().is_empty() && !dir.exists());
@@ -633,7 +826,7 @@ mod tests {
         }
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("pod1");
-        let pinned = pin(&dir, NamespaceKinds::ALL, Some("pod-host")).unwrap();
+        let pinned = pin(&dir, NamespaceKinds::ALL, Some("pod-host"), None).unwrap();
         let mounts = mount_points();
         for kind in NamespaceKind::ALL {
             let path = pinned.get(kind).unwrap();
@@ -692,6 +885,86 @@ mod tests {
         unsafe { req.ifr_ifru.ifru_flags as libc::c_int }
     }
 
+    /// The user namespace has the asked maps and owns the pod's other
+    /// namespaces; unpin releases it with them; a failure undoes it too.
+    #[test]
+    fn pin_in_a_user_namespace_owns_the_others_and_unpin_removes_it() {
+        if !is_root() {
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("pod6");
+        let maps = UserMappings {
+            uids: IdMapping {
+                container_id: 0,
+                host_id: 200000,
+                length: 65536,
+            },
+            gids: IdMapping {
+                container_id: 0,
+                host_id: 300000,
+                length: 1000,
+            },
+        };
+        let pinned = pin(&dir, NamespaceKinds::ALL, Some("pod-host"), Some(&maps)).unwrap();
+        let user = pinned.user.clone().unwrap();
+        assert_eq!(user, dir.join("user"));
+        let inside = |ns: &str, args: &[&str]| {
+            let out = std::process::Command::new("nsenter")
+                .arg(format!("--user={}", user.display()))
+                .arg(format!("--{ns}={}", dir.join(ns).display()))
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let words = |s: String| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            words(inside("uts", &["cat", "/proc/self/uid_map"])),
+            ["0", "200000", "65536"]
+        );
+        assert_eq!(
+            words(inside("uts", &["cat", "/proc/self/gid_map"])),
+            ["0", "300000", "1000"]
+        );
+        assert_eq!(inside("uts", &["hostname"]).trim(), "pod-host");
+        // NS_GET_USERNS: the owner of each namespace is the pinned one.
+        let user_ino = fs::metadata(&user).unwrap().ino();
+        for kind in NamespaceKind::ALL {
+            let ns = File::open(pinned.get(kind).unwrap()).unwrap();
+            let owner = unsafe { libc::ioctl(ns.as_raw_fd(), 0xb701) };
+            assert!(owner >= 0, "NS_GET_USERNS {kind:?}");
+            let owner = unsafe { File::from_raw_fd(owner) };
+            assert_eq!(owner.metadata().unwrap().ino(), user_ino, "{kind:?}");
+        }
+        unpin(&dir).unwrap();
+        assert!(!mount_points().iter().any(|m| m.starts_with(&dir)));
+        assert!(!dir.exists());
+
+        let err = pin(
+            &dir,
+            NamespaceKinds::ALL,
+            Some(&"h".repeat(65)),
+            Some(&maps),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sethostname"), "{err}");
+        assert!(!dir.exists());
+        // The kernel refuses an empty range (the pod concern never asks one).
+        let empty = UserMappings {
+            uids: IdMapping {
+                length: 0,
+                ..maps.uids
+            },
+            ..maps
+        };
+        let err = pin(&dir, NamespaceKinds::ALL, None, Some(&empty)).unwrap_err();
+        assert!(err.to_string().contains("uid_map"), "{err}");
+        assert!(!dir.exists());
+        assert!(!mount_points().iter().any(|m| m.starts_with(&dir)));
+    }
+
     #[test]
     fn pin_of_some_kinds_only_and_refusal_of_a_second_pin() {
         if !is_root() {
@@ -703,10 +976,10 @@ mod tests {
             net: true,
             ..Default::default()
         };
-        let pinned = pin(&dir, only_net, Some("ignored")).unwrap();
+        let pinned = pin(&dir, only_net, Some("ignored"), None).unwrap();
         assert!(pinned.ipc.is_none() && pinned.uts.is_none());
         assert!(!dir.join("uts").exists());
-        let again = pin(&dir, only_net, None).unwrap_err();
+        let again = pin(&dir, only_net, None, None).unwrap_err();
         assert!(matches!(again, NsError::AlreadyPinned(_)), "{again}");
         // The refused call left the first pin alone.
         assert!(mount_points().contains(&dir.join("net")));
@@ -765,7 +1038,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("pod3");
         // A hostname longer than the kernel's 64 bytes fails after unshare.
-        let err = pin(&dir, NamespaceKinds::ALL, Some(&"h".repeat(65))).unwrap_err();
+        let err = pin(&dir, NamespaceKinds::ALL, Some(&"h".repeat(65)), None).unwrap_err();
         assert!(err.to_string().contains("sethostname"), "{err}");
         assert!(!dir.exists());
         assert!(!mount_points().iter().any(|m| m.starts_with(&dir)));
@@ -782,7 +1055,7 @@ mod tests {
             ipc: true,
             ..Default::default()
         };
-        pin(&dir, only_ipc, None).unwrap();
+        pin(&dir, only_ipc, None, None).unwrap();
         let pin_path = dir.join("ipc");
         let (to_copy, copy_rx) = std::sync::mpsc::channel::<()>();
         let (from_copy, copy_says) = std::sync::mpsc::channel::<bool>();

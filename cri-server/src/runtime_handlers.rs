@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, ConfigError, RuntimeHandlerConfig};
 use crate::error::CriError;
 use crate::shim_client::ShimRuntime;
+use crate::spec::HostCapabilities;
 
 /// How long a binary may take to answer `features` at start-up.
 const FEATURES_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,15 +47,17 @@ pub struct RuntimeHandlers {
 
 impl RuntimeHandlers {
     /// The default handler alone: the in-process runtime keeping its state
-    /// under `root`; `mount_setattr`: the kernel has it (for `rro`).
-    pub fn in_process(root: PathBuf, mount_setattr: bool) -> RuntimeHandlers {
+    /// under `root`, with the features `host` allows.
+    pub fn in_process(root: PathBuf, host: &HostCapabilities) -> RuntimeHandlers {
         let default = RuntimeHandler {
             name: String::new(),
             runtime: ShimRuntime::InProcess { root },
             features: HandlerFeatures {
                 // libcontainer applies OCI's "rro" with mount_setattr.
-                recursive_read_only_mounts: mount_setattr,
-                user_namespaces: false,
+                recursive_read_only_mounts: host.mount_setattr,
+                // A pod's user namespace owns its pinned namespaces; its
+                // containers' layers and binds are idmapped mounts.
+                user_namespaces: host.idmapped_layers,
             },
         };
         RuntimeHandlers {
@@ -69,11 +72,11 @@ impl RuntimeHandlers {
     /// not executable.
     pub fn from_config(
         config: &Config,
-        mount_setattr: bool,
+        host: &HostCapabilities,
     ) -> Result<RuntimeHandlers, ConfigError> {
-        let mut handlers = RuntimeHandlers::in_process(config.state.join("runtime"), mount_setattr);
+        let mut handlers = RuntimeHandlers::in_process(config.state.join("runtime"), host);
         for (name, table) in &config.runtimes {
-            let handler = binary_handler(name, table, &config.state, mount_setattr)?;
+            let handler = binary_handler(name, table, &config.state, host.mount_setattr)?;
             handlers.handlers.insert(name.clone(), handler);
         }
         Ok(handlers)
@@ -219,6 +222,15 @@ fn advertised_mount_options(binary: &Path) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// A host with mount_setattr and idmapped layers, or with neither.
+    fn host(new_kernel: bool) -> HostCapabilities {
+        HostCapabilities {
+            mount_setattr: new_kernel,
+            idmapped_layers: new_kernel,
+            ..HostCapabilities::bare()
+        }
+    }
+
     /// A fake runtime binary whose `features` prints `features` (nothing: it
     /// fails, as crun 1.8's does).
     fn fake_binary(dir: &Path, features: Option<&str>) -> PathBuf {
@@ -245,7 +257,7 @@ mod tests {
 
     #[test]
     fn the_default_handler_is_the_in_process_runtime() {
-        let handlers = RuntimeHandlers::from_config(&config(&[]), true).unwrap();
+        let handlers = RuntimeHandlers::from_config(&config(&[]), &host(true)).unwrap();
         let names: Vec<&str> = handlers.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, [""]);
         assert_eq!(
@@ -257,16 +269,17 @@ mod tests {
                 },
                 features: HandlerFeatures {
                     recursive_read_only_mounts: true,
-                    user_namespaces: false,
+                    user_namespaces: true,
                 },
             }
         );
-        let without = RuntimeHandlers::from_config(&config(&[]), false).unwrap();
-        assert!(
-            !without
-                .default_handler()
-                .features
-                .recursive_read_only_mounts
+        let without = RuntimeHandlers::from_config(&config(&[]), &host(false)).unwrap();
+        assert_eq!(
+            without.default_handler().features,
+            HandlerFeatures {
+                recursive_read_only_mounts: false,
+                user_namespaces: false,
+            }
         );
     }
 
@@ -279,7 +292,7 @@ mod tests {
             ..Default::default()
         };
         let handlers =
-            RuntimeHandlers::from_config(&config(&[("runc", table.clone())]), true).unwrap();
+            RuntimeHandlers::from_config(&config(&[("runc", table.clone())]), &host(true)).unwrap();
         assert_eq!(
             handlers.get("runc").unwrap(),
             &RuntimeHandler {
@@ -296,7 +309,8 @@ mod tests {
             }
         );
         // Not without the kernel's mount_setattr.
-        let handlers = RuntimeHandlers::from_config(&config(&[("runc", table)]), false).unwrap();
+        let handlers =
+            RuntimeHandlers::from_config(&config(&[("runc", table)]), &host(false)).unwrap();
         assert!(
             !handlers
                 .get("runc")
@@ -314,7 +328,8 @@ mod tests {
                 root: Some("/run/crun".into()),
                 hide_unified_cgroup: true,
             };
-            let handlers = RuntimeHandlers::from_config(&config(&[("crun", table)]), true).unwrap();
+            let handlers =
+                RuntimeHandlers::from_config(&config(&[("crun", table)]), &host(true)).unwrap();
             let crun = handlers.get("crun").unwrap();
             assert!(!crun.features.recursive_read_only_mounts);
             assert!(matches!(
@@ -332,7 +347,8 @@ mod tests {
             path: Some(missing.clone()),
             ..Default::default()
         };
-        let err = RuntimeHandlers::from_config(&config(&[("runc", table)]), true).unwrap_err();
+        let err =
+            RuntimeHandlers::from_config(&config(&[("runc", table)]), &host(true)).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -344,7 +360,8 @@ mod tests {
             path: Some(dir.path().to_path_buf()),
             ..Default::default()
         };
-        let err = RuntimeHandlers::from_config(&config(&[("runc", table)]), true).unwrap_err();
+        let err =
+            RuntimeHandlers::from_config(&config(&[("runc", table)]), &host(true)).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -354,7 +371,7 @@ mod tests {
         );
         let err = RuntimeHandlers::from_config(
             &config(&[("no-such-runtime-anywhere", RuntimeHandlerConfig::default())]),
-            true,
+            &host(true),
         )
         .unwrap_err();
         assert_eq!(
@@ -365,7 +382,7 @@ mod tests {
 
     #[test]
     fn an_unknown_handler_is_invalid_argument_naming_it() {
-        let handlers = RuntimeHandlers::in_process("/r".into(), true);
+        let handlers = RuntimeHandlers::in_process("/r".into(), &host(true));
         let err = handlers.get("kata").unwrap_err();
         let status = tonic::Status::from(err);
         assert_eq!(status.code(), tonic::Code::InvalidArgument);

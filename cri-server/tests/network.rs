@@ -152,7 +152,7 @@ async fn two_pods_get_addresses_reach_each_other_and_leave_nothing_behind() {
     ] {
         let started = Instant::now();
         let dir = net.path("ns").join(id);
-        let pinned = namespaces::pin(&dir, NamespaceKinds::ALL, Some(id)).unwrap();
+        let pinned = namespaces::pin(&dir, NamespaceKinds::ALL, Some(id), None).unwrap();
         let pinned_in = started.elapsed();
         let pod = pod(id, pinned.net.as_deref().unwrap(), ports);
         let status = cni.add(&pod).await.unwrap();

@@ -51,7 +51,7 @@ mod bundle;
 mod console;
 mod cwd;
 mod error;
-mod exec_seccomp;
+mod exec_executor;
 mod executable;
 mod in_root;
 mod init_identity;

@@ -11,11 +11,11 @@ use libcontainer::error::LibcontainerError;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use oci_spec::runtime::{Box as ConsoleSize, Process, Spec};
+use oci_spec::runtime::{Box as ConsoleSize, LinuxNamespaceType, Process, Spec};
 
 use crate::console::{self, ConsoleSocket};
 use crate::error::{RuntimeError, Step};
-use crate::exec_seccomp::SeccompExecutor;
+use crate::exec_executor::ExecExecutor;
 use crate::init_identity;
 use crate::oom_score::OomScoreAdj;
 use crate::pause::PauseExecutor;
@@ -278,22 +278,28 @@ impl Runtime {
                 status: container.status().into(),
             });
         }
-        let seccomp =
-            container_seccomp(&container).map_err(|e| RuntimeError::libcontainer(id, step, e))?;
+        let executor = exec_executor(&container, process).map_err(|e| match e {
+            ExecSetup::Libcontainer(e) => RuntimeError::libcontainer(id, step, e),
+            ExecSetup::Io(what, e) => RuntimeError::io(id, step, what, e),
+        })?;
+        let process = match &executor {
+            Some(executor) => executor.host_process(process),
+            None => process.clone(),
+        };
         // libcontainer takes the exec's process spec as a file; it lives as long as this call.
         let mut process_json = tempfile::Builder::new()
             .prefix("exec-")
             .suffix(".json")
             .tempfile_in(self.state_root.join(id))
             .map_err(|e| RuntimeError::io(id, step, "create process.json", e))?;
-        serde_json::to_writer(&mut process_json, process)
+        serde_json::to_writer(&mut process_json, &process)
             .map_err(std::io::Error::from)
             .and_then(|()| process_json.flush())
             .map_err(|e| RuntimeError::io(id, step, "write process.json", e))?;
 
         with_own_oom_score(id, step, || {
             let mut builder = self.builder(id, io)?;
-            if let Some(executor) = seccomp {
+            if let Some(executor) = executor {
                 builder = builder.with_executor(executor);
             }
             builder
@@ -347,18 +353,40 @@ impl Runtime {
     }
 }
 
-/// The executor that puts an exec under the container's seccomp filter, if it has one.
-fn container_seccomp(container: &Container) -> Result<Option<SeccompExecutor>, LibcontainerError> {
-    let spec = Spec::load(container.bundle().join("config.json"))?;
-    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
-        return Ok(None);
+/// Why an exec's executor could not be made.
+enum ExecSetup {
+    Libcontainer(LibcontainerError),
+    Io(&'static str, std::io::Error),
+}
+
+/// The executor that adds to `process` what libcontainer leaves out of an exec: the
+/// container's user namespace, if its spec has one (joined through its init's), and its
+/// seccomp filter, if it has one. None when neither.
+fn exec_executor(
+    container: &Container,
+    process: &Process,
+) -> Result<Option<ExecExecutor>, ExecSetup> {
+    let spec = Spec::load(container.bundle().join("config.json"))
+        .map_err(|e| ExecSetup::Libcontainer(e.into()))?;
+    let linux = spec.linux().as_ref();
+    let in_user_namespace = linux
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|namespaces| {
+            namespaces
+                .iter()
+                .any(|n| n.typ() == LinuxNamespaceType::User)
+        });
+    let user_namespace = match (in_user_namespace, container.pid()) {
+        (true, Some(init)) => Some(
+            fs::File::open(format!("/proc/{init}/ns/user"))
+                .map(OwnedFd::from)
+                .map_err(|e| ExecSetup::Io("open the init's user namespace", e))?,
+        ),
+        _ => None,
     };
-    SeccompExecutor::new(seccomp).map(Some).ok_or_else(|| {
-        LibcontainerError::Other(
-            "the container's seccomp filter needs a notify listener, which an exec cannot have"
-                .into(),
-        )
-    })
+    let seccomp = linux.and_then(|l| l.seccomp().clone());
+    ExecExecutor::new(process, user_namespace, seccomp)
+        .map_err(|e| ExecSetup::Libcontainer(LibcontainerError::Other(e.into())))
 }
 
 pub(crate) fn io_error(e: oci_spec::OciSpecError) -> std::io::Error {

@@ -47,6 +47,33 @@ pub fn with_pid_mode(
     pod
 }
 
+/// `pod` with a user namespace of mode `mode` (KEP-127): for POD, uids and
+/// gids map container IDs `0..length` to host IDs `host_id..`.
+pub fn with_userns(
+    mut pod: cri::PodSandboxConfig,
+    mode: cri::NamespaceMode,
+    host_id: u32,
+    length: u32,
+) -> cri::PodSandboxConfig {
+    let ids = match mode {
+        cri::NamespaceMode::Pod => vec![cri::IdMapping {
+            container_id: 0,
+            host_id,
+            length,
+        }],
+        _ => Vec::new(),
+    };
+    let linux = pod.linux.get_or_insert_with(Default::default);
+    let sc = linux.security_context.get_or_insert_with(Default::default);
+    let ns = sc.namespace_options.get_or_insert_with(Default::default);
+    ns.userns_options = Some(cri::UserNamespace {
+        mode: mode as i32,
+        uids: ids.clone(),
+        gids: ids,
+    });
+    pod
+}
+
 pub fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {

@@ -102,14 +102,19 @@ async fn pods_on_runc_crun_and_the_default_handler_run_side_by_side() {
         .map(|h| h.name.as_str())
         .collect();
     assert_eq!(names, ["", "crun", "runc"]);
-    // This kernel has mount_setattr; runc 1.1.5's `features` lists "rro",
-    // crun 1.8.1 has no `features` to say so.
-    for (name, rro) in [("", true), ("runc", true), ("crun", false)] {
+    // This kernel has mount_setattr and idmapped overlay layers; runc
+    // 1.1.5's `features` lists "rro", crun 1.8.1 has no `features` to say
+    // so; only the default handler makes a pod's user namespace.
+    for (name, rro, userns) in [
+        ("", true, true),
+        ("runc", true, false),
+        ("crun", false, false),
+    ] {
         assert_eq!(
             features(name),
             cri::RuntimeHandlerFeatures {
                 recursive_read_only_mounts: rro,
-                user_namespaces: false,
+                user_namespaces: userns,
             },
             "{name:?}"
         );

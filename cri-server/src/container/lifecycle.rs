@@ -14,8 +14,8 @@ use crius_proto::shim::v1 as pb;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::signal;
 use super::{container_name, ContainerDeps, ContainerRecord, ContainerState};
+use super::{idmapped, signal};
 use crate::error::CriError;
 use crate::shim_client::{ShimApi, ShimPaths};
 use crate::spec::{self, ContainerSpecInput, SandboxNamespaces};
@@ -184,17 +184,24 @@ async fn setup(
     std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
     {
         let snapshotter = deps.snapshotter.clone();
-        let (layers, layer_dir, rootfs) =
-            (layers.to_vec(), record.layer_dir.clone(), rootfs.clone());
-        tokio::task::spawn_blocking(move || snapshotter.prepare(&layer_dir, &layers, &rootfs))
-            .await?
-            .map_err(|e| CriError::from(e).context("preparing the container's rootfs"))?;
+        let (layers, layer_dir, rootfs, userns) = (
+            layers.to_vec(),
+            record.layer_dir.clone(),
+            rootfs.clone(),
+            pod_user_namespace(pod),
+        );
+        tokio::task::spawn_blocking(move || {
+            snapshotter.prepare(&layer_dir, &layers, &rootfs, userns.as_ref())
+        })
+        .await?
+        .map_err(|e| CriError::from(e).context("preparing the container's rootfs"))?;
     }
     let namespaces = SandboxNamespaces {
         network: pod.netns.clone(),
         ipc: pod.ipcns.clone(),
         uts: pod.utsns.clone(),
         pid: pod.pause.as_ref().and_then(|p| p.pidns.clone()),
+        user: pod.userns.clone(),
     };
     let target_pid_namespace = target_pid_namespace(deps, pod, &record.config)?;
     let spec = spec::container_spec(&ContainerSpecInput {
@@ -206,6 +213,7 @@ async fn setup(
         image,
         rootfs: &rootfs,
         namespaces: &namespaces,
+        user_mappings: pod.user_mappings.as_ref(),
         target_pid_namespace: target_pid_namespace.as_deref(),
         cgroups_path: deps
             .cgroups
@@ -220,6 +228,15 @@ async fn setup(
         protected_host_dirs: &deps.protected_host_dirs,
     })
     .map_err(|e| CriError::from(e).context("building the container's spec"))?;
+    let mut spec = spec;
+    if let Some(userns) = pod.userns.clone() {
+        let bundle = record.bundle.clone();
+        spec = tokio::task::spawn_blocking(move || {
+            idmapped::idmap_binds(&mut spec, &bundle, &userns).map(|()| spec)
+        })
+        .await?
+        .context("idmapping the container's binds")?;
+    }
     record.process = spec.process().clone().unwrap_or_default();
     record.resources = spec::applied_resources(&spec);
     let config_json = record.bundle.join("config.json");
@@ -280,6 +297,17 @@ fn handler_serves(
         ));
     }
     Ok(())
+}
+
+/// The pod's user namespace, which the container's rootfs and binds are
+/// seen through; `None` for a pod in the host's.
+fn pod_user_namespace(pod: &PodRecord) -> Option<crate::idmap::UserNamespace> {
+    let (path, maps) = (pod.userns.clone()?, pod.user_mappings?);
+    Some(crate::idmap::UserNamespace {
+        path,
+        root_uid: maps.uids.host_id,
+        root_gid: maps.gids.host_id,
+    })
 }
 
 /// The PID namespace of the container that `namespace_options.target_id`
@@ -349,6 +377,7 @@ async fn teardown(deps: &ContainerDeps, record: &ContainerRecord) -> Result<(), 
     );
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         snapshotter.remove(&layer_dir, &rootfs)?;
+        idmapped::release(&bundle)?;
         match std::fs::remove_dir_all(&bundle) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(e).with_context(|| format!("removing {}", bundle.display()))

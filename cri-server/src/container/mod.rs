@@ -3,6 +3,7 @@
 //! record (`state::sandbox`), never from the pod concern.
 
 mod exec;
+mod idmapped;
 mod lifecycle;
 mod log;
 mod signal;
@@ -122,7 +123,9 @@ mod tests {
                 ipc: Some("/run/crius/ns/p/ipc".into()),
                 uts: Some("/run/crius/ns/p/uts".into()),
                 pid: None,
+                user: None,
             },
+            user_mappings: None,
             target_pid_namespace: None,
             cgroups_path: "/crius/pod-p1/c1".into(),
             hostname: "web",
@@ -147,6 +150,7 @@ mod tests {
             apparmor: false,
             own_capabilities: (1 << 41) - 1,
             mount_setattr: true,
+            idmapped_layers: true,
         }
     }
 

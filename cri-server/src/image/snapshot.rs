@@ -10,7 +10,7 @@
 //! the image.
 
 use std::fs;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -18,6 +18,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::ImageError;
 use crate::fs_usage::{dir_usage, Usage};
+use crate::idmap::UserNamespace;
 
 #[cfg(test)]
 pub mod fake;
@@ -31,13 +32,16 @@ pub trait Snapshotter: Send + Sync {
 
     /// Records `layers` (lowest first) as in use by the container, then
     /// mounts them with its writable layer at `target`, creating the dirs.
-    /// Errors: `Io`, `Mount`; what it made stays for [`Snapshotter::remove`].
-    /// Not idempotent.
+    /// With `idmap` (a pinned user namespace), the rootfs is seen through
+    /// that namespace's ID maps: files keep their on-disk owners inside it
+    /// (an idmapped mount, KEP-127). Errors: `Io`, `Mount`; what it made
+    /// stays for [`Snapshotter::remove`]. Not idempotent.
     fn prepare(
         &self,
         container_dir: &Path,
         layers: &[PathBuf],
         target: &Path,
+        idmap: Option<&UserNamespace>,
     ) -> Result<(), ImageError>;
 
     /// Unmounts `target` (detaching a busy mount) and removes the writable
@@ -79,8 +83,9 @@ impl Snapshotter for OverlaySnapshotter {
         container_dir: &Path,
         layers: &[PathBuf],
         target: &Path,
+        idmap: Option<&UserNamespace>,
     ) -> Result<(), ImageError> {
-        mount_rootfs(layers, container_dir, target)
+        mount_rootfs(layers, container_dir, target, idmap)
     }
 
     fn remove(&self, container_dir: &Path, target: &Path) -> Result<(), ImageError> {
@@ -143,14 +148,23 @@ pub const MAX_LAYERS: usize = 500;
 /// the host's can break the options with a ',' or ':'. One way for every
 /// count, so every container exercises it; `layers` names what `l/<i>` was.
 /// overlayfs holds the dirs the links resolved to, so the links go as soon
-/// as the mount call returns, mounted or not. Errors: `Mount` (more than
-/// [`MAX_LAYERS`] layers, naming the count, or the kernel's refusal), `Io`.
+/// as the mount call returns, mounted or not.
+///
+/// With `idmap` (a user namespace), the overlay is made of idmapped
+/// clones of the layers and of `container_dir` (for `upper/` and `work/`)
+/// under `<container_dir>/idmapped/` (overlayfs cannot be idmapped, its
+/// layers can): files keep their on-disk owners inside the namespace, and
+/// what its root writes is on-disk root's. overlayfs keeps private clones
+/// of its layers, so those go, like the links, once the mount call
+/// returns. Errors: `Mount` (more than [`MAX_LAYERS`] layers, naming the
+/// count, an idmapped clone, or the kernel's refusal), `Io`.
 pub fn mount_rootfs(
     layers: &[PathBuf],
     container_dir: &Path,
     target: &Path,
+    idmap: Option<&UserNamespace>,
 ) -> Result<(), ImageError> {
-    let options = overlay_options(layers.len().max(1))?;
+    let options = overlay_options(layers.len().max(1), idmap.is_some())?;
     for dir in [
         &container_dir.join(UPPER_DIR),
         &container_dir.join(WORK_DIR),
@@ -168,13 +182,23 @@ pub fn mount_rootfs(
     } else {
         layers.to_vec()
     };
-    // Removed when dropped, on every way out of this function.
-    let _links = LayerLinks::create(container_dir, &layers)?;
+    // Both removed when dropped, on every way out of this function.
+    let idmapped = match idmap {
+        Some(userns) => Some(IdmappedLayers::create(
+            container_dir,
+            &layers,
+            &userns.path,
+        )?),
+        None => None,
+    };
+    let lowers = idmapped.as_ref().map_or(&layers, |i| &i.lowers);
+    let _links = LayerLinks::create(container_dir, lowers)?;
     let (dir, target, count) = (
         container_dir.to_path_buf(),
         target.to_path_buf(),
         layers.len(),
     );
+    let host_root = idmap.map(|u| (u.root_uid, u.root_gid));
     std::thread::spawn(move || {
         // This thread's working directory only: CLONE_FS unshares it from
         // the rest of the process.
@@ -182,6 +206,9 @@ pub fn mount_rootfs(
             .map_err(|e| ImageError::Mount(format!("unshare(CLONE_FS): {e}")))?;
         nix::unistd::chdir(&dir)
             .map_err(|e| ImageError::Mount(format!("chdir {}: {e}", dir.display())))?;
+        if let Some((uid, gid)) = host_root {
+            mount_as(uid, gid)?;
+        }
         mount(
             Some("overlay"),
             &target,
@@ -202,10 +229,11 @@ pub fn mount_rootfs(
 }
 
 /// The overlay's mount options for `lowers` layers (at least one): their
-/// links `l/<i>`, top first as overlayfs wants them, and `upper`, `work`,
+/// links `l/<i>`, top first as overlayfs wants them, and `upper`, `work`
+/// (through the idmapped clone of the container dir when `idmapped`),
 /// every path relative to the container dir. Errors: `Mount` naming the
 /// count when it exceeds [`MAX_LAYERS`].
-fn overlay_options(lowers: usize) -> Result<String, ImageError> {
+fn overlay_options(lowers: usize, idmapped: bool) -> Result<String, ImageError> {
     if lowers > MAX_LAYERS {
         return Err(ImageError::Mount(format!(
             "the image has {lowers} layers: overlayfs stacks at most {MAX_LAYERS}"
@@ -215,10 +243,107 @@ fn overlay_options(lowers: usize) -> Result<String, ImageError> {
         .rev()
         .map(|i| format!("{LINKS_DIR}/{i}"))
         .collect();
+    let rw = if idmapped {
+        format!("{IDMAPPED_DIR}/{IDMAPPED_RW}/")
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "lowerdir={},upperdir={UPPER_DIR},workdir={WORK_DIR}",
+        "lowerdir={},upperdir={rw}{UPPER_DIR},workdir={rw}{WORK_DIR}",
         lowerdir.join(":")
     ))
+}
+
+/// Makes the calling thread's filesystem IDs the user namespace's root,
+/// with its capabilities kept: overlayfs does its work in the upper layer
+/// (its `work/` dir at mount, copy-ups later) with the mounter's
+/// credentials, which an idmapped upper layer refuses (EOVERFLOW, and the
+/// overlay mounts read-only) unless it maps them. Filesystem IDs and
+/// capabilities are the thread's own, and the thread is the mount's alone.
+fn mount_as(uid: u32, gid: u32) -> Result<(), ImageError> {
+    // SAFETY: setfsgid and setfsuid change only this thread's credentials.
+    unsafe {
+        libc::setfsgid(gid);
+        libc::setfsuid(uid);
+    }
+    // Changing the fsuid from 0 clears the file capabilities from the
+    // effective set; the permitted set keeps them.
+    let permitted = caps::read(None, caps::CapSet::Permitted)
+        .map_err(|e| ImageError::Mount(format!("reading the capabilities: {e}")))?;
+    caps::set(None, caps::CapSet::Effective, &permitted)
+        .map_err(|e| ImageError::Mount(format!("raising the capabilities: {e}")))
+}
+
+/// The dir of a mount's idmapped clones: `<i>` of the i-th layer, and
+/// [`IDMAPPED_RW`] of the container dir.
+const IDMAPPED_DIR: &str = "idmapped";
+const IDMAPPED_RW: &str = "rw";
+
+/// The idmapped clones one overlay mount is made of, under
+/// `<container_dir>/idmapped/`: unmounted and removed when dropped (never
+/// through a mount: each clone is detached before its dir goes).
+struct IdmappedLayers {
+    dir: PathBuf,
+    /// The clones of the layers, lowest first.
+    lowers: Vec<PathBuf>,
+}
+
+impl IdmappedLayers {
+    /// Clones each layer and the container dir (alone, without its
+    /// sub-mounts) idmapped with the user namespace at `userns`. Errors:
+    /// `Mount` naming the clone, `Io`; what was made is undone.
+    fn create(
+        container_dir: &Path,
+        layers: &[PathBuf],
+        userns: &Path,
+    ) -> Result<IdmappedLayers, ImageError> {
+        let dir = container_dir.join(IDMAPPED_DIR);
+        fs::create_dir(&dir)
+            .map_err(|e| ImageError::io(format!("creating {}", dir.display()), e))?;
+        let mut made = IdmappedLayers {
+            dir,
+            lowers: Vec::new(),
+        };
+        let rw = (
+            container_dir.to_path_buf(),
+            made.dir.join(IDMAPPED_RW),
+            false,
+        );
+        let lowers = layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| (layer.clone(), made.dir.join(i.to_string()), true));
+        for (source, clone, is_layer) in lowers.collect::<Vec<_>>().into_iter().chain([rw]) {
+            fs::create_dir(&clone)
+                .map_err(|e| ImageError::io(format!("creating {}", clone.display()), e))?;
+            crate::idmap::idmapped_bind(&source, &clone, userns, false)
+                .map_err(|e| ImageError::Mount(format!("an idmapped clone for the rootfs: {e}")))?;
+            if is_layer {
+                made.lowers.push(clone);
+            }
+        }
+        Ok(made)
+    }
+}
+
+impl Drop for IdmappedLayers {
+    fn drop(&mut self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for clone in entries.flatten().map(|e| e.path()) {
+            // Were a clone to stay mounted, its dir stays too (with the
+            // container's, whose removal fails rather than reach into it).
+            let detached = umount2(&clone, MntFlags::MNT_DETACH);
+            if let Err(e) = detached
+                .map_err(io::Error::from)
+                .and_then(|()| fs::remove_dir(&clone))
+            {
+                tracing::warn!(clone = %clone.display(), error = %e, "removing an idmapped clone");
+            }
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
 }
 
 /// The dir `l/` of links to the layers, made for one mount and removed with
@@ -340,6 +465,87 @@ mod tests {
             .any(|l| l.split(' ').nth(4) == Some(target.as_ref()))
     }
 
+    /// Through a user namespace mapping 0.. to 200000.., the rootfs shows
+    /// a layer's on-disk owners as the mapped host IDs (so as themselves
+    /// inside), the upper layer too; no idmapped clone is left mounted.
+    #[test]
+    fn an_idmapped_rootfs_shows_the_layers_owners_through_the_maps() {
+        if !is_root() {
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let layer = tmp.path().join("layers/one");
+        fs::create_dir_all(&layer).unwrap();
+        fs::write(layer.join("root-owned"), "").unwrap();
+        fs::write(layer.join("five-owned"), "").unwrap();
+        std::os::unix::fs::chown(layer.join("five-owned"), Some(5), Some(5)).unwrap();
+        let userns = UserNamespace {
+            path: crate::idmap::tests::pinned_userns(&tmp.path().join("ns")),
+            root_uid: 200000,
+            root_gid: 200000,
+        };
+        let container_dir = tmp.path().join("containers/c1");
+        let target = tmp.path().join("rootfs");
+        let mounted_now = mount_rootfs(
+            std::slice::from_ref(&layer),
+            &container_dir,
+            &target,
+            Some(&userns),
+        );
+        // The namespace's root writes (a copy-up of a root-owned file too);
+        // the host's root only with the namespace root's filesystem IDs
+        // (as the runtime makes mount points).
+        let write_inside = std::process::Command::new("nsenter")
+            .arg(format!("--user={}", userns.path.display()))
+            .args(["sh", "-c"])
+            .arg(format!(
+                "touch {0}/written && touch {0}/root-owned",
+                target.display()
+            ))
+            .output()
+            .unwrap();
+        let as_host_root = fs::create_dir(target.join("made-by-host-root"));
+        let as_namespace_root = std::thread::scope(|s| {
+            s.spawn(|| {
+                mount_as(200000, 200000).unwrap();
+                fs::create_dir(target.join("made-as-namespace-root"))
+            })
+            .join()
+            .unwrap()
+        });
+        crate::namespaces::unpin(&tmp.path().join("ns")).unwrap();
+        mounted_now.unwrap();
+        assert!(write_inside.status.success(), "{write_inside:?}");
+        let err = as_host_root.unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EOVERFLOW), "{err}");
+        as_namespace_root.unwrap();
+        let owner = |p: &Path| {
+            let m = fs::metadata(p).unwrap();
+            (m.uid(), m.gid())
+        };
+        let result = std::panic::catch_unwind(|| {
+            assert_eq!(owner(&target.join("root-owned")), (200000, 200000));
+            assert_eq!(owner(&target.join("five-owned")), (200005, 200005));
+            assert_eq!(owner(&target), (200000, 200000), "the upper dir");
+            assert!(!container_dir.join(IDMAPPED_DIR).exists());
+            let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+            let clones = mounts
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|m| m.starts_with(&*container_dir.to_string_lossy()));
+            assert_eq!(clones.count(), 0, "{mounts}");
+        });
+        unmount_rootfs(&target).unwrap();
+        result.unwrap();
+        assert_eq!(owner(&layer.join("root-owned")), (0, 0));
+        // On disk, what the namespace's root wrote is root's.
+        assert_eq!(owner(&container_dir.join("upper/written")), (0, 0));
+        assert_eq!(owner(&container_dir.join("upper/root-owned")), (0, 0));
+        let made = container_dir.join("upper/made-as-namespace-root");
+        assert_eq!(owner(&made), (0, 0));
+    }
+
     #[test]
     fn two_layers_with_a_whiteout_merge() {
         if !is_root() {
@@ -364,7 +570,7 @@ mod tests {
         let container_dir = tmp.path().join("containers/c1");
         let target = tmp.path().join("rootfs");
         let layers = vec![lower.clone(), upper_layer.clone()];
-        mount_rootfs(&layers, &container_dir, &target).unwrap();
+        mount_rootfs(&layers, &container_dir, &target, None).unwrap();
         assert!(mounted(&target));
         let result = std::panic::catch_unwind(|| {
             let mut names: Vec<String> = fs::read_dir(target.join("data"))
@@ -397,16 +603,16 @@ mod tests {
     #[test]
     fn options_name_each_layer_by_its_link_top_first_within_a_page() {
         assert_eq!(
-            overlay_options(3).unwrap(),
+            overlay_options(3, false).unwrap(),
             "lowerdir=l/2:l/1:l/0,upperdir=upper,workdir=work"
         );
         assert_eq!(
-            overlay_options(1).unwrap(),
+            overlay_options(1, false).unwrap(),
             "lowerdir=l/0,upperdir=upper,workdir=work"
         );
         // Docker's limit is 127, nixpkgs' layered images make 100, overlayfs stacks 500.
         for count in [125, MAX_LAYERS] {
-            let options = overlay_options(count).unwrap();
+            let options = overlay_options(count, false).unwrap();
             assert!(
                 options.len() < MOUNT_DATA_PAGE,
                 "{count}: {}",
@@ -423,7 +629,7 @@ mod tests {
 
     #[test]
     fn more_layers_than_overlayfs_stacks_fail_naming_the_count_and_make_nothing() {
-        let err = overlay_options(MAX_LAYERS + 1).unwrap_err();
+        let err = overlay_options(MAX_LAYERS + 1, false).unwrap_err();
         assert_eq!(
             err.to_string(),
             "the image has 501 layers: overlayfs stacks at most 500"
@@ -431,7 +637,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let layers = vec![tmp.path().join("layer"); 640];
         let container_dir = tmp.path().join("c");
-        let err = mount_rootfs(&layers, &container_dir, &tmp.path().join("rootfs")).unwrap_err();
+        let err =
+            mount_rootfs(&layers, &container_dir, &tmp.path().join("rootfs"), None).unwrap_err();
         assert!(err.to_string().contains("640 layers"), "{err}");
         assert!(!container_dir.exists());
     }
@@ -495,7 +702,7 @@ mod tests {
         let container_dir = tmp.path().join("c");
         let target = tmp.path().join("rootfs");
         let cwd = std::env::current_dir().unwrap();
-        mount_rootfs(&layers, &container_dir, &target).unwrap();
+        mount_rootfs(&layers, &container_dir, &target, None).unwrap();
         let read = |name: &str| fs::read_to_string(target.join(name)).unwrap_or_default();
         let seen = [
             read("layer-0"),
@@ -531,7 +738,7 @@ mod tests {
         let layers = vec![present, tmp.path().join("layers/absent")];
         let container_dir = tmp.path().join("c");
         let target = tmp.path().join("rootfs");
-        let err = mount_rootfs(&layers, &container_dir, &target).unwrap_err();
+        let err = mount_rootfs(&layers, &container_dir, &target, None).unwrap_err();
         assert!(
             err.to_string().contains("of the 2 layers listed in"),
             "{err}"

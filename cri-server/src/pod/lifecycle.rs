@@ -10,15 +10,17 @@ use std::path::Path;
 use anyhow::Context;
 use crius_proto::cri;
 
-use super::{files, pause, pod_name, PodDeps, PodFiles, PodRecord, PodState};
+use super::{files, pause, pod_name, userns, PodDeps, PodFiles, PodRecord, PodState};
 use crate::error::CriError;
 use crate::namespaces::NamespaceKinds;
 use crate::network::cni::{PodNetwork, PortMapping, Protocol};
 use crate::stamp::{new_id, now_nanos};
+use crate::state::sandbox::UserMappings;
 use crate::state::table::Entry;
 use crate::task::detached;
 
-fn validate(config: &cri::PodSandboxConfig) -> Result<(), CriError> {
+/// The pod's user namespace maps, checked with the rest of `config`.
+fn validate(config: &cri::PodSandboxConfig) -> Result<Option<UserMappings>, CriError> {
     let m = config
         .metadata
         .as_ref()
@@ -32,7 +34,11 @@ fn validate(config: &cri::PodSandboxConfig) -> Result<(), CriError> {
             return Err(CriError::invalid(field, "must not be empty"));
         }
     }
-    Ok(())
+    let ns = (config.linux.as_ref())
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    userns::user_mappings(&ns)
 }
 
 /// Makes the pod (namespaces, network, files, cgroup parent) and records
@@ -43,8 +49,10 @@ pub async fn run_pod(deps: &PodDeps, req: cri::RunPodSandboxRequest) -> Result<S
     let config = req
         .config
         .ok_or_else(|| CriError::invalid("config", "is required"))?;
-    validate(&config)?;
-    let handler = deps.handlers.get(&req.runtime_handler)?.name.clone();
+    let user_mappings = validate(&config)?;
+    let handler = deps.handlers.get(&req.runtime_handler)?;
+    userns::handler_serves(handler, user_mappings.as_ref())?;
+    let handler = handler.name.clone();
     let id = new_id();
     let name = pod_name(&config);
     deps.pods.reserve_name(&name, &id)?;
@@ -103,6 +111,7 @@ async fn setup(deps: &PodDeps, pod: &mut PodRecord) -> Result<(), CriError> {
     std::fs::create_dir_all(&pod.dir)
         .with_context(|| format!("creating the pod's dir {}", pod.dir.display()))?;
     let ns = pod.namespace_options();
+    let user = userns::user_mappings(&ns)?;
     let node = cri::NamespaceMode::Node as i32;
     let kinds = NamespaceKinds {
         net: ns.network != node,
@@ -115,12 +124,16 @@ async fn setup(deps: &PodDeps, pod: &mut PodRecord) -> Result<(), CriError> {
         let dir = pod.dir.join("ns");
         let host = kinds.uts.then(|| hostname.clone());
         let pinner = deps.namespaces.clone();
-        let pinned = tokio::task::spawn_blocking(move || pinner.pin(&dir, kinds, host.as_deref()))
-            .await?
-            .map_err(|e| CriError::from(e).context("pinning the pod's namespaces"))?;
+        let pinned = tokio::task::spawn_blocking(move || {
+            pinner.pin(&dir, kinds, host.as_deref(), user.as_ref())
+        })
+        .await?
+        .map_err(|e| CriError::from(e).context("pinning the pod's namespaces"))?;
         pod.netns = pinned.net;
         pod.ipcns = pinned.ipc;
         pod.utsns = pinned.uts;
+        pod.userns = pinned.user;
+        pod.user_mappings = user;
     }
     if let Some(netns) = pod.netns.clone() {
         let status = (deps.cni.add(&pod_network(pod, &netns)).await)
@@ -309,8 +322,8 @@ mod rollback_tests {
         assert_eq!(f.net.calls(), [NetCall::Add(id.clone())]);
     }
 
-    #[tokio::test]
-    async fn a_pod_records_its_handler_and_its_pause_process_runs_in_process() {
+    /// Fakes whose handlers include a runc one without user namespaces.
+    fn with_runc() -> PodFakes {
         let runc = crate::runtime_handlers::RuntimeHandler {
             name: "runc".into(),
             runtime: crate::shim_client::ShimRuntime::Binary {
@@ -320,9 +333,14 @@ mod rollback_tests {
             },
             features: Default::default(),
         };
-        let f = PodFakes::new(|deps, _| {
+        PodFakes::new(|deps, _| {
             deps.handlers = Arc::new((*deps.handlers).clone().with(runc));
-        });
+        })
+    }
+
+    #[tokio::test]
+    async fn a_pod_records_its_handler_and_its_pause_process_runs_in_process() {
+        let f = with_runc();
         let mut req = run_request("web");
         req.runtime_handler = "runc".into();
         let id = run_pod(&f.deps, req).await.unwrap();
@@ -502,6 +520,81 @@ mod rollback_tests {
         );
         assert!(pause.bundle.join("config.json").exists());
         assert_eq!(f.shims.spawned(), [id]);
+    }
+
+    fn with_userns(name: &str, mode: cri::NamespaceMode) -> cri::RunPodSandboxRequest {
+        let mut req = run_request(name);
+        let ids = vec![cri::IdMapping {
+            container_id: 0,
+            host_id: 200000,
+            length: 65536,
+        }];
+        req.config.as_mut().unwrap().linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    userns_options: Some(cri::UserNamespace {
+                        mode: mode as i32,
+                        uids: ids.clone(),
+                        gids: ids,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        req
+    }
+
+    /// A pod user namespace is pinned with the others, recorded, and
+    /// released by remove; a refused mode makes nothing.
+    #[tokio::test]
+    async fn a_pod_user_namespace_is_pinned_and_released() {
+        let f = PodFakes::new(|_, _| {});
+        let id = run_pod(&f.deps, with_userns("userns", cri::NamespaceMode::Pod))
+            .await
+            .unwrap();
+        let entry = f.deps.pods.find(&id).unwrap();
+        let user = f.pods_dir().join(&id).join("ns/user");
+        assert_eq!(entry.snapshot().userns.as_deref(), Some(&*user));
+        assert_eq!(f.ns.calls()[0], NsCall::Pin(user.clone()));
+        stop_pod(&f.deps, &entry).await.unwrap();
+        remove_pod(&f.deps, &entry).await.unwrap();
+        assert!(f.ns.calls().contains(&NsCall::Unpin(user)));
+        f.assert_nothing_left();
+
+        let calls = f.ns.calls();
+        let status = run_pod(
+            &f.deps,
+            with_userns("refused", cri::NamespaceMode::Container),
+        )
+        .await
+        .map_err(Status::from)
+        .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("userns_options.mode"),
+            "{status:?}"
+        );
+        assert_eq!(f.ns.calls(), calls);
+        f.assert_nothing_left();
+        runs_again(&f).await;
+    }
+
+    #[tokio::test]
+    async fn a_handler_without_user_namespaces_refuses_a_pod_user_namespace() {
+        let f = with_runc();
+        let mut req = with_userns("userns", cri::NamespaceMode::Pod);
+        req.runtime_handler = "runc".into();
+        let status = Status::from(run_pod(&f.deps, req).await.unwrap_err());
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "runtime_handler: runtime handler \"runc\" cannot run a pod with a user namespace (userns_options mode POD)"
+        );
+        assert!(f.ns.calls().is_empty() && f.net.calls().is_empty());
+        f.assert_nothing_left();
+        runs_again(&f).await;
     }
 
     async fn until(mut done: impl FnMut() -> bool) {

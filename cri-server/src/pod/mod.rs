@@ -10,6 +10,7 @@ mod pause;
 mod port_forward;
 #[cfg(test)]
 pub(crate) mod testing;
+mod userns;
 
 // The record, for the life cycle's submodules.
 use crate::state::sandbox::{pod_name, PodFiles, PodRecord, PodState};

@@ -60,6 +60,7 @@ pub async fn start(deps: &PodDeps, pod: &mut PodRecord) -> Result<(), CriError> 
             ipc: pod.ipcns.clone(),
             uts: pod.utsns.clone(),
             pid: None,
+            user: pod.userns.clone(),
         },
         cgroups_path: deps
             .cgroups

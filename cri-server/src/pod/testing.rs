@@ -62,18 +62,15 @@ impl PodFakes {
                 host_resolv_conf: seams.host_resolv_conf.clone(),
                 shims: Arc::new(Shims::new(Arc::new(seams.shims.clone()))),
                 bundles_dir: seams.config.state.join("p"),
-                host: Arc::new(HostCapabilities {
-                    cgroup_v2: false,
-                    hugetlb: false,
-                    memory_swap: false,
-                    min_oom_score_adj: -1000,
-                    apparmor: false,
-                    own_capabilities: 0,
-                    mount_setattr: false,
-                }),
+                host: Arc::new(HostCapabilities::bare()),
+                // The default handler of a kernel with idmapped overlay layers.
                 handlers: Arc::new(RuntimeHandlers::in_process(
                     seams.config.state.join("runtime"),
-                    false,
+                    &HostCapabilities {
+                        mount_setattr: true,
+                        idmapped_layers: true,
+                        ..HostCapabilities::bare()
+                    },
                 )),
             };
             adjust(&mut deps, tmp);

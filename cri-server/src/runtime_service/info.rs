@@ -109,7 +109,8 @@ fn status_response(crius: &Crius, verbose: bool) -> Result<cri::StatusResponse, 
         // The spec builder applies Merge and Strict, and ContainerStatus
         // reports the resolved user. Mount.mount_options (noexec, nodev,
         // nosuid) become the bind's OCI options. User namespaces with the
-        // host network are not served.
+        // host network are refused (a pod's user namespace owns its network
+        // namespace).
         features: Some(cri::RuntimeFeatures {
             supplemental_groups_policy: true,
             user_namespaces_host_network: false,
@@ -223,7 +224,7 @@ mod tests {
                     name: String::new(),
                     features: Some(cri::RuntimeHandlerFeatures {
                         recursive_read_only_mounts: crius.host.mount_setattr,
-                        user_namespaces: false,
+                        user_namespaces: crius.host.idmapped_layers,
                     }),
                 },
                 cri::RuntimeHandler {

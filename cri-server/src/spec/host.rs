@@ -28,6 +28,10 @@ pub struct HostCapabilities {
     /// makes a bind read-only down to every sub-mount (KEP-3857's recursive
     /// read-only mounts, OCI's `rro` option).
     pub mount_setattr: bool,
+    /// The kernel mounts overlayfs over idmapped layers (Linux 5.19, with
+    /// mount_setattr): what a pod's user namespace needs for its
+    /// containers' rootfs (KEP-127).
+    pub idmapped_layers: bool,
 }
 
 impl HostCapabilities {
@@ -45,7 +49,27 @@ impl HostCapabilities {
                 .is_ok_and(|v| v.trim() == "Y"),
             own_capabilities: effective_capabilities(&read_proc("/proc/self/status")?)?,
             mount_setattr: has_mount_setattr(),
+            idmapped_layers: has_mount_setattr()
+                && kernel_release().is_some_and(|version| version >= (5, 19)),
         })
+    }
+}
+
+#[cfg(test)]
+impl HostCapabilities {
+    /// A host that enforces nothing optional (cgroup v1 without hugetlb or
+    /// swap, no AppArmor, no mount_setattr): tests turn on what they need.
+    pub(crate) fn bare() -> HostCapabilities {
+        HostCapabilities {
+            cgroup_v2: false,
+            hugetlb: false,
+            memory_swap: false,
+            min_oom_score_adj: -1000,
+            apparmor: false,
+            own_capabilities: 0,
+            mount_setattr: false,
+            idmapped_layers: false,
+        }
     }
 }
 
@@ -67,6 +91,13 @@ fn has_mount_setattr() -> bool {
         )
     };
     r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
+}
+
+/// This kernel's (major, minor) version.
+fn kernel_release() -> Option<(u32, u32)> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 /// The `CapEff` mask of a /proc/<pid>/status text.
@@ -122,5 +153,7 @@ mod tests {
         let major: u32 = version.next().unwrap().parse().unwrap();
         let minor: u32 = version.next().unwrap().parse().unwrap();
         assert_eq!(host.mount_setattr, (major, minor) >= (5, 12), "{host:?}");
+        assert_eq!(kernel_release(), Some((major, minor)));
+        assert_eq!(host.idmapped_layers, (major, minor) >= (5, 19), "{host:?}");
     }
 }

@@ -27,9 +27,11 @@ mod user;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::state::sandbox::{IdMapping, UserMappings};
 use crius_proto::cri::{ContainerConfig, PodSandboxConfig};
 use oci_spec::runtime::{
-    LinuxBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxBuilder, LinuxIdMappingBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -54,14 +56,16 @@ pub struct ImageConfigView {
     pub stop_signal: String,
 }
 
-/// The pod's pinned namespaces. For network, IPC and UTS, `None` means the pod
-/// uses the host's. `pid` is the pod's shared PID namespace, when it has one.
+/// The pod's pinned namespaces. For network, IPC, UTS and user, `None` means
+/// the pod uses the host's. `pid` is the pod's shared PID namespace, when it
+/// has one. A pod's user namespace owns its other namespaces.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SandboxNamespaces {
     pub network: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
     pub pid: Option<PathBuf>,
+    pub user: Option<PathBuf>,
 }
 
 pub struct ContainerSpecInput<'a> {
@@ -78,6 +82,10 @@ pub struct ContainerSpecInput<'a> {
     /// The mounted rootfs (absolute).
     pub rootfs: &'a Path,
     pub namespaces: &'a SandboxNamespaces,
+    /// The ID maps of the pod's user namespace (`namespaces.user`), given
+    /// in the spec too: the runtime makes mount points in a rootfs seen
+    /// through them as the namespace's root.
+    pub user_mappings: Option<&'a UserMappings>,
     /// The PID namespace of the container named by `namespace_options.target_id`,
     /// when the request asks for mode TARGET.
     pub target_pid_namespace: Option<&'a Path>,
@@ -224,6 +232,18 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
     }
     if let Some(sysctls) = sysctls::sysctls(input.sandbox, input.namespaces)? {
         linux = linux.sysctl(sysctls);
+    }
+    if let (Some(maps), Some(_)) = (input.user_mappings, &input.namespaces.user) {
+        let oci = |m: &IdMapping| {
+            LinuxIdMappingBuilder::default()
+                .container_id(m.container_id)
+                .host_id(m.host_id)
+                .size(m.length)
+                .build()
+        };
+        linux = linux
+            .uid_mappings(vec![oci(&maps.uids)?])
+            .gid_mappings(vec![oci(&maps.gids)?]);
     }
 
     let mut spec = SpecBuilder::default()

@@ -1,6 +1,6 @@
-//! Which namespaces a container gets: the pod's pinned network, IPC and UTS
-//! namespaces (or the host's), a PID namespace of its own, the pod's, another
-//! container's or the host's, and always a mount namespace of its own.
+//! Which namespaces a container gets: the pod's pinned network, IPC, UTS and
+//! user namespaces (or the host's), a PID namespace of its own, the pod's,
+//! another container's or the host's, and always a mount namespace of its own.
 
 use std::path::Path;
 
@@ -57,13 +57,29 @@ pub(super) fn namespaces(
         },
     }
 
-    if let Some(userns) = options.and_then(|o| o.userns_options.as_ref()) {
-        if userns.mode != NamespaceMode::Node as i32 {
+    // The pod's user namespace, whatever the container's options say, as
+    // kubelet sends the pod's; options that contradict the pod are refused.
+    let userns_mode = options
+        .and_then(|o| o.userns_options.as_ref())
+        .map(|u| u.mode);
+    match (userns_mode, &pod.user) {
+        (None, _) => {}
+        (Some(m), None) if m == NamespaceMode::Node as i32 => {}
+        (Some(m), Some(_)) if m == NamespaceMode::Pod as i32 => {}
+        (Some(m), pod_user) => {
+            let pods = if pod_user.is_some() { "POD" } else { "NODE" };
             return Err(SpecError::invalid(
                 FIELD_USERNS,
-                "user namespaces are not supported",
+                format!(
+                    "mode {} differs from the pod's user namespace mode {pods}",
+                    NamespaceMode::try_from(m)
+                        .map_or_else(|_| m.to_string(), |m| m.as_str_name().to_string())
+                ),
             ));
         }
+    }
+    if let Some(path) = &pod.user {
+        out.push(joined(LinuxNamespaceType::User, path)?);
     }
 
     // A cgroup namespace hides the host's cgroup tree; on v1 (and hybrid) hosts
@@ -100,6 +116,7 @@ mod tests {
             apparmor: false,
             own_capabilities: (1 << 41) - 1,
             mount_setattr: true,
+            idmapped_layers: true,
         }
     }
 
@@ -109,6 +126,7 @@ mod tests {
             ipc: Some("/run/crius/ns/p/ipc".into()),
             uts: Some("/run/crius/ns/p/uts".into()),
             pid: pid.then(|| PathBuf::from("/proc/42/ns/pid")),
+            user: None,
         }
     }
 
@@ -228,25 +246,64 @@ mod tests {
         assert!(!has_cgroup(false, false));
     }
 
-    #[test]
-    fn user_namespaces_are_refused() {
-        let sc = LinuxContainerSecurityContext {
+    fn sc_userns(mode: NamespaceMode) -> LinuxContainerSecurityContext {
+        LinuxContainerSecurityContext {
             namespace_options: Some(NamespaceOption {
                 userns_options: Some(UserNamespace {
-                    mode: NamespaceMode::Pod as i32,
+                    mode: mode as i32,
                     ..Default::default()
                 }),
                 ..Default::default()
             }),
             ..Default::default()
-        };
-        let err = namespaces(Some(&sc), &pinned(false), None, &host(false), false).unwrap_err();
-        assert!(matches!(
-            err,
-            SpecError::InvalidArgument {
-                field: FIELD_USERNS,
-                ..
-            }
-        ));
+        }
+    }
+
+    #[test]
+    fn the_pods_user_namespace_is_joined() {
+        let mut pod = pinned(false);
+        pod.user = Some("/run/crius/ns/p/user".into());
+        for sc in [None, Some(sc_userns(NamespaceMode::Pod))] {
+            let ns = namespaces(sc.as_ref(), &pod, None, &host(false), false).unwrap();
+            assert!(
+                summary(&ns).contains(&entry("user", Some("/run/crius/ns/p/user"))),
+                "{ns:?}"
+            );
+        }
+        let ns = namespaces(
+            Some(&sc_userns(NamespaceMode::Node)),
+            &pinned(false),
+            None,
+            &host(false),
+            false,
+        )
+        .unwrap();
+        assert!(!summary(&ns).iter().any(|(t, _)| t == "user"));
+    }
+
+    #[test]
+    fn user_namespace_modes_other_than_the_pods_are_refused() {
+        let mut pod_user = pinned(false);
+        pod_user.user = Some("/run/crius/ns/p/user".into());
+        for (mode, pod) in [
+            (NamespaceMode::Pod, pinned(false)),
+            (NamespaceMode::Node, pod_user.clone()),
+            (NamespaceMode::Container, pod_user.clone()),
+            (NamespaceMode::Target, pinned(false)),
+        ] {
+            let err =
+                namespaces(Some(&sc_userns(mode)), &pod, None, &host(false), false).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    SpecError::InvalidArgument {
+                        field: FIELD_USERNS,
+                        ..
+                    }
+                ),
+                "{mode:?}: {err}"
+            );
+            assert!(err.to_string().contains(mode.as_str_name()), "{err}");
+        }
     }
 }

@@ -43,8 +43,9 @@ pub struct PauseSpecInput<'a> {
     pub rootfs: &'a Path,
     /// The pod's id, for the annotations containerd sets on a sandbox.
     pub sandbox_id: &'a str,
-    /// The pod's pinned network, IPC and UTS namespaces (`pid` is ignored:
-    /// the pause process makes the pod's PID namespace).
+    /// The pod's pinned network, IPC, UTS and user namespaces (`pid` is
+    /// ignored: the pause process makes the pod's PID namespace, owned by
+    /// the pod's user namespace when it has one).
     pub namespaces: &'a SandboxNamespaces,
     /// Its OCI `linux.cgroupsPath`, in the pod's cgroup.
     pub cgroups_path: String,
@@ -88,6 +89,7 @@ pub fn pause_spec(input: &PauseSpecInput) -> Result<Spec, SpecError> {
         (LinuxNamespaceType::Network, &input.namespaces.network),
         (LinuxNamespaceType::Ipc, &input.namespaces.ipc),
         (LinuxNamespaceType::Uts, &input.namespaces.uts),
+        (LinuxNamespaceType::User, &input.namespaces.user),
     ] {
         if let Some(path) = path {
             namespaces.push(
@@ -173,6 +175,7 @@ mod tests {
             ipc: Some("/run/crius/pods/p1/ns/ipc".into()),
             uts: Some("/run/crius/pods/p1/ns/uts".into()),
             pid: Some("/ignored".into()),
+            user: None,
         }
     }
 

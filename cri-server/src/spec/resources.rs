@@ -202,6 +202,7 @@ mod tests {
             apparmor: false,
             own_capabilities: (1 << 41) - 1,
             mount_setattr: true,
+            idmapped_layers: true,
         }
     }
 

@@ -112,6 +112,7 @@ fn pin_namespaces() -> (Child, SandboxNamespaces) {
         ipc: Some(ns("ipc")),
         uts: Some(ns("uts")),
         pid: None,
+        user: None,
     };
     (child, namespaces)
 }
@@ -157,6 +158,7 @@ fn pin_pid_namespace() -> (Child, SandboxNamespaces) {
     };
     let namespaces = SandboxNamespaces {
         pid: Some(PathBuf::from(format!("/proc/{init}/ns/pid"))),
+        user: None,
         ..Default::default()
     };
     (child, namespaces)
@@ -207,6 +209,7 @@ fn bundle(name: &str, runner: Runner, mut config: ContainerConfig, pod: Pod) -> 
         image: &image,
         rootfs: &rootfs,
         namespaces: &namespaces,
+        user_mappings: None,
         target_pid_namespace: None,
         // One level, removed with the container.
         cgroups_path: format!("/{id}"),

@@ -95,6 +95,7 @@ mod tests {
             ipc: Some("/i".into()),
             uts: Some("/u".into()),
             pid: None,
+            user: None,
         }
     }
 

@@ -35,6 +35,7 @@ pub(super) fn host() -> HostCapabilities {
         apparmor: false,
         own_capabilities: (1 << 41) - 1,
         mount_setattr: true,
+        idmapped_layers: true,
     }
 }
 
@@ -100,6 +101,7 @@ fn pinned() -> SandboxNamespaces {
         ipc: Some("/run/crius/ns/p/ipc".into()),
         uts: Some("/run/crius/ns/p/uts".into()),
         pid: None,
+        user: None,
     }
 }
 
@@ -109,6 +111,7 @@ struct Fixture {
     sandbox: PodSandboxConfig,
     image: ImageConfigView,
     namespaces: SandboxNamespaces,
+    user_mappings: Option<crate::state::sandbox::UserMappings>,
     host: HostCapabilities,
 }
 
@@ -120,6 +123,7 @@ impl Fixture {
             sandbox: pod_config(false),
             image: image(),
             namespaces: pinned(),
+            user_mappings: None,
             host: host(),
         }
     }
@@ -134,6 +138,7 @@ impl Fixture {
             image: &self.image,
             rootfs: self.rootfs.path(),
             namespaces: &self.namespaces,
+            user_mappings: self.user_mappings.as_ref(),
             target_pid_namespace: None,
             cgroups_path: "/crius/pod-p1/c1".into(),
             hostname: "web-pod",
@@ -466,4 +471,43 @@ fn serializes_to_runtime_spec_json() {
     let back: Spec = serde_json::from_value(json).unwrap();
     assert_eq!(back, spec);
     let _: HashMap<String, String> = back.annotations().clone().unwrap();
+}
+
+/// A container of a pod with a user namespace joins it and carries its ID
+/// maps (the runtime makes mount points as its root); one without has none.
+#[test]
+fn the_pods_user_namespace_and_maps() {
+    use crate::state::sandbox::{IdMapping, UserMappings};
+    let plain = Fixture::new(LinuxContainerSecurityContext::default())
+        .build()
+        .unwrap();
+    let linux = plain.linux().as_ref().unwrap();
+    assert!(linux.uid_mappings().is_none() && linux.gid_mappings().is_none());
+    let mut f = Fixture::new(LinuxContainerSecurityContext::default());
+    f.namespaces.user = Some("/run/crius/ns/p/user".into());
+    let ids = |host_id| IdMapping {
+        container_id: 0,
+        host_id,
+        length: 65536,
+    };
+    f.user_mappings = Some(UserMappings {
+        uids: ids(200000),
+        gids: ids(300000),
+    });
+    let spec = f.build().unwrap();
+    let linux = spec.linux().as_ref().unwrap();
+    let user = (linux.namespaces().iter().flatten())
+        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+        .unwrap();
+    assert_eq!(
+        user.path().as_deref(),
+        Some(Path::new("/run/crius/ns/p/user"))
+    );
+    let one = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        let m = &maps.as_ref().unwrap()[..];
+        assert_eq!(m.len(), 1);
+        (m[0].container_id(), m[0].host_id(), m[0].size())
+    };
+    assert_eq!(one(linux.uid_mappings()), (0, 200000, 65536));
+    assert_eq!(one(linux.gid_mappings()), (0, 300000, 65536));
 }

@@ -46,6 +46,23 @@ pub struct PauseRecord {
     pub gone: Option<String>,
 }
 
+/// One range of a user namespace's ID map, as `/proc/<pid>/uid_map` holds
+/// it: IDs `container_id..container_id + length` inside are
+/// `host_id..host_id + length` outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMapping {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub length: u32,
+}
+
+/// A pod's user namespace ID maps (KEP-127: exactly one range each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserMappings {
+    pub uids: IdMapping,
+    pub gids: IdMapping,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PodRecord {
     pub id: String,
@@ -59,6 +76,13 @@ pub struct PodRecord {
     pub netns: Option<PathBuf>,
     pub ipcns: Option<PathBuf>,
     pub utsns: Option<PathBuf>,
+    /// The pod's pinned user namespace (`userns_options` mode POD), which
+    /// owns its network, IPC and UTS namespaces; `None`: the host's.
+    #[serde(default)]
+    pub userns: Option<PathBuf>,
+    /// The ID maps of `userns`; `None` without one.
+    #[serde(default)]
+    pub user_mappings: Option<UserMappings>,
     pub ip: String,
     pub additional_ips: Vec<String>,
     /// The pod's cgroup as the cgroup driver named it (`CgroupDriver::pod_cgroup`);
@@ -119,6 +143,8 @@ impl PodRecord {
             netns: None,
             ipcns: None,
             utsns: None,
+            userns: None,
+            user_mappings: None,
             ip: String::new(),
             additional_ips: Vec::new(),
             cgroup_parent: String::new(),

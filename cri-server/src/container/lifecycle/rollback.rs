@@ -50,6 +50,7 @@ impl Fixture {
         let store = Store::open(config.root.join("meta")).unwrap();
         let images = ImageStore::open(&config, store.clone(), snapshots.clone()).unwrap();
         let layout = CgroupLayout::detect().unwrap();
+        let host = Arc::new(HostCapabilities::detect(layout.limits()).unwrap());
         images
             .record(ImageRecord {
                 id: IMAGE_ID.into(),
@@ -86,12 +87,12 @@ impl Fixture {
                 shims: Arc::new(Shims::new(shims.clone())),
                 snapshotter: snapshots.clone(),
                 cgroups: Arc::new(FakeCgroups::default()),
-                host: Arc::new(HostCapabilities::detect(layout.limits()).unwrap()),
+                host: host.clone(),
                 bundles_dir: config.state.join("c"),
                 protected_host_dirs: vec![config.root.clone(), config.state.clone()],
                 stops: Arc::default(),
                 handlers: Arc::new(
-                    RuntimeHandlers::in_process(config.state.join("runtime"), true)
+                    RuntimeHandlers::in_process(config.state.join("runtime"), &host)
                         .with(runc_handler()),
                 ),
             },
@@ -553,4 +554,65 @@ async fn a_pod_whose_handler_is_no_longer_configured_gets_no_container() {
     fx.assert_nothing_left();
     fx.pod.runtime_handler = String::new();
     fx.assert_name_free().await;
+}
+
+/// In a pod with a user namespace, the rootfs is prepared through it and a
+/// volume is bound through an idmapped clone in the bundle; a failed shim
+/// create undoes the clone too, and the volume keeps its files.
+#[tokio::test]
+async fn a_user_namespace_pods_idmapped_binds_are_undone() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: idmapped mounts need root");
+        return;
+    }
+    let mut fx = Fixture::new();
+    let tmp = fx._tmp.path().to_path_buf();
+    let userns = crate::idmap::tests::pinned_userns(&tmp.join("ns"));
+    let ids = crate::state::sandbox::IdMapping {
+        container_id: 0,
+        host_id: 200000,
+        length: 65536,
+    };
+    fx.pod.userns = Some(userns.clone());
+    fx.pod.user_mappings = Some(crate::state::sandbox::UserMappings {
+        uids: ids,
+        gids: ids,
+    });
+    // The pod's files are bound (and idmapped) too.
+    let files = tmp.join("pod-files");
+    std::fs::create_dir(&files).unwrap();
+    for name in ["resolv.conf", "hosts", "hostname"] {
+        std::fs::write(files.join(name), "").unwrap();
+    }
+    fx.pod.files = crate::state::sandbox::PodFiles {
+        resolv_conf: files.join("resolv.conf"),
+        hosts: files.join("hosts"),
+        hostname: files.join("hostname"),
+    };
+    let volume = tmp.join("volume");
+    std::fs::create_dir(&volume).unwrap();
+    std::fs::write(volume.join("kept"), "x").unwrap();
+    let mut req = fx.request("busybox");
+    req.config.as_mut().unwrap().mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: volume.display().to_string(),
+        ..Default::default()
+    }];
+    fx.shims.fail_at(Some(FakeShimStep::Create));
+    let status = fx.create(req).await.unwrap_err();
+    assert_step(
+        &status,
+        Code::Internal,
+        "creating the container in its shim",
+    );
+    assert_eq!(fx.snapshots.idmaps(), [Some(userns)]);
+    fx.assert_nothing_left();
+    assert!(volume.join("kept").exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let under_tmp = (mounts.lines())
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| Path::new(m).starts_with(&tmp) && !m.ends_with("/ns/user"))
+        .count();
+    assert_eq!(under_tmp, 0, "{mounts}");
+    crate::namespaces::unpin(&tmp.join("ns")).unwrap();
 }

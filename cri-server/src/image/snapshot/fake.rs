@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use super::Snapshotter;
 use crate::fs_usage::Usage;
+use crate::idmap::UserNamespace;
 use crate::image::ImageError;
 
 /// A step of [`FakeSnapshotter`] that can be made to fail.
@@ -21,6 +22,8 @@ pub struct FakeSnapshotter {
     containers_dir: PathBuf,
     fail: Mutex<Option<FakeSnapshotStep>>,
     prepared: Mutex<Vec<PathBuf>>,
+    /// The user namespace each prepare idmapped its rootfs with, in order.
+    idmaps: Mutex<Vec<Option<PathBuf>>>,
     removed: Mutex<Vec<PathBuf>>,
     /// Layers by container dir, while prepared.
     in_use: Mutex<Vec<(PathBuf, Vec<PathBuf>)>>,
@@ -33,6 +36,7 @@ impl FakeSnapshotter {
             containers_dir,
             fail: Mutex::default(),
             prepared: Mutex::default(),
+            idmaps: Mutex::default(),
             removed: Mutex::default(),
             in_use: Mutex::default(),
         }
@@ -46,6 +50,11 @@ impl FakeSnapshotter {
     /// Container dirs prepared so far, in order.
     pub fn prepared(&self) -> Vec<PathBuf> {
         self.prepared.lock().unwrap().clone()
+    }
+
+    /// The user namespace each prepare so far idmapped the rootfs with.
+    pub fn idmaps(&self) -> Vec<Option<PathBuf>> {
+        self.idmaps.lock().unwrap().clone()
     }
 
     /// Container dirs removed so far, in order.
@@ -71,6 +80,7 @@ impl Snapshotter for FakeSnapshotter {
         container_dir: &Path,
         layers: &[PathBuf],
         target: &Path,
+        idmap: Option<&UserNamespace>,
     ) -> Result<(), ImageError> {
         self.check(FakeSnapshotStep::Prepare)?;
         for dir in [container_dir, target] {
@@ -81,6 +91,10 @@ impl Snapshotter for FakeSnapshotter {
             .lock()
             .unwrap()
             .push(container_dir.to_path_buf());
+        self.idmaps
+            .lock()
+            .unwrap()
+            .push(idmap.map(|u| u.path.clone()));
         self.in_use
             .lock()
             .unwrap()
