@@ -53,6 +53,20 @@ pub trait Snapshotter: Send + Sync {
     /// must keep. Errors: the snapshotter's own (the overlay one has none:
     /// an unreadable containers dir counts as no references, as before).
     fn layers_in_use(&self) -> Result<Vec<PathBuf>, ImageError>;
+
+    /// Mounts `layers` (lowest first) read-only at `<view_dir>/rootfs`, an
+    /// image volume's root (KEP-4639), creating the dirs, and returns that
+    /// path: an overlay of the layers alone (no upper dir: the kernel
+    /// refuses every write with EROFS) for two or more, a read-only bind of
+    /// the layer for one (overlayfs needs two lower dirs without an upper
+    /// one), a read-only bind of an empty dir for none. Errors: `Io`,
+    /// `Mount`; what it made stays for [`Snapshotter::remove_view`]. Not
+    /// idempotent.
+    fn mount_view(&self, view_dir: &Path, layers: &[PathBuf]) -> Result<PathBuf, ImageError>;
+
+    /// Unmounts the view under `view_dir` (detaching a busy mount) and
+    /// removes the dir. Errors: `Mount`, `Io`. Idempotent.
+    fn remove_view(&self, view_dir: &Path) -> Result<(), ImageError>;
 }
 
 /// The host's snapshotter: overlayfs over the unpacked layers, one dir per
@@ -99,6 +113,14 @@ impl Snapshotter for OverlaySnapshotter {
         dir_usage(&upper).map_err(|e| ImageError::io(format!("measuring {}", upper.display()), e))
     }
 
+    fn mount_view(&self, view_dir: &Path, layers: &[PathBuf]) -> Result<PathBuf, ImageError> {
+        mount_view(view_dir, layers)
+    }
+
+    fn remove_view(&self, view_dir: &Path) -> Result<(), ImageError> {
+        remove_view(view_dir)
+    }
+
     fn layers_in_use(&self) -> Result<Vec<PathBuf>, ImageError> {
         // As before the seam: an unreadable containers dir holds no references.
         let containers = match fs::read_dir(&self.containers_dir) {
@@ -123,6 +145,8 @@ const UPPER_DIR: &str = "upper";
 const WORK_DIR: &str = "work";
 /// A lower layer for an image without layers: overlayfs needs one.
 const EMPTY_DIR: &str = "empty";
+/// Where a view's read-only root is mounted, under its dir.
+pub const VIEW_ROOT: &str = "rootfs";
 /// The short names overlayfs is given for the layers while it mounts them:
 /// `l/<i>` links to the i-th layer (lowest first, the i-th line of
 /// [`CONTAINER_LAYERS_FILE`]), as Docker's overlay2 names them in its `l/`.
@@ -150,29 +174,42 @@ pub fn mount_rootfs(
     container_dir: &Path,
     target: &Path,
 ) -> Result<(), ImageError> {
-    let options = overlay_options(layers.len().max(1))?;
+    let options = overlay_options(layers.len().max(1), true)?;
     for dir in [
         &container_dir.join(UPPER_DIR),
         &container_dir.join(WORK_DIR),
         &target.to_path_buf(),
     ] {
-        fs::create_dir_all(dir)
-            .map_err(|e| ImageError::io(format!("creating {}", dir.display()), e))?;
+        create_dir(dir)?;
     }
     record_layers(container_dir, layers)?;
     let layers: Vec<PathBuf> = if layers.is_empty() {
         let empty = container_dir.join(EMPTY_DIR);
-        fs::create_dir_all(&empty)
-            .map_err(|e| ImageError::io(format!("creating {}", empty.display()), e))?;
+        create_dir(&empty)?;
         vec![empty]
     } else {
         layers.to_vec()
     };
+    mount_overlay(&layers, container_dir, target, &options, MsFlags::empty())
+}
+
+/// The overlay mount of [`mount_rootfs`] and [`mount_view`]: `options`
+/// name `layers` by the links `l/<i>` under `dir`, made here for the call
+/// and removed after it, mounted or not. Errors: `Mount` naming the target
+/// and the count, `Io` for the links.
+fn mount_overlay(
+    layers: &[PathBuf],
+    dir: &Path,
+    target: &Path,
+    options: &str,
+    flags: MsFlags,
+) -> Result<(), ImageError> {
     // Removed when dropped, on every way out of this function.
-    let _links = LayerLinks::create(container_dir, &layers)?;
-    let (dir, target, count) = (
-        container_dir.to_path_buf(),
+    let _links = LayerLinks::create(dir, layers)?;
+    let (dir, target, options, count) = (
+        dir.to_path_buf(),
         target.to_path_buf(),
+        options.to_string(),
         layers.len(),
     );
     std::thread::spawn(move || {
@@ -186,14 +223,14 @@ pub fn mount_rootfs(
             Some("overlay"),
             &target,
             Some("overlay"),
-            MsFlags::empty(),
+            flags,
             Some(options.as_str()),
         )
         .map_err(|e| {
             ImageError::Mount(format!(
-                "overlay mount at {} of the {count} layers listed in {}: {e}",
+                "overlay mount at {} of the {count} layers linked under {}: {e}",
                 target.display(),
-                dir.join(CONTAINER_LAYERS_FILE).display()
+                dir.display()
             ))
         })
     })
@@ -201,11 +238,83 @@ pub fn mount_rootfs(
     .map_err(|_| ImageError::Mount("the overlay mount thread panicked".into()))?
 }
 
+/// See [`Snapshotter::mount_view`].
+pub fn mount_view(view_dir: &Path, layers: &[PathBuf]) -> Result<PathBuf, ImageError> {
+    let target = view_dir.join(VIEW_ROOT);
+    create_dir(&target)?;
+    match layers {
+        [] => {
+            let empty = view_dir.join(EMPTY_DIR);
+            create_dir(&empty)?;
+            bind_read_only(&empty, &target)?;
+        }
+        [layer] => bind_read_only(layer, &target)?,
+        _ => {
+            let options = overlay_options(layers.len(), false)?;
+            mount_overlay(layers, view_dir, &target, &options, MsFlags::MS_RDONLY)?;
+        }
+    }
+    Ok(target)
+}
+
+/// Binds `source` at `target` and makes the bind read-only (a bind takes
+/// MS_RDONLY only on a remount). A bind left writable by a failed remount
+/// is unmounted again. Errors: `Mount` naming both paths.
+fn bind_read_only(source: &Path, target: &Path) -> Result<(), ImageError> {
+    let failed = |what: &str, e: Errno| {
+        ImageError::Mount(format!(
+            "{what} {} at {}: {e}",
+            source.display(),
+            target.display()
+        ))
+    };
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| failed("binding", e))?;
+    let read_only = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    if let Err(e) = mount(None::<&str>, target, None::<&str>, read_only, None::<&str>) {
+        unmount_rootfs(target)?;
+        return Err(failed("making read-only the bind of", e));
+    }
+    Ok(())
+}
+
+/// See [`Snapshotter::remove_view`]. The mount point is removed on its own
+/// before the rest, so that nothing is ever removed through a mount that
+/// stayed.
+pub fn remove_view(view_dir: &Path) -> Result<(), ImageError> {
+    let target = view_dir.join(VIEW_ROOT);
+    unmount_rootfs(&target)?;
+    let io = |path: &Path, e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Ok(())
+        } else {
+            Err(ImageError::io(format!("removing {}", path.display()), e))
+        }
+    };
+    if let Err(e) = fs::remove_dir(&target) {
+        io(&target, e)?;
+    }
+    if let Err(e) = fs::remove_dir_all(view_dir) {
+        io(view_dir, e)?;
+    }
+    Ok(())
+}
+
+fn create_dir(dir: &Path) -> Result<(), ImageError> {
+    fs::create_dir_all(dir).map_err(|e| ImageError::io(format!("creating {}", dir.display()), e))
+}
+
 /// The overlay's mount options for `lowers` layers (at least one): their
-/// links `l/<i>`, top first as overlayfs wants them, and `upper`, `work`,
-/// every path relative to the container dir. Errors: `Mount` naming the
-/// count when it exceeds [`MAX_LAYERS`].
-fn overlay_options(lowers: usize) -> Result<String, ImageError> {
+/// links `l/<i>`, top first as overlayfs wants them, and when `writable`
+/// `upper` and `work`, every path relative to the mount's dir. Errors:
+/// `Mount` naming the count when it exceeds [`MAX_LAYERS`].
+fn overlay_options(lowers: usize, writable: bool) -> Result<String, ImageError> {
     if lowers > MAX_LAYERS {
         return Err(ImageError::Mount(format!(
             "the image has {lowers} layers: overlayfs stacks at most {MAX_LAYERS}"
@@ -215,10 +324,11 @@ fn overlay_options(lowers: usize) -> Result<String, ImageError> {
         .rev()
         .map(|i| format!("{LINKS_DIR}/{i}"))
         .collect();
-    Ok(format!(
-        "lowerdir={},upperdir={UPPER_DIR},workdir={WORK_DIR}",
-        lowerdir.join(":")
-    ))
+    let mut options = format!("lowerdir={}", lowerdir.join(":"));
+    if writable {
+        options.push_str(&format!(",upperdir={UPPER_DIR},workdir={WORK_DIR}"));
+    }
+    Ok(options)
 }
 
 /// The dir `l/` of links to the layers, made for one mount and removed with
@@ -397,16 +507,16 @@ mod tests {
     #[test]
     fn options_name_each_layer_by_its_link_top_first_within_a_page() {
         assert_eq!(
-            overlay_options(3).unwrap(),
+            overlay_options(3, true).unwrap(),
             "lowerdir=l/2:l/1:l/0,upperdir=upper,workdir=work"
         );
         assert_eq!(
-            overlay_options(1).unwrap(),
+            overlay_options(1, true).unwrap(),
             "lowerdir=l/0,upperdir=upper,workdir=work"
         );
         // Docker's limit is 127, nixpkgs' layered images make 100, overlayfs stacks 500.
         for count in [125, MAX_LAYERS] {
-            let options = overlay_options(count).unwrap();
+            let options = overlay_options(count, true).unwrap();
             assert!(
                 options.len() < MOUNT_DATA_PAGE,
                 "{count}: {}",
@@ -423,7 +533,7 @@ mod tests {
 
     #[test]
     fn more_layers_than_overlayfs_stacks_fail_naming_the_count_and_make_nothing() {
-        let err = overlay_options(MAX_LAYERS + 1).unwrap_err();
+        let err = overlay_options(MAX_LAYERS + 1, false).unwrap_err();
         assert_eq!(
             err.to_string(),
             "the image has 501 layers: overlayfs stacks at most 500"
@@ -533,7 +643,7 @@ mod tests {
         let target = tmp.path().join("rootfs");
         let err = mount_rootfs(&layers, &container_dir, &target).unwrap_err();
         assert!(
-            err.to_string().contains("of the 2 layers listed in"),
+            err.to_string().contains("of the 2 layers linked under"),
             "{err}"
         );
         assert!(!mounted(&target));
