@@ -532,6 +532,84 @@ mod tests {
     }
 
     #[test]
+    fn a_view_s_options_name_only_lower_layers() {
+        assert_eq!(overlay_options(2, false).unwrap(), "lowerdir=l/1:l/0");
+    }
+
+    fn write_fails_read_only(path: &Path) {
+        let err = fs::write(path, b"x").unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::EROFS),
+            "{}: {err}",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn views_of_none_one_and_two_layers_are_read_only_and_go_without_a_trace() {
+        if !is_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let lower = tmp.path().join("layers/lower");
+        let upper = tmp.path().join("layers/upper");
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        fs::write(lower.join("etc/passwd"), b"root\n").unwrap();
+        fs::write(lower.join("etc/old"), b"old\n").unwrap();
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        fs::write(upper.join("etc/old"), b"new\n").unwrap();
+        for (name, layers, files) in [
+            ("none", vec![], vec![]),
+            (
+                "one",
+                vec![lower.clone()],
+                vec![("etc/passwd", "root\n"), ("etc/old", "old\n")],
+            ),
+            (
+                "two",
+                vec![lower.clone(), upper.clone()],
+                vec![("etc/passwd", "root\n"), ("etc/old", "new\n")],
+            ),
+        ] {
+            let view_dir = tmp.path().join("views").join(name);
+            let root = mount_view(&view_dir, &layers).unwrap();
+            let seen: Vec<(String, String)> = files
+                .iter()
+                .map(|(f, _)| {
+                    (
+                        f.to_string(),
+                        fs::read_to_string(root.join(f)).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let was_mounted = mounted(&root);
+            let entries = fs::read_dir(&root).unwrap().count();
+            let write = std::panic::catch_unwind(|| {
+                write_fails_read_only(&root.join("new"));
+                if !files.is_empty() {
+                    write_fails_read_only(&root.join("etc/passwd"));
+                }
+            });
+            remove_view(&view_dir).unwrap();
+            write.unwrap();
+            assert!(was_mounted, "{name}");
+            let expected: Vec<(String, String)> = files
+                .iter()
+                .map(|(f, c)| (f.to_string(), c.to_string()))
+                .collect();
+            assert_eq!(seen, expected, "{name}");
+            if files.is_empty() {
+                assert_eq!(entries, 0, "an image without layers is an empty dir");
+            }
+            assert!(!mounted(&root) && !view_dir.exists(), "{name}: left behind");
+            remove_view(&view_dir).unwrap();
+        }
+        assert_eq!(fs::read_to_string(lower.join("etc/old")).unwrap(), "old\n");
+        assert!(!lower.join("new").exists() && !upper.join("new").exists());
+    }
+
+    #[test]
     fn more_layers_than_overlayfs_stacks_fail_naming_the_count_and_make_nothing() {
         let err = overlay_options(MAX_LAYERS + 1, false).unwrap_err();
         assert_eq!(
