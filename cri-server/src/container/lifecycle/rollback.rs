@@ -266,7 +266,7 @@ async fn containers_share_an_image_volume_until_the_last_is_removed() {
         .await
         .unwrap();
     let view = fx.config.state.join("image-volumes").join(&IMAGE_ID[7..]);
-    assert_eq!(fx.snapshots.views(), [view.clone()]);
+    assert_eq!(fx.snapshots.views(), std::slice::from_ref(&view));
     assert_eq!(fx.snapshots.views_mounted(), 1, "one view for both");
 
     let whole_record = fx.deps.containers.find(&whole).unwrap().snapshot();
@@ -297,7 +297,11 @@ async fn containers_share_an_image_volume_until_the_last_is_removed() {
     ));
     assert_eq!(refused.code(), Code::FailedPrecondition);
     remove_container(&fx.deps, &whole).await.unwrap();
-    assert_eq!(fx.snapshots.views(), [view.clone()], "etc still mounts it");
+    assert_eq!(
+        fx.snapshots.views(),
+        std::slice::from_ref(&view),
+        "etc still mounts it"
+    );
     let refused = tonic::Status::from(CriError::from(
         fx.deps.images.remove("busybox").await.unwrap_err(),
     ));
