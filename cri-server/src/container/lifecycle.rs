@@ -4,7 +4,8 @@
 //! abandon it half-way); a failed create undoes every step with the same
 //! idempotent teardown RemoveContainer uses.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +30,10 @@ use crate::task::detached;
 const START_ERROR_EXIT_CODE: i32 = 128;
 
 /// Creates the container in `pod` (found and checked ready by the caller):
-/// its id. Errors: InvalidArgument for a bad config, NotFound for an
-/// unknown image, AlreadyExists for a taken name, Internal for a failed
+/// its id. Errors: InvalidArgument for a bad config (an image volume's
+/// `image_sub_path` that names no path inside its image among them),
+/// NotFound for an unknown image (the container's or an image volume's),
+/// AlreadyExists for a taken name, Internal for a failed
 /// step, its message naming the step (preparing the rootfs, building the
 /// spec, spawning the shim, creating the container in it, writing the
 /// record); Unavailable when the new shim stops serving. A failed step is
@@ -68,6 +71,7 @@ pub async fn create_container(
         .resolve(&image_name)
         .ok_or_else(|| CriError::NotFound(format!("image {image_name:?} not found")))?;
     let effective_stop_signal = signal::stop_signal(config.stop_signal, &image.config.stop_signal)?;
+    let image_volumes = image_volumes(deps, &config)?;
     let id = new_id();
     let pod_name = crate::state::sandbox::pod_name(&pod.config);
     let name = container_name(&config, &pod_name);
@@ -99,6 +103,7 @@ pub async fn create_container(
         process: Default::default(),
         resources: None,
         start_error: None,
+        image_volumes: Vec::new(),
         config,
     };
     let layers = deps.images.layer_dirs(&image);
@@ -121,7 +126,7 @@ pub async fn create_container(
             deps.containers.release_name(&name, &id);
             return Err(e);
         }
-        let result = match setup(&deps, &pod, &mut record, &layers, &annotated_name, &image_view).await {
+        let result = match setup(&deps, &pod, &mut record, &layers, &image_volumes, &annotated_name, &image_view).await {
             Ok(()) => deps
                 .containers
                 .insert(record.clone())
@@ -158,6 +163,40 @@ fn log_path(pod: &PodRecord, config: &cri::ContainerConfig) -> String {
         .to_string()
 }
 
+/// An image volume to mount: mount number `mount` binds image `image_id`,
+/// or `sub_path` inside it.
+struct VolumeToMount {
+    mount: usize,
+    image_id: String,
+    sub_path: String,
+}
+
+/// The image volumes `config` asks for, their images found in the store.
+/// Errors: InvalidArgument for a volume the request cannot have (the spec's
+/// rule: [`spec::image_volumes`]); NotFound naming an image that is not in
+/// the store (kubelet pulls it first) and the mount.
+fn image_volumes(
+    deps: &ContainerDeps,
+    config: &cri::ContainerConfig,
+) -> Result<Vec<VolumeToMount>, CriError> {
+    spec::image_volumes(config)?
+        .into_iter()
+        .map(|v| {
+            let image = deps.images.resolve(v.image).ok_or_else(|| {
+                CriError::NotFound(format!(
+                    "image {:?} of config.mounts[{}].image not found",
+                    v.image, v.mount
+                ))
+            })?;
+            Ok(VolumeToMount {
+                mount: v.mount,
+                image_id: image.id,
+                sub_path: v.sub_path.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Creates the container's bundle dir (and its parent). Errors: Internal,
 /// also when it exists already. Not idempotent.
 fn make_bundle(bundle: &Path) -> Result<(), CriError> {
@@ -169,14 +208,16 @@ fn make_bundle(bundle: &Path) -> Result<(), CriError> {
     Ok(())
 }
 
-/// Every step of CreateContainer after the bundle dir: rootfs, spec, log
-/// dir, shim spawn, shim create. On error the caller undoes them all with
+/// Every step of CreateContainer after the bundle dir: rootfs, image
+/// volumes (each recorded as soon as it is mounted), spec, log dir, shim
+/// spawn, shim create. On error the caller undoes them all with
 /// [`teardown`].
 async fn setup(
     deps: &ContainerDeps,
     pod: &PodRecord,
     record: &mut ContainerRecord,
-    layers: &[std::path::PathBuf],
+    layers: &[PathBuf],
+    image_volumes: &[VolumeToMount],
     image_name: &str,
     image: &spec::ImageConfigView,
 ) -> Result<(), CriError> {
@@ -195,6 +236,28 @@ async fn setup(
         })
         .await?
         .map_err(|e| CriError::from(e).context("preparing the container's rootfs"))?;
+    }
+    let mut volume_sources = BTreeMap::new();
+    for volume in image_volumes {
+        let images = deps.images.clone();
+        let (image_id, sub_path, mount, id) = (
+            volume.image_id.clone(),
+            volume.sub_path.clone(),
+            volume.mount,
+            record.id.clone(),
+        );
+        let mounted = tokio::task::spawn_blocking(move || {
+            images.mount_volume(&image_id, &sub_path, mount, &id)
+        })
+        .await?
+        .map_err(|e| CriError::from(e).context("mounting an image volume"))?;
+        record
+            .image_volumes
+            .push(crate::state::container::ImageVolume {
+                mount: volume.mount,
+                image_id: mounted.image_id,
+            });
+        volume_sources.insert(volume.mount, mounted.source);
     }
     let namespaces = SandboxNamespaces {
         network: pod.netns.clone(),
@@ -226,6 +289,7 @@ async fn setup(
         shm_path: None,
         host: &deps.host,
         protected_host_dirs: &deps.protected_host_dirs,
+        image_volumes: &volume_sources,
     })
     .map_err(|e| CriError::from(e).context("building the container's spec"))?;
     let mut spec = spec;
@@ -351,8 +415,9 @@ fn target_pid_namespace(
     Ok(Some(format!("/proc/{}/ns/pid", target.pid).into()))
 }
 
-/// Ends the shim and releases the rootfs (through the snapshotter) and the bundle.
-/// Idempotent. Errors: the shim's, as `From<ShimError>` maps them
+/// Ends the shim and releases the rootfs (through the snapshotter), the
+/// image volumes (the image store unmounts a view with its last user) and
+/// the bundle. Idempotent. Errors: the shim's, as `From<ShimError>` maps them
 /// (Unavailable if it breaks off mid-delete), else Internal.
 async fn teardown(deps: &ContainerDeps, record: &ContainerRecord) -> Result<(), CriError> {
     match deps.shims.get(&record.id, &record.bundle).await {
@@ -369,15 +434,21 @@ async fn teardown(deps: &ContainerDeps, record: &ContainerRecord) -> Result<(), 
         Err(e) => return Err(e.into()),
     }
     deps.shims.remove(&record.id);
-    let snapshotter = deps.snapshotter.clone();
+    let (snapshotter, images) = (deps.snapshotter.clone(), deps.images.clone());
     let (rootfs, bundle, layer_dir) = (
         record.rootfs(),
         record.bundle.clone(),
         record.layer_dir.clone(),
     );
+    let (id, volumes) = (record.id.clone(), record.image_volumes.clone());
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         snapshotter.remove(&layer_dir, &rootfs)?;
         idmapped::release(&bundle)?;
+        for volume in &volumes {
+            images
+                .release_volume(&volume.image_id, &id)
+                .context("releasing an image volume")?;
+        }
         match std::fs::remove_dir_all(&bundle) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(e).with_context(|| format!("removing {}", bundle.display()))
@@ -436,9 +507,16 @@ pub async fn start_container(deps: &ContainerDeps, id: &str) -> Result<(), CriEr
     .await
 }
 
-/// After a criusd restart: watches again every container that was running,
-/// and settles those whose shim died meanwhile from their exit files.
+/// After a criusd restart: gives the image store back the containers'
+/// image volumes, watches again every container that was running, and
+/// settles those whose shim died meanwhile from their exit files.
 pub fn recover(deps: &ContainerDeps) {
+    deps.images
+        .restore_volumes(deps.containers.list().into_iter().flat_map(|c| {
+            c.image_volumes
+                .into_iter()
+                .map(move |v| (c.id.clone(), v.image_id))
+        }));
     for entry in deps.containers.entries() {
         let record = entry.snapshot();
         if record.state != ContainerState::Running {

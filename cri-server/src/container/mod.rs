@@ -135,6 +135,7 @@ mod tests {
             shm_path: None,
             host,
             protected_host_dirs: &[],
+            image_volumes: &Default::default(),
         })
         .unwrap();
         r.resources = crate::spec::applied_resources(&spec);

@@ -7,6 +7,7 @@ pub mod reference;
 pub mod snapshot;
 pub mod store;
 pub mod unpack;
+pub mod volume;
 
 use std::io;
 
@@ -40,18 +41,35 @@ pub enum ImageError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Mount(String),
+    /// An image volume's `image_sub_path` that names no path inside the
+    /// image; `mount` is the CRI mount's index.
+    #[error("mounts[{mount}].image_sub_path {sub_path:?}: {reason}")]
+    SubPath {
+        mount: usize,
+        sub_path: String,
+        reason: String,
+    },
+    /// The image cannot be removed: `container` mounts it as a volume.
+    #[error("image {image} is in use: container {container} mounts it as an image volume")]
+    InUse { image: String, container: String },
 }
 
 /// The one mapping of image errors to CRI codes: a malformed reference is
 /// InvalidArgument naming `image.image` (the field of every ImageService
 /// request that names an image); an image the registry does not have is
-/// NotFound; a failed pull, a digest mismatch, unpacking, the disk, the
-/// store and mounts are Internal with the cause chain.
+/// NotFound; an image volume's bad `image_sub_path` is InvalidArgument
+/// naming `config.mounts` (the message names the mount and the path); an
+/// image a container mounts is FailedPrecondition for its removal (naming
+/// the container, as kubelet's image GC expects); a failed pull, a digest
+/// mismatch, unpacking, the disk, the store and mounts are Internal with
+/// the cause chain.
 impl From<ImageError> for CriError {
     fn from(e: ImageError) -> CriError {
         match e {
             ImageError::InvalidReference(e) => CriError::invalid("image.image", e.to_string()),
             ImageError::NotFound { .. } => CriError::NotFound(e.to_string()),
+            ImageError::SubPath { .. } => CriError::invalid("config.mounts", e.to_string()),
+            ImageError::InUse { .. } => CriError::FailedPrecondition(e.to_string()),
             other => CriError::Internal(anyhow::Error::new(other)),
         }
     }

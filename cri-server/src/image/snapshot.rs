@@ -57,6 +57,19 @@ pub trait Snapshotter: Send + Sync {
     /// must keep. Errors: the snapshotter's own (the overlay one has none:
     /// an unreadable containers dir counts as no references, as before).
     fn layers_in_use(&self) -> Result<Vec<PathBuf>, ImageError>;
+    /// Mounts `layers` (lowest first) read-only at `<view_dir>/rootfs`, an
+    /// image volume's root (KEP-4639), creating the dirs, and returns that
+    /// path: an overlay of the layers alone (no upper dir: the kernel
+    /// refuses every write with EROFS) for two or more, a read-only bind of
+    /// the layer for one (overlayfs needs two lower dirs without an upper
+    /// one), a read-only bind of an empty dir for none. Errors: `Io`,
+    /// `Mount`; what it made stays for [`Snapshotter::remove_view`]. Not
+    /// idempotent.
+    fn mount_view(&self, view_dir: &Path, layers: &[PathBuf]) -> Result<PathBuf, ImageError>;
+
+    /// Unmounts the view under `view_dir` (detaching a busy mount) and
+    /// removes the dir. Errors: `Mount`, `Io`. Idempotent.
+    fn remove_view(&self, view_dir: &Path) -> Result<(), ImageError>;
 }
 
 /// The host's snapshotter: overlayfs over the unpacked layers, one dir per
@@ -120,6 +133,14 @@ impl Snapshotter for OverlaySnapshotter {
             .flat_map(|container| recorded_layers(&container.path()))
             .collect())
     }
+
+    fn mount_view(&self, view_dir: &Path, layers: &[PathBuf]) -> Result<PathBuf, ImageError> {
+        mount_view(view_dir, layers)
+    }
+
+    fn remove_view(&self, view_dir: &Path) -> Result<(), ImageError> {
+        remove_view(view_dir)
+    }
 }
 
 /// One line a layer dir, lowest first.
@@ -135,6 +156,9 @@ const LINKS_DIR: &str = "l";
 /// The most lower layers one overlay stacks: the kernel's `OVL_MAX_STACK`
 /// (fs/overlayfs, 500 from Linux 4.0 to today).
 pub const MAX_LAYERS: usize = 500;
+
+/// Where a view's read-only root is mounted, under its dir.
+pub const VIEW_ROOT: &str = "rootfs";
 
 /// Mounts the overlay of `layers` (lowest first) with `upper/` and `work/`
 /// under `container_dir` at `target` (an absolute path), creating those dirs.
@@ -164,20 +188,19 @@ pub fn mount_rootfs(
     target: &Path,
     idmap: Option<&UserNamespace>,
 ) -> Result<(), ImageError> {
-    let options = overlay_options(layers.len().max(1), idmap.is_some())?;
+    let rw_dir = (idmap.map(|_| format!("{IDMAPPED_DIR}/{IDMAPPED_RW}/"))).unwrap_or_default();
+    let options = overlay_options(layers.len().max(1), Some(&rw_dir))?;
     for dir in [
         &container_dir.join(UPPER_DIR),
         &container_dir.join(WORK_DIR),
         &target.to_path_buf(),
     ] {
-        fs::create_dir_all(dir)
-            .map_err(|e| ImageError::io(format!("creating {}", dir.display()), e))?;
+        create_dir(dir)?;
     }
     record_layers(container_dir, layers)?;
     let layers: Vec<PathBuf> = if layers.is_empty() {
         let empty = container_dir.join(EMPTY_DIR);
-        fs::create_dir_all(&empty)
-            .map_err(|e| ImageError::io(format!("creating {}", empty.display()), e))?;
+        create_dir(&empty)?;
         vec![empty]
     } else {
         layers.to_vec()
@@ -192,13 +215,39 @@ pub fn mount_rootfs(
         None => None,
     };
     let lowers = idmapped.as_ref().map_or(&layers, |i| &i.lowers);
-    let _links = LayerLinks::create(container_dir, lowers)?;
-    let (dir, target, count) = (
-        container_dir.to_path_buf(),
+    let host_root = idmap.map(|u| (u.root_uid, u.root_gid));
+    mount_overlay(
+        lowers,
+        container_dir,
+        target,
+        &options,
+        MsFlags::empty(),
+        host_root,
+    )
+}
+
+/// The overlay mount of [`mount_rootfs`] and [`mount_view`]: `options`
+/// name `layers` by the links `l/<i>` under `dir`, made here for the call
+/// and removed after it, mounted or not; with `mount_as` (a user
+/// namespace root's host uid and gid), mounted with those filesystem IDs
+/// (see [`mount_as`]). Errors: `Mount` naming the target and the count,
+/// `Io` for the links.
+fn mount_overlay(
+    layers: &[PathBuf],
+    dir: &Path,
+    target: &Path,
+    options: &str,
+    flags: MsFlags,
+    host_root: Option<(u32, u32)>,
+) -> Result<(), ImageError> {
+    // Removed when dropped, on every way out of this function.
+    let _links = LayerLinks::create(dir, layers)?;
+    let (dir, target, options, count) = (
+        dir.to_path_buf(),
         target.to_path_buf(),
+        options.to_string(),
         layers.len(),
     );
-    let host_root = idmap.map(|u| (u.root_uid, u.root_gid));
     std::thread::spawn(move || {
         // This thread's working directory only: CLONE_FS unshares it from
         // the rest of the process.
@@ -213,14 +262,14 @@ pub fn mount_rootfs(
             Some("overlay"),
             &target,
             Some("overlay"),
-            MsFlags::empty(),
+            flags,
             Some(options.as_str()),
         )
         .map_err(|e| {
             ImageError::Mount(format!(
-                "overlay mount at {} of the {count} layers listed in {}: {e}",
+                "overlay mount at {} of the {count} layers linked under {}: {e}",
                 target.display(),
-                dir.join(CONTAINER_LAYERS_FILE).display()
+                dir.display()
             ))
         })
     })
@@ -228,12 +277,92 @@ pub fn mount_rootfs(
     .map_err(|_| ImageError::Mount("the overlay mount thread panicked".into()))?
 }
 
+/// See [`Snapshotter::mount_view`].
+pub fn mount_view(view_dir: &Path, layers: &[PathBuf]) -> Result<PathBuf, ImageError> {
+    let target = view_dir.join(VIEW_ROOT);
+    create_dir(&target)?;
+    match layers {
+        [] => {
+            let empty = view_dir.join(EMPTY_DIR);
+            create_dir(&empty)?;
+            bind_read_only(&empty, &target)?;
+        }
+        [layer] => bind_read_only(layer, &target)?,
+        _ => {
+            let options = overlay_options(layers.len(), None)?;
+            mount_overlay(
+                layers,
+                view_dir,
+                &target,
+                &options,
+                MsFlags::MS_RDONLY,
+                None,
+            )?;
+        }
+    }
+    Ok(target)
+}
+
+/// Binds `source` at `target` and makes the bind read-only (a bind takes
+/// MS_RDONLY only on a remount). A bind left writable by a failed remount
+/// is unmounted again. Errors: `Mount` naming both paths.
+fn bind_read_only(source: &Path, target: &Path) -> Result<(), ImageError> {
+    let failed = |what: &str, e: Errno| {
+        ImageError::Mount(format!(
+            "{what} {} at {}: {e}",
+            source.display(),
+            target.display()
+        ))
+    };
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| failed("binding", e))?;
+    let read_only = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    if let Err(e) = mount(None::<&str>, target, None::<&str>, read_only, None::<&str>) {
+        unmount_rootfs(target)?;
+        return Err(failed("making read-only the bind of", e));
+    }
+    Ok(())
+}
+
+/// See [`Snapshotter::remove_view`]. The mount point is removed on its own
+/// before the rest, so that nothing is ever removed through a mount that
+/// stayed.
+pub fn remove_view(view_dir: &Path) -> Result<(), ImageError> {
+    let target = view_dir.join(VIEW_ROOT);
+    unmount_rootfs(&target)?;
+    let io = |path: &Path, e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Ok(())
+        } else {
+            Err(ImageError::io(format!("removing {}", path.display()), e))
+        }
+    };
+    if let Err(e) = fs::remove_dir(&target) {
+        io(&target, e)?;
+    }
+    if let Err(e) = fs::remove_dir_all(view_dir) {
+        io(view_dir, e)?;
+    }
+    Ok(())
+}
+
+fn create_dir(dir: &Path) -> Result<(), ImageError> {
+    fs::create_dir_all(dir).map_err(|e| ImageError::io(format!("creating {}", dir.display()), e))
+}
+
 /// The overlay's mount options for `lowers` layers (at least one): their
-/// links `l/<i>`, top first as overlayfs wants them, and `upper`, `work`
-/// (through the idmapped clone of the container dir when `idmapped`),
-/// every path relative to the container dir. Errors: `Mount` naming the
-/// count when it exceeds [`MAX_LAYERS`].
-fn overlay_options(lowers: usize, idmapped: bool) -> Result<String, ImageError> {
+/// links `l/<i>`, top first as overlayfs wants them, and with `rw_dir`
+/// (a writable overlay) `upper` and `work` under it (`""`: the mount's dir;
+/// the idmapped clone of the container dir for a user namespace), every
+/// path relative to the mount's dir. Errors: `Mount` naming the count when
+/// it exceeds [`MAX_LAYERS`].
+fn overlay_options(lowers: usize, rw_dir: Option<&str>) -> Result<String, ImageError> {
     if lowers > MAX_LAYERS {
         return Err(ImageError::Mount(format!(
             "the image has {lowers} layers: overlayfs stacks at most {MAX_LAYERS}"
@@ -243,15 +372,11 @@ fn overlay_options(lowers: usize, idmapped: bool) -> Result<String, ImageError> 
         .rev()
         .map(|i| format!("{LINKS_DIR}/{i}"))
         .collect();
-    let rw = if idmapped {
-        format!("{IDMAPPED_DIR}/{IDMAPPED_RW}/")
-    } else {
-        String::new()
-    };
-    Ok(format!(
-        "lowerdir={},upperdir={rw}{UPPER_DIR},workdir={rw}{WORK_DIR}",
-        lowerdir.join(":")
-    ))
+    let mut options = format!("lowerdir={}", lowerdir.join(":"));
+    if let Some(rw) = rw_dir {
+        options.push_str(&format!(",upperdir={rw}{UPPER_DIR},workdir={rw}{WORK_DIR}"));
+    }
+    Ok(options)
 }
 
 /// Makes the calling thread's filesystem IDs the user namespace's root,
@@ -603,16 +728,16 @@ mod tests {
     #[test]
     fn options_name_each_layer_by_its_link_top_first_within_a_page() {
         assert_eq!(
-            overlay_options(3, false).unwrap(),
+            overlay_options(3, Some("")).unwrap(),
             "lowerdir=l/2:l/1:l/0,upperdir=upper,workdir=work"
         );
         assert_eq!(
-            overlay_options(1, false).unwrap(),
+            overlay_options(1, Some("")).unwrap(),
             "lowerdir=l/0,upperdir=upper,workdir=work"
         );
         // Docker's limit is 127, nixpkgs' layered images make 100, overlayfs stacks 500.
         for count in [125, MAX_LAYERS] {
-            let options = overlay_options(count, false).unwrap();
+            let options = overlay_options(count, Some("")).unwrap();
             assert!(
                 options.len() < MOUNT_DATA_PAGE,
                 "{count}: {}",
@@ -628,8 +753,86 @@ mod tests {
     }
 
     #[test]
+    fn a_view_s_options_name_only_lower_layers() {
+        assert_eq!(overlay_options(2, None).unwrap(), "lowerdir=l/1:l/0");
+    }
+
+    fn write_fails_read_only(path: &Path) {
+        let err = fs::write(path, b"x").unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::EROFS),
+            "{}: {err}",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn views_of_none_one_and_two_layers_are_read_only_and_go_without_a_trace() {
+        if !is_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let lower = tmp.path().join("layers/lower");
+        let upper = tmp.path().join("layers/upper");
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        fs::write(lower.join("etc/passwd"), b"root\n").unwrap();
+        fs::write(lower.join("etc/old"), b"old\n").unwrap();
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        fs::write(upper.join("etc/old"), b"new\n").unwrap();
+        for (name, layers, files) in [
+            ("none", vec![], vec![]),
+            (
+                "one",
+                vec![lower.clone()],
+                vec![("etc/passwd", "root\n"), ("etc/old", "old\n")],
+            ),
+            (
+                "two",
+                vec![lower.clone(), upper.clone()],
+                vec![("etc/passwd", "root\n"), ("etc/old", "new\n")],
+            ),
+        ] {
+            let view_dir = tmp.path().join("views").join(name);
+            let root = mount_view(&view_dir, &layers).unwrap();
+            let seen: Vec<(String, String)> = files
+                .iter()
+                .map(|(f, _)| {
+                    (
+                        f.to_string(),
+                        fs::read_to_string(root.join(f)).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let was_mounted = mounted(&root);
+            let entries = fs::read_dir(&root).unwrap().count();
+            let write = std::panic::catch_unwind(|| {
+                write_fails_read_only(&root.join("new"));
+                if !files.is_empty() {
+                    write_fails_read_only(&root.join("etc/passwd"));
+                }
+            });
+            remove_view(&view_dir).unwrap();
+            write.unwrap();
+            assert!(was_mounted, "{name}");
+            let expected: Vec<(String, String)> = files
+                .iter()
+                .map(|(f, c)| (f.to_string(), c.to_string()))
+                .collect();
+            assert_eq!(seen, expected, "{name}");
+            if files.is_empty() {
+                assert_eq!(entries, 0, "an image without layers is an empty dir");
+            }
+            assert!(!mounted(&root) && !view_dir.exists(), "{name}: left behind");
+            remove_view(&view_dir).unwrap();
+        }
+        assert_eq!(fs::read_to_string(lower.join("etc/old")).unwrap(), "old\n");
+        assert!(!lower.join("new").exists() && !upper.join("new").exists());
+    }
+
+    #[test]
     fn more_layers_than_overlayfs_stacks_fail_naming_the_count_and_make_nothing() {
-        let err = overlay_options(MAX_LAYERS + 1, false).unwrap_err();
+        let err = overlay_options(MAX_LAYERS + 1, None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "the image has 501 layers: overlayfs stacks at most 500"
@@ -740,7 +943,7 @@ mod tests {
         let target = tmp.path().join("rootfs");
         let err = mount_rootfs(&layers, &container_dir, &target, None).unwrap_err();
         assert!(
-            err.to_string().contains("of the 2 layers listed in"),
+            err.to_string().contains("of the 2 layers linked under"),
             "{err}"
         );
         assert!(!mounted(&target));

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +13,7 @@ use super::content::Content;
 use super::pull::{Puller, RegistryAuth};
 use super::reference::Reference;
 use super::snapshot::Snapshotter;
+use super::volume::Views;
 use super::ImageError;
 use crate::config::Config;
 use crate::state::Store;
@@ -111,12 +112,19 @@ pub struct ImageRecord {
 
 pub struct ImageStore {
     images_dir: PathBuf,
-    /// Owns the containers' layer references: what garbage collection keeps.
-    snapshotter: Arc<dyn Snapshotter>,
+    /// Owns the containers' layer references (what garbage collection
+    /// keeps) and mounts image volumes' views.
+    pub(super) snapshotter: Arc<dyn Snapshotter>,
     content: Content,
     state: Store,
     puller: Puller,
     index: RwLock<BTreeMap<String, ImageRecord>>,
+    /// `<state>/image-volumes`: one view dir an image that containers mount.
+    pub(super) volumes_dir: PathBuf,
+    /// The images containers mount as volumes, with their users. Taken
+    /// before `index` by whoever takes both, so that an image is never
+    /// removed while a container starts to mount it.
+    pub(super) volumes: Mutex<Views>,
     /// Pulls hold it shared, removal exclusively: garbage collection must not
     /// take a layer that a pull has unpacked but not yet recorded.
     gc: tokio::sync::RwLock<()>,
@@ -145,6 +153,8 @@ impl ImageStore {
             state,
             puller: Puller::new(config.registry.clone()),
             index: RwLock::new(index),
+            volumes_dir: config.state.join("image-volumes"),
+            volumes: Mutex::default(),
             gc: tokio::sync::RwLock::new(()),
         };
         store.collect_garbage()?;
@@ -245,14 +255,22 @@ impl ImageStore {
 
     /// Removes the image any of whose names this is, with all its tags, and
     /// then the blobs and layers nothing else uses. Removing an absent image
-    /// succeeds and returns None.
+    /// succeeds and returns None. Errors: `InUse` naming a container that
+    /// mounts the image as a volume; the state store's; garbage collection's.
     pub async fn remove(&self, image_ref: &str) -> Result<Option<ImageRecord>, ImageError> {
         let _gc = self.gc.write().await;
         let removed = {
+            let views = self.views();
             let mut index = self.index.write().expect("image index");
             let Some(id) = find(&index, image_ref).map(|r| r.id.clone()) else {
                 return Ok(None);
             };
+            if let Some(container) = ImageStore::volume_user(&views, &id) {
+                return Err(ImageError::InUse {
+                    image: id,
+                    container,
+                });
+            }
             self.state.delete(KIND, id_hex(&id))?;
             index.remove(&id)
         };
@@ -306,7 +324,8 @@ fn find<'a>(index: &'a BTreeMap<String, ImageRecord>, image_ref: &str) -> Option
     }
 }
 
-fn id_hex(id: &str) -> &str {
+/// The hex of an image ID (`sha256:<hex>`).
+pub(super) fn id_hex(id: &str) -> &str {
     id.strip_prefix("sha256:").unwrap_or(id)
 }
 

@@ -24,7 +24,7 @@ mod sysctls;
 mod tests;
 mod user;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::state::sandbox::{IdMapping, UserMappings};
@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::SpecError;
 pub use host::HostCapabilities;
+pub use mounts::{image_volumes, ImageVolumeRequest};
 pub use pause::{pause_spec, PauseSpecInput};
 pub use process::exec_process;
 pub use resources::applied_resources;
@@ -106,6 +107,10 @@ pub struct ContainerSpecInput<'a> {
     /// Host dirs under which a missing bind `host_path` is never created (the
     /// daemon's root and state dirs); /proc, /sys and /dev are always such.
     pub protected_host_dirs: &'a [PathBuf],
+    /// The host path each image volume binds (the image's read-only view,
+    /// or the path `image_sub_path` names in it), by the index of its mount
+    /// in `config.mounts`: one for each mount [`image_volumes`] lists.
+    pub image_volumes: &'a BTreeMap<usize, PathBuf>,
 }
 
 const ANNOTATION_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
@@ -197,7 +202,10 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         privileged,
         readonly_rootfs,
         input.host.mount_setattr,
-        input.protected_host_dirs,
+        &mounts::BindSources {
+            protected: input.protected_host_dirs,
+            image_volumes: input.image_volumes,
+        },
     )?;
 
     let devices = devices::devices(config, privileged, Path::new("/dev"))?;

@@ -2,9 +2,10 @@
 //! request's binds and the pod's files (/etc/hostname, /etc/hosts,
 //! /etc/resolv.conf, /dev/shm), ordered so that no mount hides a deeper one.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use crius_proto::cri::{ContainerConfig, MountPropagation};
+use crius_proto::cri::{ContainerConfig, Mount as CriMount, MountPropagation};
 use oci_spec::runtime::{Mount, MountBuilder};
 
 use super::SpecError;
@@ -44,10 +45,84 @@ struct Bind {
     options: Vec<String>,
 }
 
+/// An image volume (KEP-4639) a container's config asks for: mount number
+/// `mount` of `config.mounts` binds image `image` (any name of it, as
+/// kubelet sends its image ID), or only `sub_path` inside it (empty: the
+/// image's root), read-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageVolumeRequest<'a> {
+    pub mount: usize,
+    pub image: &'a str,
+    pub sub_path: &'a str,
+}
+
+/// The image volumes `config` asks for, in mount order. Refused,
+/// InvalidArgument naming the mount and its field: an empty `image.image`,
+/// `readonly: false` (KEP-4639: image volumes are read-only; kubelet
+/// always sends true and critest expects the refusal), a `host_path` as
+/// well (the image is the source). Pure.
+pub fn image_volumes(config: &ContainerConfig) -> Result<Vec<ImageVolumeRequest<'_>>, SpecError> {
+    config
+        .mounts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| m.image.as_ref().map(|image| (i, m, image)))
+        .map(|(i, m, image)| {
+            check_image_volume(i, m)?;
+            Ok(ImageVolumeRequest {
+                mount: i,
+                image: &image.image,
+                sub_path: &m.image_sub_path,
+            })
+        })
+        .collect()
+}
+
+/// The rules of [`image_volumes`] for mount `i`, an image volume.
+fn check_image_volume(i: usize, m: &CriMount) -> Result<(), SpecError> {
+    let invalid = |what: &str| SpecError::invalid(FIELD_MOUNTS, format!("mounts[{i}].{what}"));
+    if m.image.as_ref().is_none_or(|image| image.image.is_empty()) {
+        return Err(invalid("image.image: must name an image"));
+    }
+    if !m.readonly {
+        return Err(invalid(
+            "readonly: an image volume is read-only (set readonly: true)",
+        ));
+    }
+    if !m.host_path.is_empty() {
+        return Err(invalid(&format!(
+            "host_path {:?}: an image volume's source is its image, not a host path",
+            m.host_path
+        )));
+    }
+    Ok(())
+}
+
+/// Where the request's binds come from besides their `host_path`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BindSources<'a> {
+    /// Host dirs under which a missing `host_path` is never created.
+    pub protected: &'a [PathBuf],
+    /// The host path each image volume binds, by mount index.
+    pub image_volumes: &'a BTreeMap<usize, PathBuf>,
+}
+
+static NO_IMAGE_VOLUMES: BTreeMap<usize, PathBuf> = BTreeMap::new();
+
+impl Default for BindSources<'_> {
+    fn default() -> Self {
+        BindSources {
+            protected: &[],
+            image_volumes: &NO_IMAGE_VOLUMES,
+        }
+    }
+}
+
 /// The container's mounts. `mount_setattr`: the kernel can make a bind
 /// read-only recursively ([`super::HostCapabilities::mount_setattr`]).
 /// Errors: InvalidArgument naming the mount and its field for a bind the
-/// request cannot have; Io when a bind's source cannot be resolved or made.
+/// request cannot have; Io when a bind's source cannot be resolved or made;
+/// Build for an image volume without a source (the caller's bug).
 pub(super) fn mounts(
     config: &ContainerConfig,
     pod: &PodFiles,
@@ -55,9 +130,9 @@ pub(super) fn mounts(
     privileged: bool,
     readonly_rootfs: bool,
     mount_setattr: bool,
-    protected: &[PathBuf],
+    sources: &BindSources,
 ) -> Result<Mounts, SpecError> {
-    let mut binds = requested_binds(config, mount_setattr, protected)?;
+    let mut binds = requested_binds(config, mount_setattr, sources)?;
 
     // The pod's files, unless the request mounts something there itself.
     let shm = if host_ipc {
@@ -139,21 +214,25 @@ pub(super) fn mounts(
     })
 }
 
-/// The request's binds. Refused, InvalidArgument naming the mount and its
+/// The request's binds, an image volume's from its source in
+/// `sources.image_volumes`. Refused, InvalidArgument naming the mount and its
 /// field: `recursive_read_only` without `readonly`, with a propagation other
 /// than PROPAGATION_PRIVATE (KEP-3857; critest checks each), or on a kernel
 /// without mount_setattr; a `mount_options` value not in
-/// [`BIND_MOUNT_OPTIONS`] (named); image volumes and id-mapped mounts.
+/// [`BIND_MOUNT_OPTIONS`] (named); what [`image_volumes`] refuses;
+/// id-mapped mounts.
 fn requested_binds(
     config: &ContainerConfig,
     mount_setattr: bool,
-    protected: &[PathBuf],
+    sources: &BindSources,
 ) -> Result<Vec<Bind>, SpecError> {
     let mut binds: Vec<Bind> = Vec::with_capacity(config.mounts.len());
     for (i, m) in config.mounts.iter().enumerate() {
         let invalid = |what: &str| SpecError::invalid(FIELD_MOUNTS, format!("mounts[{i}].{what}"));
         if m.image.is_some() {
-            return Err(invalid("image: image volumes are not supported"));
+            check_image_volume(i, m)?;
+        } else if m.host_path.is_empty() {
+            return Err(invalid("host_path is empty"));
         }
         if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
             return Err(invalid("uidMappings: id-mapped mounts are not supported"));
@@ -163,9 +242,6 @@ fn requested_binds(
                 "container_path {:?} is not an absolute path",
                 m.container_path
             )));
-        }
-        if m.host_path.is_empty() {
-            return Err(invalid("host_path is empty"));
         }
         let propagation = MountPropagation::try_from(m.propagation)
             .map_err(|_| invalid(&format!("propagation: unknown value {}", m.propagation)))?;
@@ -195,7 +271,14 @@ fn requested_binds(
                 BIND_MOUNT_OPTIONS.join(", ")
             )));
         }
-        let source = host_source(i, &m.host_path, protected)?;
+        let source = match m.image {
+            Some(_) => sources.image_volumes.get(&i).cloned().ok_or_else(|| {
+                SpecError::Build(oci_spec::OciSpecError::Other(format!(
+                    "mounts[{i}]: the image volume has no source"
+                )))
+            })?,
+            None => host_source(i, &m.host_path, sources.protected)?,
+        };
         let destination = clean(&m.container_path);
         // A later mount of the same path wins, as with repeated -v in Docker.
         binds.retain(|b| b.destination != destination);
@@ -433,7 +516,7 @@ mod tests {
             false,
             false,
             true,
-            &[],
+            &BindSources::default(),
         )
         .unwrap();
         assert_eq!(
@@ -467,7 +550,7 @@ mod tests {
             true,
             false,
             true,
-            &[],
+            &BindSources::default(),
         )
         .unwrap();
         assert!(find(&m, "/sys").3.contains(&"rw".to_string()));
@@ -486,7 +569,16 @@ mod tests {
             mounts: vec![ro, slave],
             ..Default::default()
         };
-        let m = mounts(&cfg, &PodFiles::default(), false, false, false, true, &[]).unwrap();
+        let m = mounts(
+            &cfg,
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            true,
+            &BindSources::default(),
+        )
+        .unwrap();
         let real = std::fs::canonicalize(dir.path())
             .unwrap()
             .display()
@@ -511,7 +603,16 @@ mod tests {
             mounts: vec![shared, slave],
             ..Default::default()
         };
-        let m = mounts(&cfg, &PodFiles::default(), false, false, false, true, &[]).unwrap();
+        let m = mounts(
+            &cfg,
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            true,
+            &BindSources::default(),
+        )
+        .unwrap();
         assert_eq!(find(&m, "/shared").3, strings(&["rbind", "rshared", "rw"]));
         assert_eq!(m.rootfs_propagation.as_deref(), Some("shared"));
     }
@@ -528,7 +629,16 @@ mod tests {
             ],
             ..Default::default()
         };
-        let m = mounts(&cfg, &PodFiles::default(), false, false, false, true, &[]).unwrap();
+        let m = mounts(
+            &cfg,
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            true,
+            &BindSources::default(),
+        )
+        .unwrap();
         let d = destinations(&m);
         assert_eq!(&d[d.len() - 2..], ["/a", "/a/b/c"]);
         assert_eq!(
@@ -566,7 +676,16 @@ mod tests {
             ],
             ..Default::default()
         };
-        let m = mounts(&cfg, &PodFiles::default(), false, false, false, true, &[]).unwrap();
+        let m = mounts(
+            &cfg,
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            true,
+            &BindSources::default(),
+        )
+        .unwrap();
         let made = dir.path().join("gone/deeper");
         assert!(made.is_dir());
         for d in [dir.path().join("gone"), made.clone()] {
@@ -597,7 +716,7 @@ mod tests {
                 false,
                 false,
                 true,
-                &[],
+                &BindSources::default(),
             ));
             assert!(msg.contains("mounts[1].host_path"), "{msg}");
             assert!(
@@ -644,7 +763,10 @@ mod tests {
                 false,
                 false,
                 true,
-                &protected,
+                &BindSources {
+                    protected: &protected,
+                    ..Default::default()
+                },
             ));
             assert!(msg.contains("mounts[0].host_path"), "{msg}");
             assert!(
@@ -668,7 +790,10 @@ mod tests {
             false,
             false,
             true,
-            &protected,
+            &BindSources {
+                protected: &protected,
+                ..Default::default()
+            },
         )
         .unwrap();
     }
@@ -690,7 +815,7 @@ mod tests {
             false,
             false,
             true,
-            &[],
+            &BindSources::default(),
         ));
         assert!(msg.contains("not an absolute path"), "{msg}");
         assert!(!Path::new("crius-relative-missing").exists());
@@ -699,13 +824,10 @@ mod tests {
     #[test]
     fn unsupported_mount_features_are_invalid() {
         let dir = tempfile::tempdir().unwrap();
-        let mut image = cri_mount("/i", dir.path());
-        image.image = Some(Default::default());
         let mut idmapped = cri_mount("/u", dir.path());
         idmapped.uid_mappings = vec![Default::default()];
         let relative = cri_mount("rel", dir.path());
         for (m, what) in [
-            (image, "mounts[0].image"),
             (idmapped, "mounts[0].uidMappings"),
             (relative, "mounts[0].container_path"),
         ] {
@@ -720,10 +842,128 @@ mod tests {
                 false,
                 false,
                 true,
-                &[],
+                &BindSources::default(),
             ));
             assert!(msg.contains(what), "{msg}");
         }
+    }
+
+    fn image_mount(path: &str, image: &str, sub_path: &str) -> CriMount {
+        CriMount {
+            container_path: path.into(),
+            readonly: true,
+            image: Some(crius_proto::cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            image_sub_path: sub_path.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn image_volumes_are_listed_in_mount_order_and_must_be_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ContainerConfig {
+            mounts: vec![
+                image_mount("/a", "sha256:aa", ""),
+                cri_mount("/h", dir.path()),
+                image_mount("/b", "busybox", "etc"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            image_volumes(&cfg).unwrap(),
+            [
+                ImageVolumeRequest {
+                    mount: 0,
+                    image: "sha256:aa",
+                    sub_path: "",
+                },
+                ImageVolumeRequest {
+                    mount: 2,
+                    image: "busybox",
+                    sub_path: "etc",
+                },
+            ]
+        );
+        let mut writable = image_mount("/w", "busybox", "");
+        writable.readonly = false;
+        let unnamed = image_mount("/u", "", "");
+        let mut with_host_path = image_mount("/p", "busybox", "");
+        with_host_path.host_path = "/srv".into();
+        for (m, message) in [
+            (writable, "config.mounts: mounts[1].readonly: an image volume is read-only"),
+            (unnamed, "config.mounts: mounts[1].image.image: must name an image"),
+            (with_host_path, "config.mounts: mounts[1].host_path \"/srv\": an image volume's source is its image"),
+        ] {
+            let cfg = ContainerConfig {
+                mounts: vec![image_mount("/ok", "busybox", ""), m],
+                ..Default::default()
+            };
+            let err = image_volumes(&cfg).unwrap_err().to_string();
+            assert!(err.starts_with(message), "{err}");
+            let sources = BTreeMap::from([(0, dir.path().to_path_buf()), (1, dir.path().to_path_buf())]);
+            let err = requested_binds(&cfg, true, &BindSources { image_volumes: &sources, ..Default::default() }).err().unwrap().to_string();
+            assert!(err.starts_with(message), "the spec refuses it too: {err}");
+        }
+    }
+
+    #[test]
+    fn an_image_volume_binds_its_source_read_only() {
+        let view = tempfile::tempdir().unwrap();
+        let source = view.path().join("etc");
+        let mut with_options = image_mount("/opt/data/", "busybox", "etc");
+        with_options.mount_options = vec!["nodev".into()];
+        let cfg = ContainerConfig {
+            mounts: vec![image_mount("/mnt/image", "busybox", ""), with_options],
+            ..Default::default()
+        };
+        let sources = BTreeMap::from([(0, view.path().to_path_buf()), (1, source.clone())]);
+        let m = mounts(
+            &cfg,
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            true,
+            &BindSources {
+                image_volumes: &sources,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            find(&m, "/mnt/image"),
+            (
+                "/mnt/image".to_string(),
+                "bind".to_string(),
+                view.path().display().to_string(),
+                strings(&["rbind", "rprivate", "ro"])
+            )
+        );
+        assert_eq!(
+            find(&m, "/opt/data"),
+            (
+                "/opt/data".to_string(),
+                "bind".to_string(),
+                source.display().to_string(),
+                strings(&["rbind", "rprivate", "ro", "nodev"])
+            )
+        );
+        // Without its source (a caller's bug): no spec, and no host path made.
+        let err = mounts(
+            &cfg,
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            true,
+            &BindSources::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, SpecError::Build(_)), "{err}");
     }
 
     /// The bind of `m` alone, with the kernel's mount_setattr as given.
@@ -740,7 +980,7 @@ mod tests {
             false,
             false,
             mount_setattr,
-            &[],
+            &BindSources::default(),
         )?;
         Ok(find(&m, &destination).3)
     }
@@ -829,7 +1069,16 @@ mod tests {
             mounts: vec![cri_mount("/etc/hosts", dir.path())],
             ..Default::default()
         };
-        let m = mounts(&cfg, &pod, false, false, true, true, &[]).unwrap();
+        let m = mounts(
+            &cfg,
+            &pod,
+            false,
+            false,
+            true,
+            true,
+            &BindSources::default(),
+        )
+        .unwrap();
         assert_eq!(
             find(&m, "/etc/hostname"),
             (
@@ -876,7 +1125,7 @@ mod tests {
             false,
             false,
             true,
-            &[],
+            &BindSources::default(),
         )
         .unwrap();
         assert_eq!(
@@ -893,7 +1142,16 @@ mod tests {
             mounts: vec![cri_mount("/dev", dir.path())],
             ..Default::default()
         };
-        let m = mounts(&cfg, &PodFiles::default(), false, false, false, true, &[]).unwrap();
+        let m = mounts(
+            &cfg,
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            true,
+            &BindSources::default(),
+        )
+        .unwrap();
         assert_eq!(
             destinations(&m),
             ["/proc", "/sys", "/sys/fs/cgroup", "/dev"]

@@ -220,6 +220,7 @@ fn bundle(name: &str, runner: Runner, mut config: ContainerConfig, pod: Pod) -> 
         shm_path: Some(&pod_dir.join("shm")),
         host: &host,
         protected_host_dirs: &[],
+        image_volumes: &Default::default(),
     })
     .unwrap();
     spec.save(dir.path().join("config.json")).unwrap();

@@ -148,6 +148,7 @@ impl Fixture {
             shm_path: Some(Path::new("/run/crius/p1/shm")),
             host: &self.host,
             protected_host_dirs: &[],
+            image_volumes: &Default::default(),
         })
     }
 }

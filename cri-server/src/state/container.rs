@@ -64,6 +64,20 @@ pub struct ContainerRecord {
     /// exit with reason `StartError` and this message (containerd's rule).
     #[serde(default)]
     pub start_error: Option<String>,
+    /// The image volumes the container mounts (KEP-4639), one a mounted
+    /// image: each holds its image's view and keeps the image from removal
+    /// until the container is removed (`image::volume`).
+    #[serde(default)]
+    pub image_volumes: Vec<ImageVolume>,
+}
+
+/// An image volume of a container: mount number `mount` of its config's
+/// `mounts` binds image `image_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageVolume {
+    pub mount: usize,
+    /// The image's ID (config digest), `sha256:…`.
+    pub image_id: String,
 }
 
 impl Record for ContainerRecord {
@@ -143,7 +157,7 @@ impl ContainerRecord {
             message,
             labels: self.config.labels.clone(),
             annotations: self.config.annotations.clone(),
-            mounts: self.config.mounts.clone(),
+            mounts: self.reported_mounts(),
             log_path: self.log_path.clone(),
             resources: self.resources.clone().map(|linux| cri::ContainerResources {
                 linux: Some(linux),
@@ -153,6 +167,23 @@ impl ContainerRecord {
             user: Some(self.user()),
             stop_signal: self.effective_stop_signal,
         }
+    }
+
+    /// The mounts ContainerStatus reports: the config's, each image volume's
+    /// `image` with the ID of the image it mounts in `image` and `image_ref`
+    /// (KEP-5365: the digest kubelet shows for the volume; critest compares
+    /// `image_ref` with PullImage's answer, the image ID), the rest as sent.
+    /// Pure.
+    fn reported_mounts(&self) -> Vec<cri::Mount> {
+        let mut mounts = self.config.mounts.clone();
+        for volume in &self.image_volumes {
+            let image = mounts.get_mut(volume.mount).and_then(|m| m.image.as_mut());
+            if let Some(image) = image {
+                image.image = volume.image_id.clone();
+                image.image_ref = volume.image_id.clone();
+            }
+        }
+        mounts
     }
 
     /// What ContainerStatus(verbose) returns as `info["info"]`: a JSON
@@ -265,6 +296,7 @@ pub(crate) fn fixture(state: ContainerState, exit_code: i32) -> ContainerRecord 
         process: Default::default(),
         resources: None,
         start_error: None,
+        image_volumes: Vec::new(),
     }
 }
 
@@ -406,6 +438,50 @@ mod tests {
             .remove("effective_stop_signal");
         let old: ContainerRecord = serde_json::from_value(json).unwrap();
         assert_eq!(old.status().stop_signal, cri::Signal::RuntimeDefault as i32);
+    }
+
+    #[test]
+    fn status_reports_each_image_volume_by_its_image_id() {
+        let mut r = record(ContainerState::Running, 0);
+        let sent = cri::ImageSpec {
+            image: "sha256:cc".into(),
+            user_specified_image: "registry.example/data:1".into(),
+            ..Default::default()
+        };
+        r.config.mounts = vec![
+            cri::Mount {
+                container_path: "/host".into(),
+                host_path: "/srv".into(),
+                ..Default::default()
+            },
+            cri::Mount {
+                container_path: "/mnt/image-volume".into(),
+                readonly: true,
+                image: Some(sent.clone()),
+                image_sub_path: "etc".into(),
+                ..Default::default()
+            },
+        ];
+        r.image_volumes = vec![ImageVolume {
+            mount: 1,
+            image_id: "sha256:dd".into(),
+        }];
+        let mounts = r.status().mounts;
+        assert_eq!(mounts[0], r.config.mounts[0]);
+        assert_eq!(
+            mounts[1].image,
+            Some(cri::ImageSpec {
+                image: "sha256:dd".into(),
+                image_ref: "sha256:dd".into(),
+                ..sent
+            })
+        );
+        assert_eq!(mounts[1].image_sub_path, "etc");
+        // A record written before image volumes: none.
+        let mut json = serde_json::to_value(&r).unwrap();
+        json.as_object_mut().unwrap().remove("image_volumes");
+        let old: ContainerRecord = serde_json::from_value(json).unwrap();
+        assert!(old.image_volumes.is_empty());
     }
 
     #[test]

@@ -174,7 +174,16 @@ impl Fixture {
         }
         let state = &self.config.state;
         let root = &self.config.root;
-        for dir in [state.join("c"), root.join("containers")] {
+        assert!(
+            self.snapshots.views().is_empty(),
+            "image volumes' views left: {:?}",
+            self.snapshots.views()
+        );
+        for dir in [
+            state.join("c"),
+            root.join("containers"),
+            state.join("image-volumes"),
+        ] {
             assert_eq!(entries(&dir), Vec::<PathBuf>::new(), "left in {dir:?}");
         }
         assert!(
@@ -200,6 +209,195 @@ impl Fixture {
         assert_eq!(self.shims.calls(&id), ["Spawn", "Create"]);
         assert!(record.bundle.join("config.json").is_file());
     }
+}
+
+/// A request of `name` mounting the fixture's image at `/mnt/image`, or
+/// `sub_path` of it.
+fn with_image_volume(fx: &Fixture, name: &str, sub_path: &str) -> cri::CreateContainerRequest {
+    let mut req = fx.request("busybox");
+    let config = req.config.as_mut().unwrap();
+    config.metadata.as_mut().unwrap().name = name.into();
+    config.mounts = vec![cri::Mount {
+        container_path: "/mnt/image".into(),
+        readonly: true,
+        image: Some(cri::ImageSpec {
+            image: IMAGE_ID.into(),
+            user_specified_image: "busybox".into(),
+            ..Default::default()
+        }),
+        image_sub_path: sub_path.into(),
+        ..Default::default()
+    }];
+    req
+}
+
+/// Gives the fixture's image layer an `etc/passwd`.
+fn fill_layer(fx: &Fixture) {
+    let image = fx.deps.images.resolve(IMAGE_ID).unwrap();
+    let layer = &fx.deps.images.layer_dirs(&image)[0];
+    std::fs::create_dir_all(layer.join("etc")).unwrap();
+    std::fs::write(layer.join("etc/passwd"), "root\n").unwrap();
+}
+
+/// The source of the bind at `destination` in the container's config.json.
+fn bind_source(record: &ContainerRecord, destination: &str) -> PathBuf {
+    let spec = oci_spec::runtime::Spec::load(record.bundle.join("config.json")).unwrap();
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    let bind = mounts
+        .iter()
+        .find(|m| m.destination() == Path::new(destination))
+        .unwrap_or_else(|| panic!("no mount at {destination}"));
+    assert!(
+        bind.options().as_ref().unwrap().contains(&"ro".to_string()),
+        "{bind:?}"
+    );
+    bind.source().clone().unwrap()
+}
+
+#[tokio::test]
+async fn containers_share_an_image_volume_until_the_last_is_removed() {
+    let fx = Fixture::new();
+    fill_layer(&fx);
+    let whole = fx
+        .create(with_image_volume(&fx, "whole", ""))
+        .await
+        .unwrap();
+    let etc = fx
+        .create(with_image_volume(&fx, "etc", "etc"))
+        .await
+        .unwrap();
+    let view = fx.config.state.join("image-volumes").join(&IMAGE_ID[7..]);
+    assert_eq!(fx.snapshots.views(), std::slice::from_ref(&view));
+    assert_eq!(fx.snapshots.views_mounted(), 1, "one view for both");
+
+    let whole_record = fx.deps.containers.find(&whole).unwrap().snapshot();
+    let etc_record = fx.deps.containers.find(&etc).unwrap().snapshot();
+    assert_eq!(
+        bind_source(&whole_record, "/mnt/image"),
+        view.join("rootfs")
+    );
+    assert_eq!(
+        bind_source(&etc_record, "/mnt/image"),
+        view.join("rootfs/etc")
+    );
+    let reported = etc_record.status().mounts[0].image.clone().unwrap();
+    assert_eq!(
+        (reported.image.as_str(), reported.image_ref.as_str()),
+        (IMAGE_ID, IMAGE_ID)
+    );
+    // What a restart reads back: the record on disk.
+    let on_disk = Table::<ContainerRecord>::load(Store::open(fx.config.root.join("meta")).unwrap())
+        .unwrap()
+        .find(&etc)
+        .unwrap()
+        .snapshot();
+    assert_eq!(on_disk.image_volumes, etc_record.image_volumes);
+
+    let refused = tonic::Status::from(CriError::from(
+        fx.deps.images.remove("busybox").await.unwrap_err(),
+    ));
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    remove_container(&fx.deps, &whole).await.unwrap();
+    assert_eq!(
+        fx.snapshots.views(),
+        std::slice::from_ref(&view),
+        "etc still mounts it"
+    );
+    let refused = tonic::Status::from(CriError::from(
+        fx.deps.images.remove("busybox").await.unwrap_err(),
+    ));
+    assert!(
+        refused.message().contains(&format!("container {etc}")),
+        "{refused:?}"
+    );
+    remove_container(&fx.deps, &etc).await.unwrap();
+    fx.assert_nothing_left();
+    fx.deps.images.remove("busybox").await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_image_volume_of_an_image_not_pulled_fails_before_anything_is_made() {
+    let fx = Fixture::new();
+    let mut req = with_image_volume(&fx, "app", "");
+    req.config.as_mut().unwrap().mounts[0]
+        .image
+        .as_mut()
+        .unwrap()
+        .image = "nope:1".into();
+    let status = fx.create(req).await.unwrap_err();
+    assert_step(
+        &status,
+        Code::NotFound,
+        "image \"nope:1\" of config.mounts[0].image not found",
+    );
+    assert!(fx.snapshots.prepared().is_empty() && fx.snapshots.views_mounted() == 0);
+    fx.assert_nothing_left();
+    fx.assert_name_free().await;
+}
+
+#[tokio::test]
+async fn a_writable_image_volume_is_refused_before_anything_is_made() {
+    let fx = Fixture::new();
+    let mut req = with_image_volume(&fx, "app", "");
+    req.config.as_mut().unwrap().mounts[0].readonly = false;
+    let status = fx.create(req).await.unwrap_err();
+    assert_step(&status, Code::InvalidArgument, "mounts[0].readonly");
+    assert!(fx.snapshots.prepared().is_empty() && fx.snapshots.views_mounted() == 0);
+    fx.assert_nothing_left();
+    fx.assert_name_free().await;
+}
+
+#[tokio::test]
+async fn an_image_sub_path_outside_the_image_is_undone() {
+    let fx = Fixture::new();
+    fill_layer(&fx);
+    for sub_path in ["etc/../..", "not-existing"] {
+        let status = fx
+            .create(with_image_volume(&fx, "app", sub_path))
+            .await
+            .unwrap_err();
+        assert_step(
+            &status,
+            Code::InvalidArgument,
+            &format!("config.mounts: mounts[0].image_sub_path {sub_path:?}: "),
+        );
+        assert!(!status.message().contains("image-volumes"), "{status:?}");
+        fx.assert_nothing_left();
+    }
+    assert!(fx.shims.spawned().is_empty(), "no shim before the volumes");
+    fx.assert_name_free().await;
+}
+
+#[tokio::test]
+async fn a_failed_view_mount_is_undone() {
+    let fx = Fixture::new();
+    fx.snapshots.fail_at(Some(FakeSnapshotStep::MountView));
+    let status = fx
+        .create(with_image_volume(&fx, "app", ""))
+        .await
+        .unwrap_err();
+    assert_step(&status, Code::Internal, "mounting an image volume");
+    assert_eq!(fx.snapshots.prepared(), fx.snapshots.removed());
+    fx.assert_nothing_left();
+    fx.assert_name_free().await;
+}
+
+#[tokio::test]
+async fn a_failure_after_the_image_volume_releases_it() {
+    let fx = Fixture::new();
+    fx.shims.fail_at(Some(FakeShimStep::Create));
+    let status = fx
+        .create(with_image_volume(&fx, "app", ""))
+        .await
+        .unwrap_err();
+    assert_step(
+        &status,
+        Code::Internal,
+        "creating the container in its shim",
+    );
+    assert_eq!(fx.snapshots.views_mounted(), 1);
+    fx.assert_nothing_left();
+    fx.deps.images.remove(IMAGE_ID).await.unwrap().unwrap();
 }
 
 fn entries(dir: &Path) -> Vec<PathBuf> {

@@ -1,6 +1,8 @@
 //! A [`Snapshotter`] for unit tests: no mounts, container dirs made and
 //! removed for real (so a test can see what is left), a record of every
-//! prepare and remove, and a failure to inject.
+//! prepare and remove, and a failure to inject. An image volume's view is
+//! a copy of its layers' files (lowest first), so rules that look inside
+//! the image (a subPath) see what a mount would show.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -15,6 +17,8 @@ use crate::image::ImageError;
 pub enum FakeSnapshotStep {
     Prepare,
     Remove,
+    MountView,
+    RemoveView,
 }
 
 #[derive(Debug)]
@@ -27,6 +31,10 @@ pub struct FakeSnapshotter {
     removed: Mutex<Vec<PathBuf>>,
     /// Layers by container dir, while prepared.
     in_use: Mutex<Vec<(PathBuf, Vec<PathBuf>)>>,
+    /// View dirs mounted and not removed since.
+    views: Mutex<Vec<PathBuf>>,
+    /// How many views were ever mounted.
+    views_mounted: Mutex<usize>,
 }
 
 impl FakeSnapshotter {
@@ -39,7 +47,19 @@ impl FakeSnapshotter {
             idmaps: Mutex::default(),
             removed: Mutex::default(),
             in_use: Mutex::default(),
+            views: Mutex::default(),
+            views_mounted: Mutex::default(),
         }
+    }
+
+    /// View dirs mounted now (mounted and not removed since), in order.
+    pub fn views(&self) -> Vec<PathBuf> {
+        self.views.lock().unwrap().clone()
+    }
+
+    /// How many views were mounted so far, removed or not.
+    pub fn views_mounted(&self) -> usize {
+        *self.views_mounted.lock().unwrap()
     }
 
     /// Makes every later call of `step` fail (`None`: none fails).
@@ -128,6 +148,35 @@ impl Snapshotter for FakeSnapshotter {
         Ok(Usage::default())
     }
 
+    fn mount_view(&self, view_dir: &Path, layers: &[PathBuf]) -> Result<PathBuf, ImageError> {
+        self.check(FakeSnapshotStep::MountView)?;
+        let target = view_dir.join(super::VIEW_ROOT);
+        std::fs::create_dir_all(&target)
+            .map_err(|e| ImageError::io(format!("creating {}", target.display()), e))?;
+        for layer in layers.iter().filter(|l| l.is_dir()) {
+            copy_tree(layer, &target)
+                .map_err(|e| ImageError::io(format!("copying {}", layer.display()), e))?;
+        }
+        self.views.lock().unwrap().push(view_dir.to_path_buf());
+        *self.views_mounted.lock().unwrap() += 1;
+        Ok(target)
+    }
+
+    fn remove_view(&self, view_dir: &Path) -> Result<(), ImageError> {
+        self.check(FakeSnapshotStep::RemoveView)?;
+        match std::fs::remove_dir_all(view_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(ImageError::io(
+                    format!("removing {}", view_dir.display()),
+                    e,
+                ))
+            }
+            _ => {}
+        }
+        self.views.lock().unwrap().retain(|v| v != view_dir);
+        Ok(())
+    }
+
     fn layers_in_use(&self) -> Result<Vec<PathBuf>, ImageError> {
         Ok(self
             .in_use
@@ -137,4 +186,22 @@ impl Snapshotter for FakeSnapshotter {
             .flat_map(|(_, layers)| layers.clone())
             .collect())
     }
+}
+
+/// Copies the dirs, files and symlinks (as links) under `from` into `to`.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            copy_tree(&source, &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
+        } else {
+            std::fs::copy(&source, &target)?;
+        }
+    }
+    Ok(())
 }
