@@ -2,6 +2,7 @@
 //! unpacked for overlayfs, the image index, and container root filesystems.
 
 pub mod content;
+pub mod pinned;
 pub mod pull;
 pub mod reference;
 pub mod snapshot;
@@ -40,13 +41,17 @@ pub enum ImageError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Mount(String),
+    /// An entry of the config's `pinned_images` that names no image.
+    #[error("config key pinned_images: {entry:?}: {reason}")]
+    PinnedImage { entry: String, reason: String },
 }
 
 /// The one mapping of image errors to CRI codes: a malformed reference is
 /// InvalidArgument naming `image.image` (the field of every ImageService
 /// request that names an image); an image the registry does not have is
 /// NotFound; a failed pull, a digest mismatch, unpacking, the disk, the
-/// store and mounts are Internal with the cause chain.
+/// store and mounts are Internal with the cause chain (as is a bad
+/// `pinned_images` entry, which stops criusd at start).
 impl From<ImageError> for CriError {
     fn from(e: ImageError) -> CriError {
         match e {

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 
 use super::content::Content;
+use super::pinned::PinnedImages;
 use super::pull::{Puller, RegistryAuth};
 use super::reference::Reference;
 use super::snapshot::Snapshotter;
@@ -116,6 +117,7 @@ pub struct ImageStore {
     content: Content,
     state: Store,
     puller: Puller,
+    pinned: PinnedImages,
     index: RwLock<BTreeMap<String, ImageRecord>>,
     /// Pulls hold it shared, removal exclusively: garbage collection must not
     /// take a layer that a pull has unpacked but not yet recorded.
@@ -124,13 +126,15 @@ pub struct ImageStore {
 
 impl ImageStore {
     /// Loads the index and collects what a crash left unreferenced (keeping
-    /// the layers `snapshotter` says containers stack). Errors: the content
-    /// store's, the state store's, the snapshotter's.
+    /// the layers `snapshotter` says containers stack). Errors: a bad
+    /// `pinned_images` entry, the content store's, the state store's, the
+    /// snapshotter's.
     pub fn open(
         config: &Config,
         state: Store,
         snapshotter: Arc<dyn Snapshotter>,
     ) -> Result<ImageStore, ImageError> {
+        let pinned = PinnedImages::parse(&config.pinned_images)?;
         let images_dir = config.root.join("images");
         let content = Content::open(&images_dir)?;
         let records: Vec<(String, ImageRecord)> = state.load_all(KIND)?;
@@ -144,6 +148,7 @@ impl ImageStore {
             content,
             state,
             puller: Puller::new(config.registry.clone()),
+            pinned,
             index: RwLock::new(index),
             gc: tokio::sync::RwLock::new(()),
         };
@@ -226,6 +231,12 @@ impl ImageStore {
     pub fn resolve(&self, image_ref: &str) -> Option<ImageRecord> {
         let index = self.index.read().expect("image index");
         find(&index, image_ref).cloned()
+    }
+
+    /// True when the config's `pinned_images` names the image: kubelet's
+    /// image garbage collection keeps it.
+    pub fn is_pinned(&self, image: &ImageRecord) -> bool {
+        self.pinned.pins(image)
     }
 
     /// Every image, ordered by ID.
