@@ -390,7 +390,7 @@ async fn a_failed_start_leaves_the_container_exited_with_the_start_error() {
     assert_step(&status, Code::Internal, "injected failure");
     let record = fx.deps.containers.find(&id).unwrap().snapshot();
     assert_eq!(record.state, ContainerState::Exited);
-    let cri = record.status();
+    let cri = record.status(crate::state::container::ImageNames::default());
     assert_eq!(cri.exit_code, 128);
     assert!(cri.finished_at > 0);
     assert_eq!(cri.started_at, 0);
