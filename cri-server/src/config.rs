@@ -92,6 +92,12 @@ pub struct Config {
     pub cni: CniConfig,
     pub streaming: StreamingConfig,
     pub registry: RegistryConfig,
+    /// Images that kubelet's image garbage collection never removes
+    /// (reported with `Image.pinned`): image references, normalized
+    /// (`busybox` is `docker.io/library/busybox:latest`), `repo@sha256:…`
+    /// manifest digests, or image IDs (`sha256:…`). As CRI-O's and
+    /// containerd's `pinned_images`; crius takes exact names, no patterns.
+    pub pinned_images: Vec<String>,
     /// Runtime handlers (Kubernetes RuntimeClass `handler`) besides the
     /// default one, `""`, which is crius' in-process runtime: each runs its
     /// containers through an OCI runtime binary. None by default.
@@ -145,7 +151,9 @@ pub struct StreamingConfig {
 pub struct RegistryConfig {
     /// Registry host → ordered endpoint URLs tried before the host itself.
     pub mirrors: BTreeMap<String, Vec<String>>,
-    /// `host[:port]` names reached over plain HTTP.
+    /// `host[:port]` names reached over plain HTTP only. A loopback host
+    /// needs no entry: it is tried over HTTPS, then plain HTTP (containerd's
+    /// rule; `image::pull::host_endpoint`).
     pub insecure: Vec<String>,
 }
 
@@ -161,6 +169,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             streaming: StreamingConfig::default(),
             registry: RegistryConfig::default(),
+            pinned_images: Vec::new(),
             runtimes: BTreeMap::new(),
         }
     }
@@ -366,6 +375,14 @@ mod tests {
             vec!["http://127.0.0.1:5000"]
         );
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn pinned_images_parse() {
+        let c = parse("pinned_images = [\"registry.k8s.io/pause:3.10\", \"busybox\"]").unwrap();
+        assert_eq!(c.pinned_images, ["registry.k8s.io/pause:3.10", "busybox"]);
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+        assert!(Config::default().pinned_images.is_empty());
     }
 
     #[test]

@@ -86,11 +86,6 @@ pub async fn create_container(
         pod_id: pod.id.clone(),
         pod_name,
         image_id: image.id.clone(),
-        image_ref: image
-            .repo_digests
-            .first()
-            .cloned()
-            .unwrap_or_else(|| image.id.clone()),
         state: ContainerState::Created,
         created_at: now_nanos(),
         started_at: 0,
@@ -119,7 +114,7 @@ pub async fn create_container(
     detached(async move {
         let mut record = record;
         // The annotation names the image as the user did, not kubelet's image ID.
-        let annotated_name = super::reported_image(record.config.image.as_ref()).image;
+        let annotated_name = super::reported_image(record.config.image.as_ref(), &[]).image;
         // A bundle dir that exists already is another container's (its
         // short name collided): nothing of ours to undo there.
         if let Err(e) = make_bundle(&record.bundle) {

@@ -172,7 +172,8 @@ mod tests {
             unified: [("memory.high".to_string(), "60M".to_string())].into(),
             ..Default::default()
         };
-        let status = created_with(Some(requested), &host()).status();
+        let status = created_with(Some(requested), &host())
+            .status(crate::state::container::ImageNames::default());
         let linux = status.resources.unwrap().linux.unwrap();
         assert_eq!(linux.cpu_period, 100_000);
         assert_eq!(linux.cpu_quota, 50_000);
@@ -195,7 +196,8 @@ mod tests {
 
     #[test]
     fn status_without_requested_limits_reports_none_applied() {
-        let status = created_with(None, &host()).status();
+        let status =
+            created_with(None, &host()).status(crate::state::container::ImageNames::default());
         assert_eq!(
             status.resources,
             Some(cri::ContainerResources {
@@ -213,7 +215,7 @@ mod tests {
             ..Default::default()
         };
         let linux = created_with(Some(limited), &no_swap)
-            .status()
+            .status(crate::state::container::ImageNames::default())
             .resources
             .unwrap()
             .linux
@@ -233,7 +235,11 @@ mod tests {
         json.as_object_mut().unwrap().remove("resources");
         let old: ContainerRecord = serde_json::from_value(json).unwrap();
         assert_eq!(old.resources, None);
-        assert_eq!(old.status().resources, None);
+        assert_eq!(
+            old.status(crate::state::container::ImageNames::default())
+                .resources,
+            None
+        );
     }
 
     #[test]

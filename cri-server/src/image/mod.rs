@@ -2,6 +2,7 @@
 //! unpacked for overlayfs, the image index, and container root filesystems.
 
 pub mod content;
+pub mod pinned;
 pub mod pull;
 pub mod reference;
 pub mod snapshot;
@@ -52,6 +53,9 @@ pub enum ImageError {
     /// The image cannot be removed: `container` mounts it as a volume.
     #[error("image {image} is in use: container {container} mounts it as an image volume")]
     InUse { image: String, container: String },
+    /// An entry of the config's `pinned_images` that names no image.
+    #[error("config key pinned_images: {entry:?}: {reason}")]
+    PinnedImage { entry: String, reason: String },
 }
 
 /// The one mapping of image errors to CRI codes: a malformed reference is
@@ -62,7 +66,8 @@ pub enum ImageError {
 /// image a container mounts is FailedPrecondition for its removal (naming
 /// the container, as kubelet's image GC expects); a failed pull, a digest
 /// mismatch, unpacking, the disk, the store and mounts are Internal with
-/// the cause chain.
+/// the cause chain (as is a bad `pinned_images` entry, which stops criusd
+/// at start).
 impl From<ImageError> for CriError {
     fn from(e: ImageError) -> CriError {
         match e {

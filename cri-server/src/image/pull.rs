@@ -5,10 +5,12 @@
 //!
 //! Endpoints: a registry host's mirrors from the config, in order, then the
 //! host itself (`docker.io` is served by `registry-1.docker.io`). Plain HTTP
-//! for `http://` mirrors and for hosts listed as insecure. The first endpoint
-//! that has the manifest serves every blob of the image.
+//! for `http://` mirrors and for hosts listed as insecure; a loopback host
+//! needs no config (containerd's rule, see [`host_endpoint`]). The first
+//! endpoint that has the manifest serves every blob of the image.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,6 +51,15 @@ pub struct Endpoint {
     /// `host[:port]`
     pub host: String,
     pub plain_http: bool,
+    /// A loopback host over HTTPS: its certificate is not verified
+    /// (containerd's `skipVerify` for localhost), and, with `http_fallback`,
+    /// a server that answers the TLS handshake in plain HTTP is asked again
+    /// over plain HTTP.
+    pub loopback: bool,
+    pub http_fallback: bool,
+    /// From `[registry.mirrors]`: its URL, not `[registry] insecure`, says
+    /// which scheme it speaks.
+    pub mirror: bool,
 }
 
 impl std::fmt::Display for Endpoint {
@@ -82,18 +93,101 @@ pub fn endpoints(registry: &RegistryConfig, host: &str) -> Result<Vec<Endpoint>,
         list.push(Endpoint {
             host: authority.to_string(),
             plain_http,
+            loopback: false,
+            http_fallback: false,
+            mirror: true,
         });
     }
+    list.push(host_endpoint(registry, host));
+    Ok(list)
+}
+
+/// The registry host's own endpoint. Listed in `[registry] insecure`: plain
+/// HTTP. Else a loopback host (`localhost`, `127.0.0.0/8`, `::1`) needs no
+/// config, as in containerd (core/remotes/docker/config/hosts.go,
+/// `ConfigureHosts`, and resolver.go, `IsLocalhost`, `NewHTTPFallback`):
+/// port 80 is plain HTTP; no port or 443 is HTTPS; any other port is HTTPS
+/// and then plain HTTP when the server answers the handshake in plain HTTP;
+/// its certificate is not verified unless it is plain HTTP. Any other host
+/// is HTTPS (`docker.io` served by `registry-1.docker.io`).
+pub fn host_endpoint(registry: &RegistryConfig, host: &str) -> Endpoint {
     let own = if host == DEFAULT_REGISTRY {
         DOCKER_HUB_ENDPOINT
     } else {
         host
     };
-    list.push(Endpoint {
+    let mut endpoint = Endpoint {
         host: own.to_string(),
         plain_http: registry.insecure.iter().any(|h| h == host),
-    });
-    Ok(list)
+        loopback: false,
+        http_fallback: false,
+        mirror: false,
+    };
+    if !endpoint.plain_http {
+        if let Some(port) = loopback_port(host) {
+            match port {
+                Some("80") => endpoint.plain_http = true,
+                None | Some("443") => endpoint.loopback = true,
+                Some(_) => {
+                    endpoint.loopback = true;
+                    endpoint.http_fallback = true;
+                }
+            }
+        }
+    }
+    endpoint
+}
+
+/// For a loopback `host[:port]` (`localhost`, an IPv4 address in
+/// 127.0.0.0/8, `::1` bare or as `[::1]`), its port if it names one; None
+/// for any other host.
+fn loopback_port(host: &str) -> Option<Option<&str>> {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (name, after) = rest.split_once(']')?;
+        match after {
+            "" => (name, None),
+            _ => (name, Some(after.strip_prefix(':')?)),
+        }
+    } else if host.parse::<IpAddr>().is_ok() {
+        (host, None)
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    loopback.then_some(port)
+}
+
+impl Endpoint {
+    /// The same host over plain HTTP, after its HTTPS handshake met a
+    /// plain-HTTP server.
+    fn over_plain_http(&self) -> Endpoint {
+        Endpoint {
+            plain_http: true,
+            http_fallback: false,
+            ..self.clone()
+        }
+    }
+
+    /// What to do when its HTTPS handshake met a plain-HTTP server and no
+    /// fallback applies: the config that reaches it.
+    fn plain_http_hint(&self, registry_host: &str) -> String {
+        if self.mirror {
+            format!(
+                "the server speaks plain HTTP, not HTTPS: write this mirror of {registry_host} \
+                 as http://{} in [registry.mirrors]",
+                self.host
+            )
+        } else {
+            format!(
+                "the server speaks plain HTTP, not HTTPS: to pull from it over plain HTTP, \
+                 list \"{registry_host}\" in the config's [registry] insecure"
+            )
+        }
+    }
 }
 
 /// What a pull brought into the content store.
@@ -116,6 +210,8 @@ pub struct Puller {
     registry: RegistryConfig,
     http: Client,
     https: Client,
+    /// HTTPS without certificate verification, for loopback hosts only.
+    https_loopback: Client,
 }
 
 impl Puller {
@@ -125,8 +221,9 @@ impl Puller {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Puller {
             registry,
-            http: client(ClientProtocol::Http),
-            https: client(ClientProtocol::Https),
+            http: client(ClientProtocol::Http, false),
+            https: client(ClientProtocol::Https, false),
+            https_loopback: client(ClientProtocol::Https, true),
         }
     }
 
@@ -139,10 +236,12 @@ impl Puller {
         } else {
             ClientProtocol::Https
         };
-        match (auth, endpoint.plain_http) {
-            (RegistryAuth::Anonymous, true) => self.http.clone(),
-            (RegistryAuth::Anonymous, false) => self.https.clone(),
-            _ => client(protocol),
+        let skip_verify = endpoint.loopback && !endpoint.plain_http;
+        match (auth, endpoint.plain_http, skip_verify) {
+            (RegistryAuth::Anonymous, true, _) => self.http.clone(),
+            (RegistryAuth::Anonymous, false, true) => self.https_loopback.clone(),
+            (RegistryAuth::Anonymous, false, false) => self.https.clone(),
+            _ => client(protocol, skip_verify),
         }
     }
 
@@ -235,13 +334,8 @@ impl Puller {
         let mut failures = Vec::new();
         let mut all_not_found = true;
         for endpoint in endpoints {
-            let client = self.client_for(&endpoint, auth);
-            let oci_ref = oci_reference(&endpoint, reference, None);
-            match client
-                .pull_manifest_raw(&oci_ref, auth, ACCEPTED_MANIFESTS)
-                .await
-            {
-                Ok((bytes, _)) => {
+            match self.ask_manifest(endpoint, reference, auth).await {
+                Ok((endpoint, client, bytes)) => {
                     let top_digest = sha256_digest(&bytes);
                     if let Some(wanted) = reference.digest() {
                         if wanted != top_digest {
@@ -258,12 +352,12 @@ impl Puller {
                         endpoint,
                         client,
                         top_digest,
-                        top_bytes: bytes.to_vec(),
+                        top_bytes: bytes,
                     });
                 }
-                Err(e) => {
-                    all_not_found &= is_not_found(&e);
-                    failures.push(format!("{endpoint}: {}", error_chain(&e)));
+                Err(failure) => {
+                    all_not_found &= failure.not_found;
+                    failures.push(failure.message);
                 }
             }
         }
@@ -279,13 +373,94 @@ impl Puller {
     }
 }
 
-fn client(protocol: ClientProtocol) -> Client {
+/// Why one endpoint did not serve the manifest.
+#[derive(Debug)]
+struct EndpointFailure {
+    /// `scheme://host: what went wrong`
+    message: String,
+    /// The registry answered that it has no such manifest or repository.
+    not_found: bool,
+}
+
+impl Puller {
+    /// Asks one endpoint for the manifest the reference names (over plain
+    /// HTTP again when its HTTPS handshake met a plain-HTTP server and the
+    /// endpoint allows the fallback): the endpoint that answered, its client
+    /// and the manifest's bytes.
+    async fn ask_manifest(
+        &self,
+        endpoint: Endpoint,
+        reference: &Reference,
+        auth: &RegistryAuth,
+    ) -> Result<(Endpoint, Client, Vec<u8>), EndpointFailure> {
+        let ask = |endpoint: &Endpoint, client: Client| {
+            let oci_ref = oci_reference(endpoint, reference, None);
+            async move {
+                client
+                    .pull_manifest_raw(&oci_ref, auth, ACCEPTED_MANIFESTS)
+                    .await
+                    .map(|(bytes, _)| bytes.to_vec())
+            }
+        };
+        let mut endpoint = endpoint;
+        let mut client = self.client_for(&endpoint, auth);
+        let mut answer = ask(&endpoint, client.clone()).await;
+        if answer.as_ref().is_err_and(speaks_plain_http) {
+            if !endpoint.http_fallback {
+                return Err(EndpointFailure {
+                    message: format!(
+                        "{endpoint}: {}",
+                        endpoint.plain_http_hint(reference.registry())
+                    ),
+                    not_found: false,
+                });
+            }
+            tracing::info!(%reference, %endpoint, "the registry speaks plain HTTP: asking over HTTP");
+            endpoint = endpoint.over_plain_http();
+            client = self.client_for(&endpoint, auth);
+            answer = ask(&endpoint, client.clone()).await;
+        }
+        match answer {
+            Ok(bytes) => Ok((endpoint, client, bytes)),
+            Err(e) => Err(EndpointFailure {
+                message: format!("{endpoint}: {}", error_chain(&e)),
+                not_found: is_not_found(&e),
+            }),
+        }
+    }
+}
+
+fn client(protocol: ClientProtocol, skip_verify: bool) -> Client {
     Client::new(ClientConfig {
         protocol,
+        accept_invalid_certificates: skip_verify,
         connect_timeout: Some(CONNECT_TIMEOUT),
         read_timeout: Some(READ_TIMEOUT),
         ..ClientConfig::default()
     })
+}
+
+/// True when a request failed because the server answered the TLS handshake
+/// in plain HTTP: rustls reads `HTTP/…` as a record of an invalid content
+/// type (containerd's `isTLSError` looks for the same `HTTP/` header). The
+/// rustls error sits inside an `io::Error`, whose `source()` skips it.
+fn speaks_plain_http(e: &OciDistributionError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = next {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            if matches!(
+                tls,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            ) {
+                return true;
+            }
+        }
+        next = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => error.source(),
+        };
+    }
+    false
 }
 
 fn oci_reference(
@@ -558,6 +733,16 @@ mod tests {
         Endpoint {
             host: host.into(),
             plain_http,
+            loopback: false,
+            http_fallback: false,
+            mirror: false,
+        }
+    }
+
+    fn mirror(host: &str, plain_http: bool) -> Endpoint {
+        Endpoint {
+            mirror: true,
+            ..ep(host, plain_http)
         }
     }
 
@@ -573,8 +758,8 @@ mod tests {
         assert_eq!(
             endpoints(&r, "registry.k8s.io").unwrap(),
             vec![
-                ep("127.0.0.1:5000", true),
-                ep("mirror.example", false),
+                mirror("127.0.0.1:5000", true),
+                mirror("mirror.example", false),
                 ep("registry.k8s.io", false)
             ]
         );
@@ -586,6 +771,146 @@ mod tests {
             endpoints(&r, "docker.io").unwrap(),
             vec![ep("registry-1.docker.io", false)]
         );
+    }
+
+    #[test]
+    fn loopback_hosts_need_no_config() {
+        let none = registry(&[], &[]);
+        let https_then_http = |host: &str| Endpoint {
+            loopback: true,
+            http_fallback: true,
+            ..ep(host, false)
+        };
+        let https_unverified = |host: &str| Endpoint {
+            loopback: true,
+            ..ep(host, false)
+        };
+        for host in [
+            "127.0.0.1:5000",
+            "127.1.2.3:5000",
+            "localhost:5000",
+            "LocalHost:5000",
+            "[::1]:5000",
+        ] {
+            assert_eq!(host_endpoint(&none, host), https_then_http(host), "{host}");
+        }
+        for host in ["localhost", "127.0.0.1", "127.0.0.1:443", "[::1]", "::1"] {
+            assert_eq!(host_endpoint(&none, host), https_unverified(host), "{host}");
+        }
+        for host in ["localhost:80", "[::1]:80"] {
+            assert_eq!(host_endpoint(&none, host), ep(host, true), "{host}");
+        }
+        // Not loopback: HTTPS, verified, no fallback.
+        for host in [
+            "128.0.0.1:5000",
+            "10.0.0.1:5000",
+            "[::2]:5000",
+            "localhost.example:5000",
+            "mylocalhost:5000",
+            "registry.k8s.io",
+        ] {
+            assert_eq!(host_endpoint(&none, host), ep(host, false), "{host}");
+        }
+        // `insecure` wins: plain HTTP only.
+        let insecure = registry(&[], &["127.0.0.1:5000"]);
+        assert_eq!(
+            host_endpoint(&insecure, "127.0.0.1:5000"),
+            ep("127.0.0.1:5000", true)
+        );
+        // A mirror's URL says its scheme, loopback or not.
+        let mirrored = registry(&[("registry.k8s.io", &["https://127.0.0.1:5000"])], &[]);
+        assert_eq!(
+            endpoints(&mirrored, "registry.k8s.io").unwrap()[0],
+            mirror("127.0.0.1:5000", false)
+        );
+    }
+
+    /// A registry that speaks only plain HTTP on a loopback port: `/v2/`
+    /// answers 200, every manifest 404 MANIFEST_UNKNOWN, anything that is
+    /// not an HTTP request (a TLS ClientHello) 400, as Go's net/http does.
+    async fn plain_http_registry() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 8192];
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]);
+                    let (status, body) = match head.split(' ').nth(1) {
+                        _ if !head.starts_with("GET ") => ("400 Bad Request", String::new()),
+                        Some("/v2/") => ("200 OK", "{}".to_string()),
+                        _ => (
+                            "404 Not Found",
+                            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#
+                                .to_string(),
+                        ),
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_loopback_registry_over_plain_http_is_reached_without_config() {
+        let addr = plain_http_registry().await;
+        let puller = Puller::new(registry(&[], &[]));
+        let reference = Reference::parse(&format!("{addr}/crius/absent:1")).unwrap();
+        let err = puller
+            .resolve(&reference, &RegistryAuth::Anonymous)
+            .await
+            .err()
+            .expect("no such manifest");
+        // The plain-HTTP endpoint answered: the registry's own NotFound.
+        let ImageError::NotFound { detail, .. } = &err else {
+            panic!("{err}");
+        };
+        assert!(
+            detail.starts_with(&format!("http://{addr}: ")) && detail.contains("manifest unknown"),
+            "{detail}"
+        );
+    }
+
+    #[tokio::test]
+    async fn https_meeting_plain_http_names_the_config_that_reaches_it() {
+        let addr = plain_http_registry().await;
+        let puller = Puller::new(registry(&[], &[]));
+        let reference = Reference::parse(&format!("{addr}/crius/busybox:1")).unwrap();
+        // A host that is not loopback (its name stands for one here: only
+        // loopback is reachable in a test) and a mirror, both over HTTPS.
+        for (endpoint, config) in [
+            (
+                ep(&addr, false),
+                format!("list \"{addr}\" in the config's [registry] insecure"),
+            ),
+            (
+                mirror(&addr, false),
+                format!("as http://{addr} in [registry.mirrors]"),
+            ),
+        ] {
+            let failure = puller
+                .ask_manifest(endpoint, &reference, &RegistryAuth::Anonymous)
+                .await
+                .err()
+                .expect("TLS against plain HTTP fails");
+            assert!(!failure.not_found);
+            assert!(
+                failure
+                    .message
+                    .starts_with(&format!("https://{addr}: the server speaks plain HTTP"))
+                    && failure.message.contains(&config),
+                "{}",
+                failure.message
+            );
+        }
     }
 
     #[test]

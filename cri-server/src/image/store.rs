@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use super::content::Content;
+use super::pinned::PinnedImages;
 use super::pull::{Puller, RegistryAuth};
 use super::reference::Reference;
 use super::snapshot::Snapshotter;
@@ -118,6 +119,7 @@ pub struct ImageStore {
     content: Content,
     state: Store,
     puller: Puller,
+    pinned: PinnedImages,
     index: RwLock<BTreeMap<String, ImageRecord>>,
     /// `<state>/image-volumes`: one view dir an image that containers mount.
     pub(super) volumes_dir: PathBuf,
@@ -132,13 +134,15 @@ pub struct ImageStore {
 
 impl ImageStore {
     /// Loads the index and collects what a crash left unreferenced (keeping
-    /// the layers `snapshotter` says containers stack). Errors: the content
-    /// store's, the state store's, the snapshotter's.
+    /// the layers `snapshotter` says containers stack). Errors: a bad
+    /// `pinned_images` entry, the content store's, the state store's, the
+    /// snapshotter's.
     pub fn open(
         config: &Config,
         state: Store,
         snapshotter: Arc<dyn Snapshotter>,
     ) -> Result<ImageStore, ImageError> {
+        let pinned = PinnedImages::parse(&config.pinned_images)?;
         let images_dir = config.root.join("images");
         let content = Content::open(&images_dir)?;
         let records: Vec<(String, ImageRecord)> = state.load_all(KIND)?;
@@ -152,6 +156,7 @@ impl ImageStore {
             content,
             state,
             puller: Puller::new(config.registry.clone()),
+            pinned,
             index: RwLock::new(index),
             volumes_dir: config.state.join("image-volumes"),
             volumes: Mutex::default(),
@@ -236,6 +241,12 @@ impl ImageStore {
     pub fn resolve(&self, image_ref: &str) -> Option<ImageRecord> {
         let index = self.index.read().expect("image index");
         find(&index, image_ref).cloned()
+    }
+
+    /// True when the config's `pinned_images` names the image: kubelet's
+    /// image garbage collection keeps it.
+    pub fn is_pinned(&self, image: &ImageRecord) -> bool {
+        self.pinned.pins(image)
     }
 
     /// Every image, ordered by ID.

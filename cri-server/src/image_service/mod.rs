@@ -68,7 +68,8 @@ fn registry_auth(auth: Option<cri::AuthConfig>) -> Result<RegistryAuth, CriError
     Ok(RegistryAuth::Anonymous)
 }
 
-fn cri_image(record: &ImageRecord) -> cri::Image {
+/// The CRI view of an image; `pinned` as the config's `pinned_images` says.
+fn cri_image(record: &ImageRecord, pinned: bool) -> cri::Image {
     let (uid, username) = record.config.uid_or_username();
     cri::Image {
         id: record.id.clone(),
@@ -81,7 +82,7 @@ fn cri_image(record: &ImageRecord) -> cri::Image {
             image: record.id.clone(),
             ..Default::default()
         }),
-        pinned: false,
+        pinned,
     }
 }
 
@@ -106,7 +107,10 @@ impl ImageService for ImageHandler {
                 None => images.list(),
             };
             Ok(cri::ListImagesResponse {
-                images: records.iter().map(cri_image).collect(),
+                images: records
+                    .iter()
+                    .map(|r| cri_image(r, images.is_pinned(r)))
+                    .collect(),
             })
         })
         .await
@@ -143,7 +147,7 @@ impl ImageService for ImageHandler {
                 info.insert("info".to_string(), detail.to_string());
             }
             Ok(cri::ImageStatusResponse {
-                image: Some(cri_image(&record)),
+                image: Some(cri_image(&record, self.crius.images.is_pinned(&record))),
                 info,
             })
         })
@@ -267,11 +271,12 @@ mod tests {
             blobs: vec![],
         };
         record.config.user = "1002".into();
-        let image = cri_image(&record);
+        let image = cri_image(&record, false);
         assert_eq!(image.uid.map(|u| u.value), Some(1002));
         assert_eq!(image.username, "");
         record.config.user = "www-data".into();
-        let image = cri_image(&record);
+        let image = cri_image(&record, true);
+        assert!(image.pinned);
         assert_eq!(image.uid, None);
         assert_eq!(image.username, "www-data");
         assert_eq!(image.spec.unwrap().image, "sha256:1");

@@ -9,7 +9,7 @@ use crius_proto::cri;
 use super::Reply;
 use crate::error::CriError;
 use crate::instrument::{rpc, unimplemented};
-use crate::state::container::ContainerRecord;
+use crate::state::container::{ContainerRecord, ImageNames};
 use crate::{container, Crius};
 
 /// CreateContainer in a ready pod: the new container's id. Errors:
@@ -87,7 +87,8 @@ pub async fn list_containers(
     .await
 }
 
-/// ContainerStatus; with `verbose`, `info` as containerd fills it (see
+/// ContainerStatus, naming the image by its names in the image store now
+/// (see [`ContainerRecord::status`]); with `verbose`, `info` as containerd fills it (see
 /// [`container::status_info`]), else empty and without any file read.
 /// Errors: NotFound for an unknown id.
 pub async fn container_status(
@@ -102,8 +103,17 @@ pub async fn container_status(
         } else {
             Default::default()
         };
+        // The image's names as they are now (containerd's rule); none once
+        // the image is removed.
+        let image = crius.images.resolve(&record.image_id);
+        let names = image
+            .as_ref()
+            .map_or_else(ImageNames::default, |i| ImageNames {
+                repo_tags: &i.repo_tags,
+                repo_digests: &i.repo_digests,
+            });
         Ok(cri::ContainerStatusResponse {
-            status: Some(record.status()),
+            status: Some(record.status(names)),
             info,
         })
     })

@@ -26,10 +26,9 @@ pub struct ContainerRecord {
     /// The pod's reserved name, part of this container's.
     pub pod_name: String,
     pub config: cri::ContainerConfig,
-    /// The image id (config digest).
+    /// The image id (config digest), resolved at create from whatever name
+    /// the request used (tag, digest, short name, ID).
     pub image_id: String,
-    /// What ContainerStatus reports as image_ref: a repo digest, else the id.
-    pub image_ref: String,
     pub state: ContainerState,
     /// Unix nanoseconds, as the next two.
     pub created_at: i64,
@@ -114,14 +113,16 @@ impl ContainerRecord {
         }
     }
 
-    /// The container as ListContainers reports it.
+    /// The container as ListContainers reports it: `image_ref` and
+    /// `image_id` both the image ID, as containerd's (internal/cri/server/
+    /// container_list.go; kubelet's image GC reads `image_id`).
     pub fn to_cri(&self) -> cri::Container {
         cri::Container {
             id: self.id.clone(),
             pod_sandbox_id: self.pod_id.clone(),
             metadata: self.config.metadata.clone(),
-            image: Some(reported_image(self.config.image.as_ref())),
-            image_ref: self.image_ref.clone(),
+            image: Some(reported_image(self.config.image.as_ref(), &[])),
+            image_ref: self.image_id.clone(),
             state: self.cri_state() as i32,
             created_at: self.created_at,
             labels: self.config.labels.clone(),
@@ -130,8 +131,12 @@ impl ContainerRecord {
         }
     }
 
-    /// The container as ContainerStatus reports it.
-    pub fn status(&self) -> cri::ContainerStatus {
+    /// The container as ContainerStatus reports it, naming its image by
+    /// `image` (its repo tags and digests, as the image store has them now;
+    /// none when it is gone), as containerd does (internal/cri/server/
+    /// container_status.go): `image_ref` the first repo digest, else the
+    /// image ID; `image` as [`reported_image`]; `image_id` the image ID.
+    pub fn status(&self, image: ImageNames<'_>) -> cri::ContainerStatus {
         let (reason, message) = match self.state {
             // containerd's rule: an OOM kill names the exit, whatever its code.
             ContainerState::Exited if self.start_error.is_some() => {
@@ -151,8 +156,8 @@ impl ContainerRecord {
             started_at: self.started_at,
             finished_at: self.finished_at,
             exit_code: self.exit_code,
-            image: Some(reported_image(self.config.image.as_ref())),
-            image_ref: self.image_ref.clone(),
+            image: Some(reported_image(self.config.image.as_ref(), image.repo_tags)),
+            image_ref: image.repo_digests.first().unwrap_or(&self.image_id).clone(),
             reason: reason.to_string(),
             message,
             labels: self.config.labels.clone(),
@@ -245,18 +250,31 @@ impl ContainerRecord {
     }
 }
 
+/// The names the image store has for a container's image when its status
+/// is asked: none when the image is gone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImageNames<'a> {
+    /// `registry/repository:tag`, in the order the image got them.
+    pub repo_tags: &'a [String],
+    /// `registry/repository@sha256:…`, in the order the image got them.
+    pub repo_digests: &'a [String],
+}
+
 /// The ImageSpec that ContainerStatus and ListContainers report. kubelet
 /// creates a container from the image ID, with the pod spec's image name in
 /// `user_specified_image` (kubernetes pkg/kubelet/kuberuntime/
 /// kuberuntime_container.go:373), and shows the status' `image.image` as the
 /// pod's image (kuberuntime_container.go:743). So `image` is the
-/// user-specified image when there is one (CRI-O's rule), else what the
-/// request named there (crictl and older clients send only that); the other
-/// fields stay as sent. Pure.
-pub fn reported_image(sent: Option<&cri::ImageSpec>) -> cri::ImageSpec {
+/// user-specified image when there is one (CRI-O's rule), else the image's
+/// first tag in `repo_tags` (containerd's ContainerStatus, so that a
+/// container made from an ID or a short name shows its full name), else
+/// what the request named there; the other fields stay as sent. Pure.
+pub fn reported_image(sent: Option<&cri::ImageSpec>, repo_tags: &[String]) -> cri::ImageSpec {
     let mut image = sent.cloned().unwrap_or_default();
     if !image.user_specified_image.is_empty() {
         image.image = image.user_specified_image.clone();
+    } else if let Some(tag) = repo_tags.first() {
+        image.image = tag.clone();
     }
     image
 }
@@ -280,7 +298,6 @@ pub(crate) fn fixture(state: ContainerState, exit_code: i32) -> ContainerRecord 
             ..Default::default()
         },
         image_id: "sha256:aa".into(),
-        image_ref: "docker.io/library/busybox@sha256:bb".into(),
         state,
         created_at: 1,
         started_at: 2,
@@ -318,7 +335,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            reported_image(Some(&kubelet)),
+            reported_image(Some(&kubelet), &[]),
             cri::ImageSpec {
                 image: "registry.k8s.io/e2e-test-images/busybox:1.29-2".into(),
                 user_specified_image: "registry.k8s.io/e2e-test-images/busybox:1.29-2".into(),
@@ -326,21 +343,32 @@ mod tests {
                 ..Default::default()
             }
         );
-        // crictl: a name in image, nothing else.
+        // The image's tags do not override the user's name.
+        let tags = ["docker.io/library/busybox:latest".to_string()];
+        assert_eq!(
+            reported_image(Some(&kubelet), &tags).image,
+            "registry.k8s.io/e2e-test-images/busybox:1.29-2"
+        );
+        // crictl: a name in image, nothing else: the image's first tag, as
+        // containerd, else the name as sent.
         let crictl = cri::ImageSpec {
-            image: "busybox:latest".into(),
+            image: "busybox".into(),
             ..Default::default()
         };
-        assert_eq!(reported_image(Some(&crictl)), crictl);
+        assert_eq!(reported_image(Some(&crictl), &[]), crictl);
         assert_eq!(
-            reported_image(Some(&cri::ImageSpec::default())),
+            reported_image(Some(&crictl), &tags).image,
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            reported_image(Some(&cri::ImageSpec::default()), &[]),
             cri::ImageSpec::default()
         );
-        assert_eq!(reported_image(None), cri::ImageSpec::default());
+        assert_eq!(reported_image(None, &[]), cri::ImageSpec::default());
 
         let mut r = record(ContainerState::Running, 0);
         r.config.image = Some(kubelet);
-        let (status, listed) = (r.status(), r.to_cri());
+        let (status, listed) = (r.status(ImageNames::default()), r.to_cri());
         assert_eq!(
             status.image.unwrap().image,
             "registry.k8s.io/e2e-test-images/busybox:1.29-2"
@@ -399,21 +427,58 @@ mod tests {
 
     #[test]
     fn exit_reasons() {
-        let done = record(ContainerState::Exited, 0).status();
+        let done = record(ContainerState::Exited, 0).status(ImageNames::default());
         assert_eq!(done.reason, "Completed");
         assert_eq!(done.state, cri::ContainerState::ContainerExited as i32);
-        assert_eq!(record(ContainerState::Exited, 137).status().reason, "Error");
+        assert_eq!(
+            record(ContainerState::Exited, 137)
+                .status(ImageNames::default())
+                .reason,
+            "Error"
+        );
         let oom = ContainerRecord {
             oom_killed: true,
             ..record(ContainerState::Exited, 137)
         };
-        assert_eq!(oom.status().reason, "OOMKilled");
-        assert_eq!(oom.status().exit_code, 137);
-        assert_eq!(record(ContainerState::Running, 0).status().reason, "");
-        let s = record(ContainerState::Running, 0).status();
-        assert_eq!(s.image.unwrap().image, "busybox");
+        assert_eq!(oom.status(ImageNames::default()).reason, "OOMKilled");
+        assert_eq!(oom.status(ImageNames::default()).exit_code, 137);
+        assert_eq!(
+            record(ContainerState::Running, 0)
+                .status(ImageNames::default())
+                .reason,
+            ""
+        );
+    }
+
+    #[test]
+    fn the_image_is_named_as_containerd_names_it() {
+        let r = record(ContainerState::Running, 0);
+        let tags = [
+            "docker.io/library/busybox:latest".to_string(),
+            "docker.io/library/busybox:1.36".to_string(),
+        ];
+        let digests = [
+            "docker.io/library/busybox@sha256:bb".to_string(),
+            "registry.k8s.io/busybox@sha256:bb".to_string(),
+        ];
+        let s = r.status(ImageNames {
+            repo_tags: &tags,
+            repo_digests: &digests,
+        });
+        assert_eq!(s.image.unwrap().image, "docker.io/library/busybox:latest");
         assert_eq!(s.image_ref, "docker.io/library/busybox@sha256:bb");
         assert_eq!(s.image_id, "sha256:aa");
+        // The image is gone: the ID, and the name as sent.
+        let s = r.status(ImageNames::default());
+        assert_eq!(s.image.unwrap().image, "busybox");
+        assert_eq!(s.image_ref, "sha256:aa");
+        assert_eq!(s.image_id, "sha256:aa");
+        // Listed: the ID in both, as containerd.
+        let listed = r.to_cri();
+        assert_eq!(
+            (listed.image_ref.as_str(), listed.image_id.as_str()),
+            ("sha256:aa", "sha256:aa")
+        );
     }
 
     #[test]
@@ -422,14 +487,17 @@ mod tests {
         json.as_object_mut().unwrap().remove("oom_killed");
         let old: ContainerRecord = serde_json::from_value(json).unwrap();
         assert!(!old.oom_killed);
-        assert_eq!(old.status().reason, "Error");
+        assert_eq!(old.status(ImageNames::default()).reason, "Error");
     }
 
     #[test]
     fn status_reports_the_resolved_stop_signal() {
         let mut r = record(ContainerState::Running, 0);
         r.effective_stop_signal = cri::Signal::Sigusr1 as i32;
-        assert_eq!(r.status().stop_signal, cri::Signal::Sigusr1 as i32);
+        assert_eq!(
+            r.status(ImageNames::default()).stop_signal,
+            cri::Signal::Sigusr1 as i32
+        );
         // A record written before: the runtime default, which kubelet reads
         // as "not reported".
         let mut json = serde_json::to_value(&r).unwrap();
@@ -437,7 +505,10 @@ mod tests {
             .unwrap()
             .remove("effective_stop_signal");
         let old: ContainerRecord = serde_json::from_value(json).unwrap();
-        assert_eq!(old.status().stop_signal, cri::Signal::RuntimeDefault as i32);
+        assert_eq!(
+            old.status(ImageNames::default()).stop_signal,
+            cri::Signal::RuntimeDefault as i32
+        );
     }
 
     #[test]
@@ -466,7 +537,7 @@ mod tests {
             mount: 1,
             image_id: "sha256:dd".into(),
         }];
-        let mounts = r.status().mounts;
+        let mounts = r.status(ImageNames::default()).mounts;
         assert_eq!(mounts[0], r.config.mounts[0]);
         assert_eq!(
             mounts[1].image,
@@ -492,7 +563,7 @@ mod tests {
         user.set_gid(1000);
         user.set_additional_gids(Some(vec![50000, 1000, 1234, 1000]));
         r.process.set_user(user);
-        let linux = r.status().user.unwrap().linux.unwrap();
+        let linux = r.status(ImageNames::default()).user.unwrap().linux.unwrap();
         assert_eq!((linux.uid, linux.gid), (1000, 1000));
         assert_eq!(linux.supplemental_groups, vec![1000, 1234, 50000]);
     }

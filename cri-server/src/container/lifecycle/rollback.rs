@@ -280,7 +280,12 @@ async fn containers_share_an_image_volume_until_the_last_is_removed() {
         bind_source(&etc_record, "/mnt/image"),
         view.join("rootfs/etc")
     );
-    let reported = etc_record.status().mounts[0].image.clone().unwrap();
+    let reported = etc_record
+        .status(crate::state::container::ImageNames::default())
+        .mounts[0]
+        .image
+        .clone()
+        .unwrap();
     assert_eq!(
         (reported.image.as_str(), reported.image_ref.as_str()),
         (IMAGE_ID, IMAGE_ID)
@@ -589,7 +594,7 @@ async fn a_failed_start_leaves_the_container_exited_with_the_start_error() {
     assert_step(&status, Code::Internal, "injected failure");
     let record = fx.deps.containers.find(&id).unwrap().snapshot();
     assert_eq!(record.state, ContainerState::Exited);
-    let cri = record.status();
+    let cri = record.status(crate::state::container::ImageNames::default());
     assert_eq!(cri.exit_code, 128);
     assert!(cri.finished_at > 0);
     assert_eq!(cri.started_at, 0);
