@@ -277,10 +277,6 @@ mod tests {
             "StreamContainers"
         );
         assert_unimplemented!(
-            rt.update_container_resources(cri::UpdateContainerResourcesRequest::default()),
-            "UpdateContainerResources"
-        );
-        assert_unimplemented!(
             rt.stream_container_stats(cri::StreamContainerStatsRequest::default()),
             "StreamContainerStats"
         );

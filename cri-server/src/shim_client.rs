@@ -118,6 +118,9 @@ pub trait ShimApi: Send + Sync {
     fn delete(&self) -> ShimFuture<'_, ()>;
     /// Reopens the container's log at its path.
     fn reopen_log(&self) -> ShimFuture<'_, ()>;
+    /// Applies an OCI `linux.resources` (JSON) to the created or running
+    /// container's cgroup; the shim's FailedPrecondition once init exited.
+    fn update(&self, resources_json: Vec<u8>) -> ShimFuture<'_, ()>;
     /// Ends the shim; it exits after replying (a broken connection after it
     /// is success).
     fn shutdown(&self) -> ShimFuture<'_, ()>;
@@ -587,6 +590,15 @@ impl Shim {
         Ok(())
     }
 
+    pub async fn update(&self, resources_json: Vec<u8>) -> Result<(), ShimError> {
+        self.client
+            .clone()
+            .update(pb::UpdateRequest { resources_json })
+            .await
+            .map_err(self.call_err("Update"))?;
+        Ok(())
+    }
+
     pub async fn shutdown(&self) -> Result<(), ShimError> {
         self.client
             .clone()
@@ -628,6 +640,9 @@ impl ShimApi for Shim {
     }
     fn reopen_log(&self) -> ShimFuture<'_, ()> {
         Box::pin(Shim::reopen_log(self))
+    }
+    fn update(&self, resources_json: Vec<u8>) -> ShimFuture<'_, ()> {
+        Box::pin(Shim::update(self, resources_json))
     }
     fn shutdown(&self) -> ShimFuture<'_, ()> {
         Box::pin(Shim::shutdown(self))

@@ -4,7 +4,8 @@
 //! Each verb is one run of the binary, as containerd's runc shim runs it:
 //! `<path> --root <root> --log <file> --log-format json create --bundle B --pid-file F
 //! [--console-socket S] ID`, `start ID`, `kill [--all] ID SIGNAL`, `delete [--force] ID`,
-//! `exec --detach --pid-file F --process P.json [--tty --console-socket S] ID` and `state ID`.
+//! `exec --detach --pid-file F --process P.json [--tty --console-socket S] ID`,
+//! `update --resources R.json ID` and `state ID`.
 //! The container's stdio is the binary's own (runc's and crun's pass-through mode); a
 //! terminal's master comes back over the console socket. The binary forks init (or the exec'd
 //! process) and exits, so the process is re-parented to the caller, a child subreaper, and its
@@ -20,7 +21,7 @@ use std::process::{Command, Output};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use oci_spec::runtime::{Process, Spec};
+use oci_spec::runtime::{LinuxResources, Process, Spec};
 use tempfile::TempDir;
 
 use crate::console::ConsoleSocket;
@@ -333,6 +334,24 @@ impl OciRuntime for BinaryRuntime {
     ) -> Result<(Pid, OwnedFd), RuntimeError> {
         let (pid, master) = self.exec_process(id, process, None)?;
         Ok((pid, master.expect("a terminal exec receives the master")))
+    }
+
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), RuntimeError> {
+        let step = Step::Update;
+        if !self.exists(id, step)? {
+            return Err(not_found(id, step));
+        }
+        let call = Call::new(&self.root, id, step)?;
+        let resources_json = call.dir.path().join("resources.json");
+        fs::File::create(&resources_json)
+            .and_then(|mut file| {
+                serde_json::to_writer(&mut file, resources)?;
+                file.flush()
+            })
+            .map_err(|e| RuntimeError::io(id, step, "write resources.json", e))?;
+        let mut command = self.command(&call, "update");
+        command.arg("--resources").arg(&resources_json).arg(id);
+        self.run(id, step, &call, command, None)
     }
 }
 

@@ -15,6 +15,7 @@ pub enum Step {
     Delete,
     Exec,
     State,
+    Update,
 }
 
 impl fmt::Display for Step {
@@ -26,6 +27,7 @@ impl fmt::Display for Step {
             Step::Delete => "delete",
             Step::Exec => "exec",
             Step::State => "state",
+            Step::Update => "update",
         })
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use oci_spec::runtime::Process;
+use oci_spec::runtime::{LinuxResources, Process};
 
 use crate::error::RuntimeError;
 use crate::runtime::Runtime;
@@ -54,6 +54,13 @@ pub trait OciRuntime: Send + Sync + std::fmt::Debug {
         id: &str,
         process: &Process,
     ) -> Result<(Pid, OwnedFd), RuntimeError>;
+
+    /// Applies `resources` (an OCI `linux.resources`: cpu, memory, pids, hugepage and
+    /// `unified` limits) to the created or running container's cgroup, as `runc update` does;
+    /// what `resources` leaves out stays. Errors: NotFound; InvalidStatus for a stopped
+    /// container; the cgroup's refusal, named with the value (cgroup v1 refuses a memory limit
+    /// below the usage with EBUSY), after which the limits that held still hold.
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), RuntimeError>;
 }
 
 impl OciRuntime for Runtime {
@@ -91,5 +98,9 @@ impl OciRuntime for Runtime {
         process: &Process,
     ) -> Result<(Pid, OwnedFd), RuntimeError> {
         Runtime::exec_with_terminal(self, id, process)
+    }
+
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), RuntimeError> {
+        Runtime::update(self, id, resources)
     }
 }

@@ -5,13 +5,14 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+use libcgroups::common::CgroupManager;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus as LibStatus};
 use libcontainer::error::LibcontainerError;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use oci_spec::runtime::{Box as ConsoleSize, LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{Box as ConsoleSize, LinuxNamespaceType, LinuxResources, Process, Spec};
 
 use crate::console::{self, ConsoleSocket};
 use crate::error::{RuntimeError, Step};
@@ -148,6 +149,44 @@ impl Runtime {
         container
             .delete(force)
             .map_err(|e| RuntimeError::libcontainer(id, step, e))
+    }
+
+    /// Applies `resources` to the created or running container's cgroup through libcgroups
+    /// (the manager of the container's cgroup path and driver, as libcontainer made it); see
+    /// [`crate::OciRuntime::update`]. Devices are left out: a `linux.resources` without
+    /// `devices` only re-allows the runtime's default device nodes.
+    pub fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), RuntimeError> {
+        let step = Step::Update;
+        let container = self.load(id, step)?.ok_or_else(|| not_found(id, step))?;
+        if !matches!(
+            container.status(),
+            LibStatus::Created | LibStatus::Running | LibStatus::Paused
+        ) {
+            return Err(RuntimeError::InvalidStatus {
+                id: id.to_owned(),
+                step,
+                status: container.status().into(),
+            });
+        }
+        let config = container
+            .spec()
+            .map_err(|e| RuntimeError::libcontainer(id, step, e))?;
+        let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+            cgroup_path: config.cgroup_path,
+            systemd_cgroup: container.systemd(),
+            container_name: id.to_owned(),
+        })
+        .map_err(|e| RuntimeError::libcontainer(id, step, e.into()))?;
+        let mut resources = resources.clone();
+        resources.set_devices(None);
+        manager
+            .apply(&libcgroups::common::ControllerOpt {
+                resources: &resources,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| RuntimeError::libcontainer(id, step, e.into()))
     }
 
     /// Starts `process` inside the running container: its namespaces and cgroup; the

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use crius_proto::exit_file::{self, ExitRecord};
 use crius_proto::shim::v1::{AttachStart, ExecStart, Status};
-use crius_runtime::oci_spec::runtime::Spec;
+use crius_runtime::oci_spec::runtime::{LinuxResources, Spec};
 use crius_runtime::{OciRuntime, Pid, RuntimeError, Signal, Stdio, Step};
 use tokio::net::unix::pipe;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -397,6 +397,31 @@ impl Container {
         }
         self.runtime.kill(self.id(), signal, all)?;
         tracing::info!(%signal, all, "signalled");
+        Ok(())
+    }
+
+    /// Applies the OCI `linux.resources` in `resources_json` to the
+    /// container's cgroup (see [`OciRuntime::update`]). Errors:
+    /// InvalidArgument for JSON that is not one; FailedPrecondition before
+    /// create, without init, or once init has exited; the runtime's refusal.
+    pub fn update(&self, resources_json: &[u8]) -> Result<(), ShimError> {
+        let resources: LinuxResources = serde_json::from_slice(resources_json).map_err(|e| {
+            ShimError::InvalidArgument(format!("resources_json is not an OCI linux.resources: {e}"))
+        })?;
+        {
+            let state = self.lock();
+            if !state.is_created() {
+                return Err(not_created());
+            }
+            if state.unstartable.is_some() {
+                return Err(not_running());
+            }
+        }
+        if self.exit.borrow().is_some() {
+            return Err(not_running());
+        }
+        self.runtime.update(self.id(), &resources)?;
+        tracing::info!("resources updated");
         Ok(())
     }
 

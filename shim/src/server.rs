@@ -39,11 +39,6 @@ impl ShimService {
 
 type RpcResult<T> = Result<Response<T>, Status>;
 
-/// The answer of a call the API reserves for a later issue.
-fn reserved(call: &str) -> Status {
-    Status::unimplemented(format!("shim call {call} is not implemented yet"))
-}
-
 fn nanos(time: Option<SystemTime>) -> i64 {
     time.map_or(0, unix_nanos)
 }
@@ -198,7 +193,10 @@ impl Shim for ShimService {
         Ok(response)
     }
 
-    async fn update(&self, _: Request<UpdateRequest>) -> RpcResult<UpdateResponse> {
-        Err(reserved("Update"))
+    #[tracing::instrument(skip_all, name = "Update")]
+    async fn update(&self, request: Request<UpdateRequest>) -> RpcResult<UpdateResponse> {
+        self.container
+            .update(&request.into_inner().resources_json)?;
+        Ok(Response::new(UpdateResponse {}))
     }
 }

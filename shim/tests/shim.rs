@@ -648,10 +648,10 @@ fn a_start_up_failure_is_reported_on_the_ready_pipe() {
     assert!(!paths.socket().exists());
 }
 
-/// The call reserved for a later issue answers UNIMPLEMENTED naming the
-/// call; no container (nor root) is needed to ask.
+/// Calls before Create say what is wrong before anything starts; no
+/// container (nor root) is needed to ask.
 #[tokio::test(flavor = "current_thread")]
-async fn reserved_calls_answer_unimplemented_naming_the_call() {
+async fn calls_before_create_say_what_is_wrong() {
     let paths = ShimPaths::new();
     fs::create_dir_all(paths.bundle()).unwrap();
     assert_eq!(spawn_shim("reserved", &paths), Readiness::Ready);
@@ -662,18 +662,24 @@ async fn reserved_calls_answer_unimplemented_naming_the_call() {
     };
     let mut client = connect(&paths.socket()).await;
 
-    let answers = [(
-        "Update",
-        client.update(UpdateRequest::default()).await.map(drop),
-    )];
-    for (call, answer) in answers {
-        let err = answer.expect_err(call);
-        assert_eq!(err.code(), tonic::Code::Unimplemented, "{call}: {err:?}");
-        assert_eq!(
-            err.message(),
-            format!("shim call {call} is not implemented yet")
-        );
-    }
+    let err = (client.update(UpdateRequest {
+        resources_json: b"{}".to_vec(),
+    }))
+    .await
+    .expect_err("Update without a container");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert_eq!(err.message(), "the container was not created");
+    let err = (client.update(UpdateRequest {
+        resources_json: b"[]".to_vec(),
+    }))
+    .await
+    .expect_err("Update with a JSON array");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with("resources_json is not an OCI linux.resources: "),
+        "{err:?}"
+    );
     // Streamed calls say what is wrong before anything starts.
     let start = exec_start(&["true"], false, false);
     let err = open_io(&mut client, io_input::Kind::Exec(start.clone()))
@@ -784,6 +790,70 @@ async fn reopen_log_is_refused_once_init_exited() {
     client.wait(WaitRequest {}).await.unwrap();
     let err = client.reopen_log(ReopenLogRequest {}).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert_eq!(err.message(), "the container is not running");
+    finish(&mut client, shim, &mut cleanup).await;
+}
+
+/// Update writes the new limits into the running container's cgroup and
+/// keeps what it leaves out; a memory limit below the usage is refused
+/// naming the value, and the limit in force stays; after init exits it is
+/// refused.
+#[tokio::test(flavor = "current_thread")]
+async fn update_changes_the_running_containers_cgroup() {
+    require_root!();
+    let paths = ShimPaths::new();
+    let (id, shim, mut client, mut cleanup) = running_container(
+        "update",
+        &paths,
+        &["sleep", "600"],
+        CreateRequest::default(),
+    )
+    .await;
+    let read = |controller: &str, file: &str| {
+        fs::read_to_string(cgroup_dir(controller, &id).join(file))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let update = |json: &str| UpdateRequest {
+        resources_json: json.as_bytes().to_vec(),
+    };
+    client
+        .update(update(
+            r#"{"memory":{"limit":268435456},"cpu":{"quota":50000,"period":100000,"shares":512}}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(read("memory", "memory.limit_in_bytes"), "268435456");
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(read("cpu", "cpu.shares"), "512");
+    client
+        .update(update(r#"{"memory":{"limit":134217728}}"#))
+        .await
+        .unwrap();
+    assert_eq!(read("memory", "memory.limit_in_bytes"), "134217728");
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+
+    // Below what the container uses: the kernel says EBUSY.
+    let err = (client.update(update(r#"{"memory":{"limit":4096}}"#)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+    assert!(err.message().contains("4096"), "{err:?}");
+    assert_eq!(read("memory", "memory.limit_in_bytes"), "134217728");
+
+    client
+        .kill(KillRequest {
+            signal: Signal::SIGKILL as u32,
+            all: false,
+        })
+        .await
+        .unwrap();
+    client.wait(WaitRequest {}).await.unwrap();
+    let err = (client.update(update(r#"{"memory":{"limit":268435456}}"#)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     assert_eq!(err.message(), "the container is not running");
     finish(&mut client, shim, &mut cleanup).await;
 }

@@ -9,6 +9,7 @@ mod log;
 mod signal;
 mod stops;
 pub mod stream;
+mod update;
 
 use crate::error::CriError;
 // The records, for the life cycle's submodules.
@@ -18,6 +19,7 @@ pub use exec::exec_sync;
 pub use lifecycle::{create_container, recover, remove_container, start_container, stop_container};
 pub use log::reopen_container_log;
 pub use stops::StopDeadlines;
+pub use update::update_container_resources;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -138,9 +138,22 @@ pub fn stream_containers<T>() -> Reply<T> {
     unimplemented("StreamContainers")
 }
 
-/// Not built yet: UNIMPLEMENTED naming the RPC.
-pub fn update_container_resources() -> Reply<cri::UpdateContainerResourcesResponse> {
-    unimplemented("UpdateContainerResources")
+/// UpdateContainerResources (errors: see
+/// [`container::update_container_resources`]). Windows resources are
+/// ignored, and so are `annotations`, as by containerd on Linux.
+pub async fn update_container_resources(
+    crius: &Arc<Crius>,
+    req: cri::UpdateContainerResourcesRequest,
+) -> Reply<cri::UpdateContainerResourcesResponse> {
+    let id = req.container_id;
+    rpc("UpdateContainerResources", &id, async {
+        let linux = req
+            .linux
+            .ok_or_else(|| CriError::invalid("linux", "is required"))?;
+        container::update_container_resources(&crius.container_deps(), &id, &linux).await?;
+        Ok(cri::UpdateContainerResourcesResponse {})
+    })
+    .await
 }
 
 /// Not built yet: UNIMPLEMENTED naming the RPC.

@@ -167,9 +167,9 @@ impl RuntimeService for RuntimeHandler {
 
     async fn update_container_resources(
         &self,
-        _request: Request<cri::UpdateContainerResourcesRequest>,
+        request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Reply<cri::UpdateContainerResourcesResponse> {
-        container::update_container_resources()
+        container::update_container_resources(&self.crius, request.into_inner()).await
     }
 
     async fn reopen_container_log(

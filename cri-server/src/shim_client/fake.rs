@@ -24,6 +24,7 @@ pub enum FakeShimStep {
     Shutdown,
     Exec,
     Attach,
+    Update,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +48,8 @@ struct State {
     io_exit_code: i32,
     /// (container id, runtime) of every Spawn, in order.
     runtimes: Vec<(String, ShimRuntime)>,
+    /// (container id, `linux.resources`) of every Update, in order.
+    updates: Vec<(String, serde_json::Value)>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -187,6 +190,15 @@ impl FakeShims {
     /// The runtime each shim was spawned with: (container id, runtime), in order.
     pub fn spawned_runtimes(&self) -> Vec<(String, ShimRuntime)> {
         self.state.lock().unwrap().runtimes.clone()
+    }
+
+    /// The `linux.resources` of every Update the container's shim took.
+    pub fn updates(&self, id: &str) -> Vec<serde_json::Value> {
+        let state = self.state.lock().unwrap();
+        (state.updates.iter())
+            .filter(|(i, _)| i == id)
+            .map(|(_, r)| r.clone())
+            .collect()
     }
 
     /// The ids whose shims are up (spawned, not shut down).
@@ -370,6 +382,17 @@ impl ShimApi for FakeShim {
 
     fn reopen_log(&self) -> ShimFuture<'_, ()> {
         Box::pin(async move { self.fakes.call(&self.id, "ReopenLog", None) })
+    }
+
+    fn update(&self, resources_json: Vec<u8>) -> ShimFuture<'_, ()> {
+        Box::pin(async move {
+            self.fakes
+                .call(&self.id, "Update", Some(FakeShimStep::Update))?;
+            let resources = serde_json::from_slice(&resources_json).expect("resources JSON");
+            let mut state = self.fakes.state.lock().unwrap();
+            state.updates.push((self.id.clone(), resources));
+            Ok(())
+        })
     }
 
     fn shutdown(&self) -> ShimFuture<'_, ()> {

@@ -40,7 +40,7 @@ pub use host::HostCapabilities;
 pub use mounts::{image_volumes, ImageVolumeRequest};
 pub use pause::{pause_spec, PauseSpecInput};
 pub use process::exec_process;
-pub use resources::applied_resources;
+pub use resources::{applied_resources, updated_resources};
 pub use seccomp::default_profile as default_seccomp_profile;
 
 /// The parts of an image's config that shape its containers.

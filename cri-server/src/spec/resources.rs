@@ -10,6 +10,29 @@ use oci_spec::runtime::{
 
 use super::{HostCapabilities, SpecError};
 
+/// Where a request's resources are, for errors naming a field: a
+/// ContainerConfig's at create, an UpdateContainerResourcesRequest's later.
+struct ResourceFields {
+    cpu_period: &'static str,
+    cpu_shares: &'static str,
+    hugepage_limits: &'static str,
+    unified: &'static str,
+}
+
+const CREATE_FIELDS: ResourceFields = ResourceFields {
+    cpu_period: "config.linux.resources.cpu_period",
+    cpu_shares: "config.linux.resources.cpu_shares",
+    hugepage_limits: "config.linux.resources.hugepage_limits",
+    unified: "config.linux.resources.unified",
+};
+
+const UPDATE_FIELDS: ResourceFields = ResourceFields {
+    cpu_period: "linux.cpu_period",
+    cpu_shares: "linux.cpu_shares",
+    hugepage_limits: "linux.hugepage_limits",
+    unified: "linux.unified",
+};
+
 /// The cgroup limits of a container. Devices: deny all (the runtime then
 /// allows its default /dev nodes) and allow `device_rules`, or allow all
 /// when privileged.
@@ -24,18 +47,73 @@ pub(super) fn resources(
         .access("rwm")
         .build()?];
     rules.extend(device_rules);
-    let mut out = LinuxResourcesBuilder::default().devices(rules);
-    let Some(r) = r else {
-        return Ok(out.build()?);
+    let mut out = match r {
+        Some(r) => limits(r, host, &CREATE_FIELDS)?,
+        None => LinuxResources::default(),
     };
+    out.set_devices(Some(rules));
+    Ok(out)
+}
 
+/// A live update (UpdateContainerResources) of a container whose limits in
+/// force are `current` ([`applied_resources`] of its spec, or what its last
+/// update left): the `linux.resources` to apply and what is in force after
+/// it, as ContainerStatus reports it. Each field `update` sets replaces the
+/// one in force; a zero or empty one keeps it, as at create (kubelet sends
+/// the whole set; containerd merges into the spec the same way,
+/// `updateOCIResource`). A new memory limit without a swap limit takes the
+/// create rule (swap held to the limit). `unified` keys are merged.
+/// oom_score_adj stays: it is the process', not the cgroup's. Devices are
+/// left out. Errors: InvalidArgument naming `linux.<field>`, as at create.
+pub fn updated_resources(
+    current: Option<&LinuxContainerResources>,
+    update: &LinuxContainerResources,
+    host: &HostCapabilities,
+) -> Result<(LinuxResources, LinuxContainerResources), SpecError> {
+    let mut merged = current.cloned().unwrap_or_default();
+    for (to, from) in [
+        (&mut merged.cpu_period, update.cpu_period),
+        (&mut merged.cpu_quota, update.cpu_quota),
+        (&mut merged.cpu_shares, update.cpu_shares),
+    ] {
+        if from != 0 {
+            *to = from;
+        }
+    }
+    for (to, from) in [
+        (&mut merged.cpuset_cpus, &update.cpuset_cpus),
+        (&mut merged.cpuset_mems, &update.cpuset_mems),
+    ] {
+        if !from.is_empty() {
+            to.clone_from(from);
+        }
+    }
+    if update.memory_limit_in_bytes != 0 {
+        merged.memory_limit_in_bytes = update.memory_limit_in_bytes;
+        merged.memory_swap_limit_in_bytes = update.memory_swap_limit_in_bytes;
+    } else if update.memory_swap_limit_in_bytes != 0 {
+        merged.memory_swap_limit_in_bytes = update.memory_swap_limit_in_bytes;
+    }
+    if !update.hugepage_limits.is_empty() {
+        merged.hugepage_limits.clone_from(&update.hugepage_limits);
+    }
+    merged.unified.extend(update.unified.clone());
+    let linux = limits(&merged, host, &UPDATE_FIELDS)?;
+    let in_force = applied_limits(&linux, merged.oom_score_adj);
+    Ok((linux, in_force))
+}
+
+/// The cpu, memory, hugepage and unified limits `r` asks for, on this host.
+fn limits(
+    r: &LinuxContainerResources,
+    host: &HostCapabilities,
+    fields: &ResourceFields,
+) -> Result<LinuxResources, SpecError> {
+    let mut out = LinuxResourcesBuilder::default();
     let mut cpu = LinuxCpuBuilder::default();
     let mut cpu_set = false;
     if r.cpu_period != 0 {
-        cpu = cpu.period(non_negative(
-            r.cpu_period,
-            "config.linux.resources.cpu_period",
-        )?);
+        cpu = cpu.period(non_negative(r.cpu_period, fields.cpu_period)?);
         cpu_set = true;
     }
     if r.cpu_quota != 0 {
@@ -43,10 +121,7 @@ pub(super) fn resources(
         cpu_set = true;
     }
     if r.cpu_shares != 0 {
-        cpu = cpu.shares(non_negative(
-            r.cpu_shares,
-            "config.linux.resources.cpu_shares",
-        )?);
+        cpu = cpu.shares(non_negative(r.cpu_shares, fields.cpu_shares)?);
         cpu_set = true;
     }
     if !r.cpuset_cpus.is_empty() {
@@ -87,7 +162,7 @@ pub(super) fn resources(
             .map(|h| {
                 let limit = i64::try_from(h.limit).map_err(|_| {
                     SpecError::invalid(
-                        "config.linux.resources.hugepage_limits",
+                        fields.hugepage_limits,
                         format!("limit {} for {} is out of range", h.limit, h.page_size),
                     )
                 })?;
@@ -103,7 +178,7 @@ pub(super) fn resources(
     if !r.unified.is_empty() {
         if !host.cgroup_v2 {
             return Err(SpecError::invalid(
-                "config.linux.resources.unified",
+                fields.unified,
                 "cgroup v2 settings given, but this host's cgroups are v1",
             ));
         }
@@ -141,16 +216,26 @@ pub(super) fn oom_score_adj(
 /// internal/cri/server/helpers.go).
 pub fn applied_resources(spec: &Spec) -> Option<LinuxContainerResources> {
     let linux = spec.linux().as_ref()?;
+    let oom_score_adj = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.oom_score_adj())
+        .map_or(0, i64::from);
+    Some(match linux.resources() {
+        Some(r) => applied_limits(r, oom_score_adj),
+        None => LinuxContainerResources {
+            oom_score_adj,
+            ..Default::default()
+        },
+    })
+}
+
+/// `r`'s cpu, memory, hugepage and unified settings with `oom_score_adj`,
+/// as CRI resources; zero where `r` sets nothing.
+fn applied_limits(r: &LinuxResources, oom_score_adj: i64) -> LinuxContainerResources {
     let mut out = LinuxContainerResources {
-        oom_score_adj: spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.oom_score_adj())
-            .map_or(0, i64::from),
+        oom_score_adj,
         ..Default::default()
-    };
-    let Some(r) = linux.resources() else {
-        return Some(out);
     };
     if let Some(cpu) = r.cpu() {
         out.cpu_period = cpu
@@ -182,7 +267,7 @@ pub fn applied_resources(spec: &Spec) -> Option<LinuxContainerResources> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
     }
-    Some(out)
+    out
 }
 
 fn non_negative(v: i64, field: &'static str) -> Result<u64, SpecError> {
@@ -318,6 +403,96 @@ mod tests {
         };
         let r = resources(Some(&req), &v2, false, vec![]).unwrap();
         assert_eq!(r.unified().as_ref().unwrap()["memory.high"], "1M");
+    }
+
+    /// What a container made with 1 CPU's quota, 128 MiB and oom score 500
+    /// has in force.
+    fn in_force() -> LinuxContainerResources {
+        let made = resources(
+            Some(&LinuxContainerResources {
+                cpu_period: 100_000,
+                cpu_quota: 100_000,
+                cpu_shares: 1024,
+                memory_limit_in_bytes: 128 << 20,
+                ..Default::default()
+            }),
+            &host(),
+            false,
+            vec![],
+        )
+        .unwrap();
+        applied_limits(&made, 500)
+    }
+
+    #[test]
+    fn an_update_replaces_what_it_sets_and_keeps_the_rest() {
+        let update = LinuxContainerResources {
+            cpu_quota: 50_000,
+            memory_limit_in_bytes: 256 << 20,
+            ..Default::default()
+        };
+        let (linux, now) = updated_resources(Some(&in_force()), &update, &host()).unwrap();
+        assert!(linux.devices().is_none());
+        let cpu = linux.cpu().as_ref().unwrap();
+        assert_eq!(
+            (cpu.period(), cpu.quota(), cpu.shares()),
+            (Some(100_000), Some(50_000), Some(1024))
+        );
+        // The new limit takes the swap rule again, not the old swap.
+        let memory = linux.memory().as_ref().unwrap();
+        assert_eq!(
+            (memory.limit(), memory.swap()),
+            (Some(256 << 20), Some(256 << 20))
+        );
+        assert_eq!(
+            now,
+            LinuxContainerResources {
+                cpu_period: 100_000,
+                cpu_quota: 50_000,
+                cpu_shares: 1024,
+                memory_limit_in_bytes: 256 << 20,
+                memory_swap_limit_in_bytes: 256 << 20,
+                oom_score_adj: 500,
+                ..Default::default()
+            }
+        );
+        // An update of the cpu alone keeps the memory and its swap.
+        let cpu_only = LinuxContainerResources {
+            cpu_shares: 2,
+            oom_score_adj: -999,
+            ..Default::default()
+        };
+        let (_, later) = updated_resources(Some(&now), &cpu_only, &host()).unwrap();
+        assert_eq!(
+            later,
+            LinuxContainerResources {
+                cpu_shares: 2,
+                ..now
+            }
+        );
+    }
+
+    #[test]
+    fn an_update_names_its_own_fields() {
+        for (update, field) in [
+            (
+                LinuxContainerResources {
+                    cpu_period: -1,
+                    ..Default::default()
+                },
+                "linux.cpu_period",
+            ),
+            (
+                LinuxContainerResources {
+                    unified: [("memory.high".to_string(), "1M".to_string())].into(),
+                    ..Default::default()
+                },
+                "linux.unified",
+            ),
+        ] {
+            let err = updated_resources(Some(&in_force()), &update, &host()).unwrap_err();
+            assert!(err.to_string().starts_with(&format!("{field}: ")), "{err}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! CreateContainer's rollback, step by step, without root: fakes for the
 //! shim, the snapshotter and the cgroup driver, real records in a temp dir.
 //! Each test makes one step fail and checks that everything done before it
-//! is undone, the name is free again and the error names the step.
+//! is undone, the name is free again and the error names the step. Later
+//! calls that must change nothing when they fail (update) are here too.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use super::*;
 use crate::cgroups::fake::FakeCgroups;
 use crate::cgroups::CgroupLayout;
 use crate::config::Config;
+use crate::container::update_container_resources;
 use crate::image::snapshot::fake::{FakeSnapshotStep, FakeSnapshotter};
 use crate::image::ImageStore;
 use crate::image::{ImageConfig, ImageRecord};
@@ -818,4 +820,86 @@ async fn a_user_namespace_pods_idmapped_binds_are_undone() {
         .count();
     assert_eq!(under_tmp, 0, "{mounts}");
     crate::namespaces::unpin(&tmp.join("ns")).unwrap();
+}
+
+/// An update reaches the shim as the merged `linux.resources` and the record
+/// keeps what is in force; a refused one (the shim's, or a bad value)
+/// changes nothing; an exited container is refused.
+#[tokio::test]
+async fn an_update_is_recorded_only_once_the_shim_applied_it() {
+    let fx = Fixture::new();
+    let mut req = fx.request("busybox");
+    req.config.as_mut().unwrap().linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            cpu_shares: 512,
+            memory_limit_in_bytes: 128 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = fx.create(req).await.unwrap();
+    let resources = |fx: &Fixture| {
+        let record = fx.deps.containers.find(&id).unwrap().snapshot();
+        record.resources.unwrap()
+    };
+    let update = cri::LinuxContainerResources {
+        memory_limit_in_bytes: 256 << 20,
+        ..Default::default()
+    };
+    update_container_resources(&fx.deps, &id, &update)
+        .await
+        .unwrap();
+    let applied = fx.shims.updates(&id);
+    assert_eq!(applied.len(), 1);
+    assert_eq!(applied[0]["memory"]["limit"], 256 << 20);
+    assert_eq!(applied[0]["cpu"]["shares"], 512);
+    assert!(applied[0].get("devices").is_none(), "{}", applied[0]);
+    let in_force = resources(&fx);
+    assert_eq!(
+        (in_force.memory_limit_in_bytes, in_force.cpu_shares),
+        (256 << 20, 512)
+    );
+
+    fx.shims.fail_at(Some(FakeShimStep::Update));
+    let refused = cri::LinuxContainerResources {
+        memory_limit_in_bytes: 4096,
+        ..Default::default()
+    };
+    let status = update_container_resources(&fx.deps, &id, &refused)
+        .await
+        .map_err(tonic::Status::from)
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(resources(&fx), in_force);
+    fx.shims.fail_at(None);
+
+    let bad = cri::LinuxContainerResources {
+        cpu_shares: -2,
+        ..Default::default()
+    };
+    let status = update_container_resources(&fx.deps, &id, &bad)
+        .await
+        .map_err(tonic::Status::from)
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "linux.cpu_shares: -2 is negative");
+    assert_eq!(fx.shims.updates(&id).len(), 1);
+
+    let entry = fx.deps.containers.find(&id).unwrap();
+    fx.deps
+        .containers
+        .update(&entry, |r| r.state = ContainerState::Exited)
+        .unwrap();
+    let status = update_container_resources(&fx.deps, &id, &update)
+        .await
+        .map_err(tonic::Status::from)
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(status.message(), format!("container {id} is not running"));
+
+    let status = update_container_resources(&fx.deps, "nosuch", &update)
+        .await
+        .map_err(tonic::Status::from)
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
 }
