@@ -5,6 +5,7 @@ pub mod config;
 pub mod container;
 mod deadline;
 pub mod error;
+pub mod events;
 mod fs_usage;
 pub mod idmap;
 pub mod image;
@@ -72,6 +73,8 @@ pub struct Crius {
     pub stats: Arc<stats::Sampler>,
     /// The stop deadline each container's concurrent stops share.
     pub container_stops: Arc<container::StopDeadlines>,
+    /// Container and pod events for GetContainerEvents' subscribers.
+    pub events: Arc<events::Events>,
     /// The streaming server's bound port and its pending requests
     /// (`[streaming]` in the config).
     pub streaming: Arc<streaming::Streaming>,
@@ -102,14 +105,19 @@ impl Crius {
         // shared by the shims.
         let handlers = RuntimeHandlers::from_config(&config, &host)
             .context("resolving the runtime handlers")?;
+        // A pod record an older criusd wrote gets what RunPodSandbox resolves today.
+        let pods = Arc::new(
+            Table::load_upgrading(store.clone(), pod::upgrade_record).context("loading pods")?,
+        );
+        let containers = Arc::new(Table::load(store.clone()).context("loading containers")?);
+        let images = Arc::new(images);
         Ok(Crius {
-            images: Arc::new(images),
-            // A pod record an older criusd wrote gets what RunPodSandbox resolves today.
-            pods: Arc::new(
-                Table::load_upgrading(store.clone(), pod::upgrade_record)
-                    .context("loading pods")?,
+            events: Arc::new(
+                events::Events::new(pods.clone(), containers.clone()).with_images(images.clone()),
             ),
-            containers: Arc::new(Table::load(store.clone()).context("loading containers")?),
+            images,
+            pods,
+            containers,
             cni: Arc::new(Cni::from_config(&config)),
             namespaces: Arc::new(namespaces::HostNamespaces),
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
@@ -188,6 +196,7 @@ impl Crius {
             bundles_dir: self.config.state.join("p"),
             host: self.host.clone(),
             handlers: self.handlers.clone(),
+            events: self.events.clone(),
         }
     }
 
@@ -206,6 +215,7 @@ impl Crius {
             protected_host_dirs: vec![self.config.root.clone(), self.config.state.clone()],
             stops: self.container_stops.clone(),
             handlers: self.handlers.clone(),
+            events: self.events.clone(),
         }
     }
 

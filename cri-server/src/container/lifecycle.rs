@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::{container_name, ContainerDeps, ContainerRecord, ContainerState};
 use super::{idmapped, signal};
 use crate::error::CriError;
+use crate::events::EventType;
 use crate::shim_client::{ShimApi, ShimPaths};
 use crate::spec::{self, ContainerSpecInput, SandboxNamespaces};
 use crate::stamp::{new_id, now_nanos};
@@ -130,6 +131,7 @@ pub async fn create_container(
             Err(e) => Err(e),
         };
         let Err(e) = result else {
+            deps.events.container(EventType::ContainerCreatedEvent, &record);
             return Ok(id);
         };
         match teardown(&deps, &record).await {
@@ -483,19 +485,23 @@ pub async fn start_container(deps: &ContainerDeps, id: &str) -> Result<(), CriEr
             Err(e) => {
                 let e = CriError::from(e);
                 let message = e.message();
-                deps.containers.update(&entry, |c| {
+                let exited = deps.containers.update(&entry, |c| {
                     c.state = ContainerState::Exited;
                     c.exit_code = START_ERROR_EXIT_CODE;
                     c.finished_at = now_nanos();
                     c.start_error = Some(message);
                 })?;
+                deps.events
+                    .container(EventType::ContainerStoppedEvent, &exited);
                 return Err(e);
             }
         }
-        deps.containers.update(&entry, |c| {
+        let running = deps.containers.update(&entry, |c| {
             c.state = ContainerState::Running;
             c.started_at = now_nanos();
         })?;
+        deps.events
+            .container(EventType::ContainerStartedEvent, &running);
         watch_exit(deps.clone(), entry.clone(), shim);
         Ok(())
     })
@@ -530,7 +536,9 @@ pub fn recover(deps: &ContainerDeps) {
     }
 }
 
-/// Records the exit once the shim reports it.
+/// Records the exit once the shim reports it, under the op lock: a stop or
+/// remove in progress records it first (and its events keep their order);
+/// a container removed meanwhile is left alone.
 fn watch_exit(deps: ContainerDeps, entry: Arc<Entry<ContainerRecord>>, shim: Arc<dyn ShimApi>) {
     tokio::spawn(async move {
         let exit = match shim.wait().await {
@@ -540,7 +548,11 @@ fn watch_exit(deps: ContainerDeps, entry: Arc<Entry<ContainerRecord>>, shim: Arc
                 read_exit_file(&entry.snapshot())
             }
         };
-        record_exit(&deps, &entry, exit);
+        let _op = entry.op.lock().await;
+        let id = entry.snapshot().id;
+        if matches!(deps.containers.find_if_any(&id), Ok(Some(e)) if Arc::ptr_eq(&e, &entry)) {
+            record_exit(&deps, &entry, exit);
+        }
     });
 }
 
@@ -573,7 +585,11 @@ fn read_exit_file(record: &ContainerRecord) -> Option<Exit> {
         })
 }
 
+/// Records `exit` (or, without one, that the container's fate is
+/// unknown) unless the container has exited already; a recorded exit is
+/// the container's STOPPED event.
 fn record_exit(deps: &ContainerDeps, entry: &Entry<ContainerRecord>, exit: Option<Exit>) {
+    let mut exited = false;
     let result = deps.containers.update(entry, |c| {
         if matches!(c.state, ContainerState::Exited) {
             return;
@@ -584,12 +600,17 @@ fn record_exit(deps: &ContainerDeps, entry: &Entry<ContainerRecord>, exit: Optio
                 c.exit_code = exit.code;
                 c.finished_at = exit.finished_at;
                 c.oom_killed = exit.oom_killed;
+                exited = true;
             }
             None => c.state = ContainerState::Unknown,
         }
     });
-    if let Err(e) = result {
-        tracing::error!(error = %e, "recording a container's exit");
+    match result {
+        Ok(record) if exited => deps
+            .events
+            .container(EventType::ContainerStoppedEvent, &record),
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "recording a container's exit"),
     }
 }
 
@@ -683,6 +704,8 @@ pub async fn remove_container(deps: &ContainerDeps, id: &str) -> Result<(), CriE
         let record = entry.snapshot();
         teardown(&deps, &record).await?;
         deps.containers.remove(&record.id)?;
+        deps.events
+            .container(EventType::ContainerDeletedEvent, &record);
         Ok(())
     })
     .await

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cgroups::CgroupDriver;
+use crate::events::Events;
 use crate::image::snapshot::Snapshotter;
 use crate::image::ImageStore;
 use crate::runtime_handlers::RuntimeHandlers;
@@ -61,6 +62,8 @@ pub struct ContainerDeps {
     pub stops: Arc<StopDeadlines>,
     /// The runtime handlers: a container runs on its pod's.
     pub handlers: Arc<RuntimeHandlers>,
+    /// Where the life cycle's transitions are announced (GetContainerEvents).
+    pub events: Arc<Events>,
 }
 
 /// ContainerStatus' verbose `info`: one key, "info", holding

@@ -17,6 +17,7 @@ use super::snapshot::Snapshotter;
 use super::volume::Views;
 use super::ImageError;
 use crate::config::Config;
+use crate::state::container::ImageNames;
 use crate::state::Store;
 
 const KIND: &str = "images";
@@ -109,6 +110,16 @@ pub struct ImageRecord {
     pub config: ImageConfig,
     /// Every blob of the image in the content store: what garbage collection keeps.
     pub blobs: Vec<String>,
+}
+
+impl ImageRecord {
+    /// Its tags and digests, as ContainerStatus names a container's image.
+    pub fn names(&self) -> ImageNames<'_> {
+        ImageNames {
+            repo_tags: &self.repo_tags,
+            repo_digests: &self.repo_digests,
+        }
+    }
 }
 
 pub struct ImageStore {

@@ -12,6 +12,7 @@ use crius_proto::cri;
 
 use super::{files, pause, pod_name, userns, PodDeps, PodFiles, PodRecord, PodState};
 use crate::error::CriError;
+use crate::events::EventType;
 use crate::namespaces::NamespaceKinds;
 use crate::network::cni::{PodNetwork, PortMapping, Protocol};
 use crate::stamp::{new_id, now_nanos};
@@ -84,6 +85,9 @@ async fn create(
     };
     let e = match result {
         Ok(entry) => {
+            // A pod is created and started in one step (containerd sends both).
+            deps.events.pod(EventType::ContainerCreatedEvent, &pod);
+            deps.events.pod(EventType::ContainerStartedEvent, &pod);
             pause::watch(deps, entry);
             return Ok(());
         }
@@ -238,7 +242,11 @@ pub async fn stop_pod(deps: &PodDeps, entry: &Entry<PodRecord>) -> Result<(), Cr
         if let Some(netns) = &pod.netns {
             deps.cni.del(&pod_network(&pod, netns)).await?;
         }
-        deps.pods.update(entry, |p| p.state = PodState::NotReady)?;
+        let stopped = deps.pods.update(entry, |p| p.state = PodState::NotReady)?;
+        // A pod whose pause process is gone had its STOPPED event then.
+        if pod.is_ready() {
+            deps.events.pod(EventType::ContainerStoppedEvent, &stopped);
+        }
     }
     Ok(())
 }
@@ -251,6 +259,7 @@ pub async fn remove_pod(deps: &PodDeps, entry: &Entry<PodRecord>) -> Result<(), 
     let pod = entry.snapshot();
     teardown(deps, &pod).await?;
     deps.pods.remove(&pod.id)?;
+    deps.events.pod(EventType::ContainerDeletedEvent, &pod);
     Ok(())
 }
 
@@ -639,6 +648,70 @@ mod rollback_tests {
             remove_pod(&f.deps, &entry).await.unwrap();
             f.assert_nothing_left();
         }
+    }
+
+    /// A pod's transitions are events with its id, in order: CREATED and
+    /// STARTED at its run, STOPPED once (at its stop, or when its pause
+    /// process ends), DELETED with its last status.
+    #[tokio::test]
+    async fn a_pods_transitions_are_events_in_order() {
+        use crate::events::testing::{assert_no_more, next, next_event};
+        use crate::events::EventType::*;
+        let f = PodFakes::new(|_, _| {});
+        let mut events = f.deps.events.subscribe();
+        let id = run(&f, "web").await.unwrap();
+        let created = next_event(&mut events).await;
+        assert_eq!(
+            (created.container_event_type(), &created.container_id),
+            (ContainerCreatedEvent, &id)
+        );
+        let status = created.pod_sandbox_status.unwrap();
+        assert_eq!(status.state(), cri::PodSandboxState::SandboxReady);
+        assert_eq!(status.network.unwrap().ip, "10.88.0.2");
+        assert_eq!(next(&mut events).await, (ContainerStartedEvent, id.clone()));
+        let entry = f.deps.pods.find(&id).unwrap();
+        stop_pod(&f.deps, &entry).await.unwrap();
+        stop_pod(&f.deps, &entry).await.unwrap();
+        remove_pod(&f.deps, &entry).await.unwrap();
+        let stopped = next_event(&mut events).await;
+        assert_eq!(stopped.container_event_type(), ContainerStoppedEvent);
+        let status = stopped.pod_sandbox_status.unwrap();
+        assert_eq!(status.state(), cri::PodSandboxState::SandboxNotready);
+        let deleted = next_event(&mut events).await;
+        assert_eq!(
+            (deleted.container_event_type(), &deleted.container_id),
+            (ContainerDeletedEvent, &id)
+        );
+        assert_eq!(
+            deleted.pod_sandbox_status.unwrap().id,
+            id,
+            "its last status"
+        );
+        assert_no_more(&mut events).await;
+
+        let gone = run(&f, "gone").await.unwrap();
+        assert_eq!(
+            next(&mut events).await,
+            (ContainerCreatedEvent, gone.clone())
+        );
+        assert_eq!(
+            next(&mut events).await,
+            (ContainerStartedEvent, gone.clone())
+        );
+        until(|| f.shims.calls(&gone).contains(&"Wait")).await;
+        f.shims.end(&gone);
+        let stopped = next_event(&mut events).await;
+        assert_eq!(
+            (stopped.container_event_type(), &stopped.container_id),
+            (ContainerStoppedEvent, &gone)
+        );
+        let status = stopped.pod_sandbox_status.unwrap();
+        assert_eq!(status.state(), cri::PodSandboxState::SandboxNotready);
+        let entry = f.deps.pods.find(&gone).unwrap();
+        stop_pod(&f.deps, &entry).await.unwrap();
+        remove_pod(&f.deps, &entry).await.unwrap();
+        assert_eq!(next(&mut events).await, (ContainerDeletedEvent, gone));
+        assert_no_more(&mut events).await;
     }
 
     /// A stop ends the pause process without marking it gone: the pod is

@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cgroups::CgroupDriver;
+use crate::events::Events;
 use crate::namespaces::NamespacePinner;
 use crate::network::PodNetworking;
 use crate::runtime_handlers::RuntimeHandlers;
@@ -59,6 +60,8 @@ pub struct PodDeps {
     /// The runtime handlers a pod may name; the pause process runs on the
     /// default one.
     pub handlers: Arc<RuntimeHandlers>,
+    /// Where the pod's transitions are announced (GetContainerEvents).
+    pub events: Arc<Events>,
 }
 
 /// PodSandboxStatus' verbose `info`: one key, "info", holding

@@ -20,6 +20,7 @@ use crius_proto::cri;
 
 use super::{PodDeps, PodRecord};
 use crate::error::CriError;
+use crate::events::EventType;
 use crate::shim_client::{ShimApi, ShimError, ShimPaths};
 use crate::spec::{self, SandboxNamespaces};
 use crate::state::sandbox::PauseRecord;
@@ -164,11 +165,15 @@ async fn mark_gone(deps: &PodDeps, entry: &Entry<PodRecord>, reason: String) {
         return;
     }
     tracing::warn!(pod = %pod.id, pid = pause.pid, "{reason}; the pod is not ready");
-    if let Err(e) = deps
+    match deps
         .pods
         .update(entry, |p| set(p, |pause| pause.gone = Some(reason)))
     {
-        tracing::error!(pod = %pod.id, error = %e, "recording that the pause process is gone");
+        // The pod's sandbox stopped on its own (containerd's sandbox exit).
+        Ok(pod) => deps.events.pod(EventType::ContainerStoppedEvent, &pod),
+        Err(e) => {
+            tracing::error!(pod = %pod.id, error = %e, "recording that the pause process is gone")
+        }
     }
 }
 

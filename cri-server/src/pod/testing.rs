@@ -10,6 +10,7 @@ use crius_proto::cri;
 use super::PodDeps;
 use crate::cgroups::fake::FakeCgroups;
 use crate::config::Config;
+use crate::events::Events;
 use crate::namespaces::fake::{FakeNamespaces, NsCall};
 use crate::network::fake::{FakeNetworking, NetCall};
 use crate::runtime_handlers::RuntimeHandlers;
@@ -53,8 +54,13 @@ impl PodFakes {
     pub fn new(adjust: impl FnOnce(&mut PodDeps, &Path)) -> PodFakes {
         let (fakes, ()) = PodFakes::with(|seams, tmp| {
             let store = Store::open(seams.config.root.join("meta")).unwrap();
+            let pods =
+                Arc::new(Table::load_upgrading(store.clone(), super::upgrade_record).unwrap());
+            // No containers: the pod's events report none.
+            let containers = Arc::new(Table::load(store).unwrap());
             let mut deps = PodDeps {
-                pods: Arc::new(Table::load_upgrading(store, super::upgrade_record).unwrap()),
+                events: Arc::new(Events::new(pods.clone(), containers)),
+                pods,
                 cni: seams.net.clone(),
                 namespaces: seams.ns.clone(),
                 cgroups: seams.cgroups.clone(),

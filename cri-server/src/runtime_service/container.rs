@@ -1,14 +1,16 @@
 //! CreateContainer, StartContainer, StopContainer, RemoveContainer,
-//! ContainerStatus, ListContainers, ReopenContainerLog (and the container
-//! RPCs not built yet).
+//! ContainerStatus, ListContainers, ReopenContainerLog, GetContainerEvents
+//! (and the container RPCs not built yet).
 
 use std::sync::Arc;
 
 use crius_proto::cri;
+use tokio_stream::StreamExt;
 
 use super::Reply;
 use crate::error::CriError;
-use crate::instrument::{rpc, unimplemented};
+use crate::image::ImageRecord;
+use crate::instrument::{rpc, unimplemented, ReplyStream};
 use crate::state::container::{ContainerRecord, ImageNames};
 use crate::{container, Crius};
 
@@ -108,10 +110,7 @@ pub async fn container_status(
         let image = crius.images.resolve(&record.image_id);
         let names = image
             .as_ref()
-            .map_or_else(ImageNames::default, |i| ImageNames {
-                repo_tags: &i.repo_tags,
-                repo_digests: &i.repo_digests,
-            });
+            .map_or_else(ImageNames::default, ImageRecord::names);
         Ok(cri::ContainerStatusResponse {
             status: Some(record.status(names)),
             info,
@@ -161,9 +160,19 @@ pub fn checkpoint_container() -> Reply<cri::CheckpointContainerResponse> {
     unimplemented("CheckpointContainer")
 }
 
-/// Not built yet: UNIMPLEMENTED naming the RPC.
-pub fn get_container_events<T>() -> Reply<T> {
-    unimplemented("GetContainerEvents")
+/// GetContainerEvents: every container and pod event from now on, in
+/// order (see [`crate::events`]); a subscriber that falls too far behind
+/// sees its stream end with RESOURCE_EXHAUSTED.
+pub async fn get_container_events(
+    crius: &Arc<Crius>,
+    _req: cri::GetEventsRequest,
+) -> Reply<ReplyStream<cri::ContainerEventResponse>> {
+    rpc("GetContainerEvents", "", async {
+        let events = crius.events.subscribe();
+        let stream = events.map(|e| e.map_err(|e| tonic::Status::from(CriError::from(e))));
+        Ok(Box::pin(stream) as ReplyStream<_>)
+    })
+    .await
 }
 
 /// ContainerStatus' verbose info through the handler: the spec read from

@@ -5,7 +5,8 @@
 //! - `sandbox`: RunPodSandbox, StopPodSandbox, RemovePodSandbox,
 //!   PodSandboxStatus, ListPodSandbox (and the pod RPCs not built yet);
 //! - `container`: CreateContainer, StartContainer, StopContainer,
-//!   RemoveContainer, ContainerStatus, ListContainers, ReopenContainerLog;
+//!   RemoveContainer, ContainerStatus, ListContainers, ReopenContainerLog,
+//!   GetContainerEvents;
 //! - `exec`: ExecSync, and Exec, Attach, PortForward (URLs on the streaming server);
 //! - `stats`: container and pod stats, and the metrics RPCs (not built yet);
 //! - `info`: Version, Status, RuntimeConfig, UpdateRuntimeConfig.
@@ -188,9 +189,9 @@ impl RuntimeService for RuntimeHandler {
 
     async fn get_container_events(
         &self,
-        _request: Request<cri::GetEventsRequest>,
+        request: Request<cri::GetEventsRequest>,
     ) -> Reply<Self::GetContainerEventsStream> {
-        container::get_container_events()
+        container::get_container_events(&self.crius, request.into_inner()).await
     }
 
     async fn exec_sync(

@@ -15,6 +15,7 @@ use crate::cgroups::fake::FakeCgroups;
 use crate::cgroups::CgroupLayout;
 use crate::config::Config;
 use crate::container::update_container_resources;
+use crate::events::Events;
 use crate::image::snapshot::fake::{FakeSnapshotStep, FakeSnapshotter};
 use crate::image::ImageStore;
 use crate::image::{ImageConfig, ImageRecord};
@@ -82,9 +83,16 @@ impl Fixture {
             pod_config,
             1,
         );
+        // The pod is recorded, for the containers' events.
+        let pods = Arc::new(Table::<PodRecord>::load(store.clone()).unwrap());
+        pods.reserve_name(&crate::state::table::Record::name(&pod), &pod.id)
+            .unwrap();
+        pods.insert(pod.clone()).unwrap();
+        let containers = Arc::new(Table::load(store).unwrap());
         Fixture {
             deps: ContainerDeps {
-                containers: Arc::new(Table::load(store).unwrap()),
+                events: Arc::new(Events::new(pods, containers.clone())),
+                containers,
                 images: Arc::new(images),
                 shims: Arc::new(Shims::new(shims.clone())),
                 snapshotter: snapshots.clone(),
@@ -580,6 +588,87 @@ async fn a_container_runs_stops_and_goes_through_the_fakes() {
     let calls = fx.shims.calls(&id);
     assert_eq!(&calls[..3], ["Spawn", "Create", "Start"], "{calls:?}");
     assert!(calls.ends_with(&["Delete", "Shutdown"]), "{calls:?}");
+}
+
+/// Each transition is one event, in order: CREATED, STARTED, STOPPED (by a
+/// stop, by the container's own exit, or by a failed start), DELETED; with
+/// the pod's status and the container's as it is then.
+#[tokio::test]
+async fn each_transition_is_one_event_in_order() {
+    use crate::events::testing::{assert_no_more, next, next_event};
+    use crate::events::EventType::*;
+    let fx = Fixture::new();
+    let mut events = fx.deps.events.subscribe();
+    let stopped = fx.create(fx.request("busybox")).await.unwrap();
+    let created = next_event(&mut events).await;
+    assert_eq!(created.container_event_type(), ContainerCreatedEvent);
+    assert_eq!(created.pod_sandbox_status.unwrap().id, fx.pod.id);
+    let status = &created.containers_statuses[..];
+    assert!(
+        matches!(status, [c] if c.id == stopped && c.state() == cri::ContainerState::ContainerCreated),
+        "{status:?}"
+    );
+    start_container(&fx.deps, &stopped).await.unwrap();
+    stop_container(&fx.deps, &stopped, 0).await.unwrap();
+    // A second stop and a remove of what is stopped change nothing more.
+    stop_container(&fx.deps, &stopped, 0).await.unwrap();
+    remove_container(&fx.deps, &stopped).await.unwrap();
+    assert_eq!(
+        next(&mut events).await,
+        (ContainerStartedEvent, stopped.clone())
+    );
+    let exit = next_event(&mut events).await;
+    assert_eq!(exit.container_event_type(), ContainerStoppedEvent);
+    assert_eq!(exit.containers_statuses[0].exit_code, 137);
+    let deleted = next_event(&mut events).await;
+    assert_eq!(
+        (deleted.container_event_type(), &deleted.container_id),
+        (ContainerDeletedEvent, &stopped)
+    );
+    assert!(deleted.containers_statuses.is_empty(), "gone from its pod");
+    assert_no_more(&mut events).await;
+
+    // A container that exits by itself is STOPPED once, before its removal.
+    let ended = fx.create(fx.request("busybox")).await.unwrap();
+    start_container(&fx.deps, &ended).await.unwrap();
+    assert_eq!(
+        next(&mut events).await,
+        (ContainerCreatedEvent, ended.clone())
+    );
+    assert_eq!(
+        next(&mut events).await,
+        (ContainerStartedEvent, ended.clone())
+    );
+    fx.shims.end(&ended);
+    let exit = next_event(&mut events).await;
+    assert_eq!(
+        (exit.container_event_type(), &exit.container_id),
+        (ContainerStoppedEvent, &ended)
+    );
+    assert_eq!(
+        exit.containers_statuses[0].state(),
+        cri::ContainerState::ContainerExited
+    );
+    remove_container(&fx.deps, &ended).await.unwrap();
+    assert_eq!(
+        next(&mut events).await,
+        (ContainerDeletedEvent, ended.clone())
+    );
+
+    // A start that fails stops the container.
+    let failed = fx.create(fx.request("busybox")).await.unwrap();
+    fx.shims.fail_at(Some(FakeShimStep::Start));
+    start_container(&fx.deps, &failed).await.unwrap_err();
+    fx.shims.fail_at(None);
+    remove_container(&fx.deps, &failed).await.unwrap();
+    for kind in [
+        ContainerCreatedEvent,
+        ContainerStoppedEvent,
+        ContainerDeletedEvent,
+    ] {
+        assert_eq!(next(&mut events).await, (kind, failed.clone()));
+    }
+    assert_no_more(&mut events).await;
 }
 
 /// containerd's rule: a failed start leaves the container exited, 128,
