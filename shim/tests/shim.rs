@@ -670,10 +670,10 @@ async fn calls_before_create_say_what_is_wrong() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     assert_eq!(err.message(), "the container was not created");
     let err = (client.update(UpdateRequest {
-        resources_json: b"[]".to_vec(),
+        resources_json: br#"{"memory":5}"#.to_vec(),
     }))
     .await
-    .expect_err("Update with a JSON array");
+    .expect_err("Update with a number for an object");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(
         err.message()

@@ -163,6 +163,21 @@ pub async fn container_status(rt: &mut Runtime, id: &str) -> cri::ContainerStatu
     .expect("a status")
 }
 
+/// ContainerStatus' verbose `info` (containerd's shape: pid, runtimeSpec,
+/// config, …) as JSON.
+pub async fn container_info(rt: &mut Runtime, id: &str) -> serde_json::Value {
+    let info = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner()
+        .info;
+    serde_json::from_str(&info["info"]).expect("info is JSON")
+}
+
 pub async fn exec(
     rt: &mut Runtime,
     id: &str,

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use crius_proto::cri;
 use crius_tests::cri::{
-    container_config, container_status, exec, pod_config, pull, run_container, run_pod, wait_for,
+    container_config, container_info, container_status, exec, pod_config, pull, run_container,
+    run_pod, wait_for,
 };
 use crius_tests::registry::TestRegistry;
 use crius_tests::{processes, require_root, Daemon, DaemonOptions};
@@ -236,18 +237,4 @@ async fn first_pod_end_to_end() {
         .is_empty());
     wait_for("shims to exit", || daemon.shim_pids().is_empty());
     assert_eq!(daemon.leaks(), Vec::<String>::new());
-}
-
-/// ContainerStatus(verbose)'s `info["info"]`, parsed.
-async fn container_info(rt: &mut crius_tests::cri::Runtime, id: &str) -> serde_json::Value {
-    let info = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .expect("ContainerStatus")
-        .into_inner()
-        .info;
-    serde_json::from_str(&info["info"]).expect("info is JSON")
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crius_proto::cri;
 use crius_tests::cri::{
-    container_config, container_status, pod_config, pull, run_container, run_pod,
+    container_config, container_info, container_status, pod_config, pull, run_container, run_pod,
     stop_and_remove_pod, Runtime,
 };
 use crius_tests::registry::TestRegistry;
@@ -19,15 +19,7 @@ const RUNC: &str = "/usr/sbin/runc";
 
 /// The v1 cgroup dir of `controller` holding the container's init.
 async fn cgroup_dir(rt: &mut Runtime, id: &str, controller: &str) -> PathBuf {
-    let status = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .expect("ContainerStatus")
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    let info = container_info(rt, id).await;
     let pid = info["pid"].as_u64().expect("the container's pid");
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     // Lines are `<id>:<controllers>:<path>`.
@@ -82,6 +74,7 @@ async fn an_update_changes_a_running_containers_limits_live() {
             "{}\n[runtimes.runc]\npath = \"{RUNC}\"\n",
             TestRegistry::shared().config_toml()
         ),
+        network: true,
         ..Default::default()
     });
     let mut rt = daemon.runtime().await;

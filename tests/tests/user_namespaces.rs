@@ -7,8 +7,8 @@
 
 use crius_proto::cri;
 use crius_tests::cri::{
-    container_config, exec, pod_config, pull, run_container, run_pod, with_pid_mode, with_userns,
-    Runtime,
+    container_config, container_info, exec, pod_config, pull, run_container, run_pod,
+    with_pid_mode, with_userns, Runtime,
 };
 use crius_tests::registry::TestRegistry;
 use crius_tests::{mounts_under, require_root, Daemon};
@@ -107,15 +107,7 @@ async fn a_pod_user_namespace_maps_the_containers_ids() {
     assert_eq!((new.uid(), new.gid()), (0, 0));
     // The container's process is host uid 200000 and sits in the pinned
     // user namespace, which owns its network namespace.
-    let status = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: web.clone(),
-            verbose: true,
-        })
-        .await
-        .expect("ContainerStatus")
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    let info = container_info(&mut rt, &web).await;
     let pid = info["pid"].as_u64().expect("the container's pid");
     let host_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(host_status.contains("Uid:\t200000\t"), "{host_status}");

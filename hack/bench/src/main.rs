@@ -13,6 +13,7 @@ mod report;
 mod spdy_client;
 mod stats;
 mod streaming;
+mod update;
 mod workload;
 
 use anyhow::Context;
@@ -72,6 +73,9 @@ struct RunArgs {
     /// ExecSync `sleep 10` calls with a 1 s timeout.
     #[arg(long, default_value_t = 10)]
     timeout_iterations: usize,
+    /// Timed UpdateContainerResources calls on a running container.
+    #[arg(long, default_value_t = 50)]
+    update_iterations: usize,
     /// Timed exec `true` round trips over the streaming server (SPDY).
     #[arg(long, default_value_t = 50)]
     stream_exec_iterations: usize,
@@ -99,6 +103,7 @@ pub struct RunResult {
     pub lifecycle: lifecycle::LifecycleResult,
     pub exec: exec::ExecResult,
     pub exec_timeout: exec::TimeoutResult,
+    pub update: update::UpdateResult,
     pub streaming: streaming::StreamingResult,
     pub memory: memory::MemoryResult,
 }
@@ -189,11 +194,16 @@ async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
             exec::measure_latency(&mut rt, &pod.container_id, args.exec_iterations, 5).await?;
         let timeout =
             exec::measure_timeout(&mut rt, &pod.container_id, args.timeout_iterations).await?;
-        anyhow::Ok((exec, timeout))
+        eprintln!(
+            "crius-bench: UpdateContainerResources, {} iterations",
+            args.update_iterations
+        );
+        let update = update::measure(&mut rt, &pod.container_id, args.update_iterations, 5).await?;
+        anyhow::Ok((exec, timeout, update))
     }
     .await;
     pod.remove(&mut rt).await?;
-    let (exec, exec_timeout) = measured?;
+    let (exec, exec_timeout, update) = measured?;
 
     eprintln!(
         "crius-bench: streaming, {} exec round trips, {} port-forwarded downloads",
@@ -218,6 +228,7 @@ async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
         lifecycle,
         exec,
         exec_timeout,
+        update,
         streaming,
         memory,
     })

@@ -78,6 +78,19 @@ pub fn rows(subject: &RunResult, baseline: &RunResult) -> Vec<Row> {
         s.max_ms,
         b.max_ms,
     ));
+    let (s, b) = (&subject.update.latency, &baseline.update.latency);
+    rows.push(row(
+        "UpdateContainerResources median",
+        "ms",
+        s.median_ms,
+        b.median_ms,
+    ));
+    rows.push(row(
+        "UpdateContainerResources p90",
+        "ms",
+        s.p90_ms,
+        b.p90_ms,
+    ));
     let (s, b) = (
         &subject.streaming.exec.latency,
         &baseline.streaming.exec.latency,
