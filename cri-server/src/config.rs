@@ -155,6 +155,13 @@ pub struct RegistryConfig {
     /// needs no entry: it is tried over HTTPS, then plain HTTP (containerd's
     /// rule; `image::pull::host_endpoint`).
     pub insecure: Vec<String>,
+    /// containerd's `config_path`: directories (`:`-separated) holding one
+    /// directory per registry host (`docker.io`, `127.0.0.1_5000_` or
+    /// `127.0.0.1:5000`, `_default` for the rest) with a `hosts.toml`,
+    /// read at each pull (`image::hosts`). A host's directory replaces its
+    /// `mirrors` and `insecure` entries; `_default` serves only hosts that
+    /// have none.
+    pub config_path: Option<String>,
 }
 
 impl Default for Config {
