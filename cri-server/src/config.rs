@@ -371,12 +371,19 @@ mod tests {
             r#"
             [registry]
             insecure = ["127.0.0.1:5000"]
+            config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"
             [registry.mirrors]
             "registry.k8s.io" = ["http://127.0.0.1:5000"]
             "#,
         )
         .unwrap();
         assert_eq!(c.registry.insecure, vec!["127.0.0.1:5000"]);
+        assert_eq!(
+            c.registry.config_path.as_deref(),
+            Some("/etc/containerd/certs.d:/etc/docker/certs.d")
+        );
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+        assert_eq!(Config::default().registry.config_path, None);
         assert_eq!(
             c.registry.mirrors["registry.k8s.io"],
             vec!["http://127.0.0.1:5000"]
