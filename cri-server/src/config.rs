@@ -155,6 +155,13 @@ pub struct RegistryConfig {
     /// needs no entry: it is tried over HTTPS, then plain HTTP (containerd's
     /// rule; `image::pull::host_endpoint`).
     pub insecure: Vec<String>,
+    /// containerd's `config_path`: directories (`:`-separated) holding one
+    /// directory per registry host (`docker.io`, `127.0.0.1_5000_` or
+    /// `127.0.0.1:5000`, `_default` for the rest) with a `hosts.toml`,
+    /// read at each pull (`image::hosts`). A host's directory replaces its
+    /// `mirrors` and `insecure` entries; `_default` serves only hosts that
+    /// have none.
+    pub config_path: Option<String>,
 }
 
 impl Default for Config {
@@ -364,12 +371,19 @@ mod tests {
             r#"
             [registry]
             insecure = ["127.0.0.1:5000"]
+            config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"
             [registry.mirrors]
             "registry.k8s.io" = ["http://127.0.0.1:5000"]
             "#,
         )
         .unwrap();
         assert_eq!(c.registry.insecure, vec!["127.0.0.1:5000"]);
+        assert_eq!(
+            c.registry.config_path.as_deref(),
+            Some("/etc/containerd/certs.d:/etc/docker/certs.d")
+        );
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+        assert_eq!(Config::default().registry.config_path, None);
         assert_eq!(
             c.registry.mirrors["registry.k8s.io"],
             vec!["http://127.0.0.1:5000"]

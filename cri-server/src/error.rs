@@ -31,6 +31,9 @@ pub enum CriError {
     /// connection broke); the message names the container.
     #[error("{0}")]
     Unavailable(String),
+    /// A registry refused a pull's credentials; the message names it.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// A limit on pending work is reached (streaming tokens).
     #[error("{0}")]
     ResourceExhausted(String),
@@ -89,6 +92,7 @@ impl From<CriError> for Status {
             CriError::FailedPrecondition(_) => Code::FailedPrecondition,
             CriError::Unavailable(_) => Code::Unavailable,
             CriError::ResourceExhausted(_) => Code::ResourceExhausted,
+            CriError::Unauthenticated(_) => Code::Unauthenticated,
             CriError::Internal(_) => Code::Internal,
         };
         Status::new(code, e.message())

@@ -92,6 +92,12 @@ impl TestRegistry {
         })
     }
 
+    /// Where the registry keeps its blobs and repositories: another
+    /// registry process (TLS, auth) can serve the same images from it.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
     /// `127.0.0.1:PORT/<repo>`
     pub fn image(&self, repo: &str) -> String {
         format!("{}/{repo}", self.addr)

@@ -2,6 +2,7 @@
 //! unpacked for overlayfs, the image index, and container root filesystems.
 
 pub mod content;
+pub mod hosts;
 pub mod pinned;
 pub mod pull;
 pub mod reference;
@@ -28,6 +29,17 @@ pub enum ImageError {
     NotFound { reference: String, detail: String },
     #[error("pulling {reference}: {detail}")]
     Pull { reference: String, detail: String },
+    /// The registry (every endpoint tried) refused the pull's credentials
+    /// or wanted some; `detail` lists each endpoint's answer.
+    #[error("pulling {reference}: registry {registry} refused the credentials given (none, wrong, or not allowed to pull): {detail}")]
+    Unauthenticated {
+        reference: String,
+        registry: String,
+        detail: String,
+    },
+    /// The HTTP client for registries could not be built (TLS set-up).
+    #[error("registry client: {0}")]
+    Client(String),
     #[error("{what}: content has digest {actual}, expected {expected}")]
     DigestMismatch {
         what: String,
@@ -61,7 +73,8 @@ pub enum ImageError {
 /// The one mapping of image errors to CRI codes: a malformed reference is
 /// InvalidArgument naming `image.image` (the field of every ImageService
 /// request that names an image); an image the registry does not have is
-/// NotFound; an image volume's bad `image_sub_path` is InvalidArgument
+/// NotFound; credentials the registry refuses are Unauthenticated naming
+/// the registry; an image volume's bad `image_sub_path` is InvalidArgument
 /// naming `config.mounts` (the message names the mount and the path); an
 /// image a container mounts is FailedPrecondition for its removal (naming
 /// the container, as kubelet's image GC expects); a failed pull, a digest
@@ -73,6 +86,7 @@ impl From<ImageError> for CriError {
         match e {
             ImageError::InvalidReference(e) => CriError::invalid("image.image", e.to_string()),
             ImageError::NotFound { .. } => CriError::NotFound(e.to_string()),
+            ImageError::Unauthenticated { .. } => CriError::Unauthenticated(e.to_string()),
             ImageError::SubPath { .. } => CriError::invalid("config.mounts", e.to_string()),
             ImageError::InUse { .. } => CriError::FailedPrecondition(e.to_string()),
             other => CriError::Internal(anyhow::Error::new(other)),

@@ -3,19 +3,16 @@
 //! platform), the config and the layers, each verified against its digest
 //! before it lands, each layer unpacked once under its chain ID.
 //!
-//! Endpoints: a registry host's mirrors from the config, in order, then the
-//! host itself (`docker.io` is served by `registry-1.docker.io`). Plain HTTP
-//! for `http://` mirrors and for hosts listed as insecure; a loopback host
-//! needs no config (containerd's rule, see [`host_endpoint`]). The first
-//! endpoint that has the manifest serves every blob of the image.
+//! Endpoints: as [`super::hosts`] lists them for the registry host (a
+//! `hosts.toml`, the config's mirrors, the host itself), those whose
+//! capabilities serve the reference. The first endpoint that has the
+//! manifest serves every blob of the image.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
-use oci_client::client::{ClientConfig, ClientProtocol, LayerDescriptor};
+use oci_client::client::LayerDescriptor;
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
@@ -26,13 +23,13 @@ use oci_client::Client;
 use serde::Deserialize;
 
 use super::content::{chain_ids, sha256_digest, Content};
-use super::reference::{validate_digest, Reference, DEFAULT_REGISTRY};
+use super::hosts::{endpoints, http_client, Endpoint};
+use super::reference::{validate_digest, Reference};
 use super::store::ImageConfig;
 use super::unpack::unpack_layer_blob;
 use super::ImageError;
 use crate::config::RegistryConfig;
 
-const DOCKER_HUB_ENDPOINT: &str = "registry-1.docker.io";
 const ACCEPTED_MANIFESTS: &[&str] = &[
     OCI_IMAGE_MEDIA_TYPE,
     OCI_IMAGE_INDEX_MEDIA_TYPE,
@@ -41,154 +38,6 @@ const ACCEPTED_MANIFESTS: &[&str] = &[
 ];
 /// Layers fetched and unpacked at once, per pull.
 const CONCURRENT_LAYERS: usize = 3;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Time without a byte from the registry before a transfer is given up.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// One place to ask for an image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// `host[:port]`
-    pub host: String,
-    pub plain_http: bool,
-    /// A loopback host over HTTPS: its certificate is not verified
-    /// (containerd's `skipVerify` for localhost), and, with `http_fallback`,
-    /// a server that answers the TLS handshake in plain HTTP is asked again
-    /// over plain HTTP.
-    pub loopback: bool,
-    pub http_fallback: bool,
-    /// From `[registry.mirrors]`: its URL, not `[registry] insecure`, says
-    /// which scheme it speaks.
-    pub mirror: bool,
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.plain_http { "http" } else { "https" };
-        write!(f, "{scheme}://{}", self.host)
-    }
-}
-
-/// The endpoints for a registry host, in the order they are tried.
-pub fn endpoints(registry: &RegistryConfig, host: &str) -> Result<Vec<Endpoint>, String> {
-    let mut list = Vec::new();
-    for url in registry.mirrors.get(host).into_iter().flatten() {
-        let (plain_http, rest) = if let Some(rest) = url.strip_prefix("http://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("https://") {
-            (false, rest)
-        } else {
-            return Err(format!(
-                "mirror {url:?} of {host} is not an http:// or https:// URL"
-            ));
-        };
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        // The Registry API lives at /v2 of the host; a mirror under another
-        // path prefix cannot be reached through it.
-        if !matches!(path.trim_end_matches('/'), "" | "v2") || authority.is_empty() {
-            return Err(format!(
-                "mirror {url:?} of {host}: only http(s)://host[:port][/v2] is supported"
-            ));
-        }
-        list.push(Endpoint {
-            host: authority.to_string(),
-            plain_http,
-            loopback: false,
-            http_fallback: false,
-            mirror: true,
-        });
-    }
-    list.push(host_endpoint(registry, host));
-    Ok(list)
-}
-
-/// The registry host's own endpoint. Listed in `[registry] insecure`: plain
-/// HTTP. Else a loopback host (`localhost`, `127.0.0.0/8`, `::1`) needs no
-/// config, as in containerd (core/remotes/docker/config/hosts.go,
-/// `ConfigureHosts`, and resolver.go, `IsLocalhost`, `NewHTTPFallback`):
-/// port 80 is plain HTTP; no port or 443 is HTTPS; any other port is HTTPS
-/// and then plain HTTP when the server answers the handshake in plain HTTP;
-/// its certificate is not verified unless it is plain HTTP. Any other host
-/// is HTTPS (`docker.io` served by `registry-1.docker.io`).
-pub fn host_endpoint(registry: &RegistryConfig, host: &str) -> Endpoint {
-    let own = if host == DEFAULT_REGISTRY {
-        DOCKER_HUB_ENDPOINT
-    } else {
-        host
-    };
-    let mut endpoint = Endpoint {
-        host: own.to_string(),
-        plain_http: registry.insecure.iter().any(|h| h == host),
-        loopback: false,
-        http_fallback: false,
-        mirror: false,
-    };
-    if !endpoint.plain_http {
-        if let Some(port) = loopback_port(host) {
-            match port {
-                Some("80") => endpoint.plain_http = true,
-                None | Some("443") => endpoint.loopback = true,
-                Some(_) => {
-                    endpoint.loopback = true;
-                    endpoint.http_fallback = true;
-                }
-            }
-        }
-    }
-    endpoint
-}
-
-/// For a loopback `host[:port]` (`localhost`, an IPv4 address in
-/// 127.0.0.0/8, `::1` bare or as `[::1]`), its port if it names one; None
-/// for any other host.
-fn loopback_port(host: &str) -> Option<Option<&str>> {
-    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
-        let (name, after) = rest.split_once(']')?;
-        match after {
-            "" => (name, None),
-            _ => (name, Some(after.strip_prefix(':')?)),
-        }
-    } else if host.parse::<IpAddr>().is_ok() {
-        (host, None)
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) => (name, Some(port)),
-            None => (host, None),
-        }
-    };
-    let loopback = name.eq_ignore_ascii_case("localhost")
-        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    loopback.then_some(port)
-}
-
-impl Endpoint {
-    /// The same host over plain HTTP, after its HTTPS handshake met a
-    /// plain-HTTP server.
-    fn over_plain_http(&self) -> Endpoint {
-        Endpoint {
-            plain_http: true,
-            http_fallback: false,
-            ..self.clone()
-        }
-    }
-
-    /// What to do when its HTTPS handshake met a plain-HTTP server and no
-    /// fallback applies: the config that reaches it.
-    fn plain_http_hint(&self, registry_host: &str) -> String {
-        if self.mirror {
-            format!(
-                "the server speaks plain HTTP, not HTTPS: write this mirror of {registry_host} \
-                 as http://{} in [registry.mirrors]",
-                self.host
-            )
-        } else {
-            format!(
-                "the server speaks plain HTTP, not HTTPS: to pull from it over plain HTTP, \
-                 list \"{registry_host}\" in the config's [registry] insecure"
-            )
-        }
-    }
-}
 
 /// What a pull brought into the content store.
 #[derive(Debug, Clone)]
@@ -215,34 +64,29 @@ pub struct Puller {
 }
 
 impl Puller {
-    pub fn new(registry: RegistryConfig) -> Puller {
-        // reqwest is built without a TLS provider of its own: ring is ours.
-        // Installing fails only when one is already installed, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        Puller {
+    pub fn new(registry: RegistryConfig) -> Result<Puller, String> {
+        let shared = |plain_http, skip_verify| http_client(plain_http, skip_verify, &[], None);
+        Ok(Puller {
             registry,
-            http: client(ClientProtocol::Http, false),
-            https: client(ClientProtocol::Https, false),
-            https_loopback: client(ClientProtocol::Https, true),
-        }
+            http: shared(true, false)?,
+            https: shared(false, false)?,
+            https_loopback: shared(false, true)?,
+        })
     }
 
-    /// Anonymous pulls share a client (connections, tokens); pulls with
-    /// credentials get their own, since a client keeps the first
-    /// credentials it sees for a host.
-    fn client_for(&self, endpoint: &Endpoint, auth: &RegistryAuth) -> Client {
-        let protocol = if endpoint.plain_http {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
-        };
-        let skip_verify = endpoint.loopback && !endpoint.plain_http;
-        match (auth, endpoint.plain_http, skip_verify) {
-            (RegistryAuth::Anonymous, true, _) => self.http.clone(),
-            (RegistryAuth::Anonymous, false, true) => self.https_loopback.clone(),
-            (RegistryAuth::Anonymous, false, false) => self.https.clone(),
-            _ => client(protocol, skip_verify),
+    /// Anonymous pulls share a client (connections, tokens) per kind of
+    /// endpoint; pulls with credentials get their own, since a client keeps
+    /// the first credentials it sees for a host, and so does an endpoint
+    /// with its own CA or timeout (hosts.toml).
+    fn client_for(&self, endpoint: &Endpoint, auth: &RegistryAuth) -> Result<Client, String> {
+        if !matches!(auth, RegistryAuth::Anonymous) || endpoint.needs_own_client() {
+            return endpoint.client();
         }
+        Ok(match (endpoint.plain_http, endpoint.skip_verify) {
+            (true, _) => self.http.clone(),
+            (false, true) => self.https_loopback.clone(),
+            (false, false) => self.https.clone(),
+        })
     }
 
     pub async fn pull(
@@ -329,10 +173,27 @@ impl Puller {
         reference: &'r Reference,
         auth: &RegistryAuth,
     ) -> Result<Source<'r>, ImageError> {
-        let endpoints =
-            endpoints(&self.registry, reference.registry()).map_err(|e| pull_err(reference, e))?;
+        let registry = reference.registry();
+        let by_digest = reference.digest().is_some();
+        let endpoints: Vec<Endpoint> = endpoints(&self.registry, registry)
+            .map_err(|e| pull_err(reference, e))?
+            .into_iter()
+            .filter(|e| e.capabilities.serves(by_digest))
+            .collect();
+        if endpoints.is_empty() {
+            let needs = if by_digest {
+                "pull"
+            } else {
+                "pull and resolve"
+            };
+            return Err(pull_err(
+                reference,
+                format!("no endpoint of {registry} has the capabilities {needs} (hosts.toml)"),
+            ));
+        }
         let mut failures = Vec::new();
         let mut all_not_found = true;
+        let mut unauthorized = false;
         for endpoint in endpoints {
             match self.ask_manifest(endpoint, reference, auth).await {
                 Ok((endpoint, client, bytes)) => {
@@ -357,6 +218,7 @@ impl Puller {
                 }
                 Err(failure) => {
                     all_not_found &= failure.not_found;
+                    unauthorized |= failure.unauthorized;
                     failures.push(failure.message);
                 }
             }
@@ -365,6 +227,12 @@ impl Puller {
         Err(if all_not_found {
             ImageError::NotFound {
                 reference: reference.to_string(),
+                detail,
+            }
+        } else if unauthorized {
+            ImageError::Unauthenticated {
+                reference: reference.to_string(),
+                registry: registry.to_string(),
                 detail,
             }
         } else {
@@ -380,6 +248,18 @@ struct EndpointFailure {
     message: String,
     /// The registry answered that it has no such manifest or repository.
     not_found: bool,
+    /// The registry refused the pull's credentials (or their absence).
+    unauthorized: bool,
+}
+
+impl EndpointFailure {
+    fn other(message: String) -> EndpointFailure {
+        EndpointFailure {
+            message,
+            not_found: false,
+            unauthorized: false,
+        }
+    }
 }
 
 impl Puller {
@@ -403,21 +283,22 @@ impl Puller {
             }
         };
         let mut endpoint = endpoint;
-        let mut client = self.client_for(&endpoint, auth);
+        let mut client = self
+            .client_for(&endpoint, auth)
+            .map_err(EndpointFailure::other)?;
         let mut answer = ask(&endpoint, client.clone()).await;
         if answer.as_ref().is_err_and(speaks_plain_http) {
             if !endpoint.http_fallback {
-                return Err(EndpointFailure {
-                    message: format!(
-                        "{endpoint}: {}",
-                        endpoint.plain_http_hint(reference.registry())
-                    ),
-                    not_found: false,
-                });
+                return Err(EndpointFailure::other(format!(
+                    "{endpoint}: {}",
+                    endpoint.plain_http_hint(reference.registry())
+                )));
             }
             tracing::info!(%reference, %endpoint, "the registry speaks plain HTTP: asking over HTTP");
             endpoint = endpoint.over_plain_http();
-            client = self.client_for(&endpoint, auth);
+            client = self
+                .client_for(&endpoint, auth)
+                .map_err(EndpointFailure::other)?;
             answer = ask(&endpoint, client.clone()).await;
         }
         match answer {
@@ -425,19 +306,10 @@ impl Puller {
             Err(e) => Err(EndpointFailure {
                 message: format!("{endpoint}: {}", error_chain(&e)),
                 not_found: is_not_found(&e),
+                unauthorized: is_unauthorized(&e),
             }),
         }
     }
-}
-
-fn client(protocol: ClientProtocol, skip_verify: bool) -> Client {
-    Client::new(ClientConfig {
-        protocol,
-        accept_invalid_certificates: skip_verify,
-        connect_timeout: Some(CONNECT_TIMEOUT),
-        read_timeout: Some(READ_TIMEOUT),
-        ..ClientConfig::default()
-    })
 }
 
 /// True when a request failed because the server answered the TLS handshake
@@ -607,6 +479,24 @@ fn is_not_found(e: &OciDistributionError) -> bool {
     }
 }
 
+/// The registry refused the request's credentials or wants some (HTTP 401,
+/// or 403 / DENIED for credentials that may not pull).
+fn is_unauthorized(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => true,
+        OciDistributionError::RegistryError { envelope, .. } => {
+            !envelope.errors.is_empty()
+                && envelope
+                    .errors
+                    .iter()
+                    .all(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+        }
+        OciDistributionError::ServerError { code, .. } => matches!(*code, 401 | 403),
+        _ => false,
+    }
+}
+
 /// reqwest's own message hides the cause ("error sending request"): add it.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
@@ -718,6 +608,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::image::hosts::Origin;
 
     fn registry(mirrors: &[(&str, &[&str])], insecure: &[&str]) -> RegistryConfig {
         RegistryConfig {
@@ -726,103 +617,16 @@ mod tests {
                 .map(|(h, e)| (h.to_string(), e.iter().map(|s| s.to_string()).collect()))
                 .collect::<BTreeMap<_, _>>(),
             insecure: insecure.iter().map(|s| s.to_string()).collect(),
+            config_path: None,
         }
     }
 
     fn ep(host: &str, plain_http: bool) -> Endpoint {
-        Endpoint {
-            host: host.into(),
-            plain_http,
-            loopback: false,
-            http_fallback: false,
-            mirror: false,
-        }
+        Endpoint::new(host, plain_http, Origin::Host)
     }
 
     fn mirror(host: &str, plain_http: bool) -> Endpoint {
-        Endpoint {
-            mirror: true,
-            ..ep(host, plain_http)
-        }
-    }
-
-    #[test]
-    fn mirrors_first_then_the_host() {
-        let r = registry(
-            &[(
-                "registry.k8s.io",
-                &["http://127.0.0.1:5000", "https://mirror.example/v2/"],
-            )],
-            &["127.0.0.1:5001"],
-        );
-        assert_eq!(
-            endpoints(&r, "registry.k8s.io").unwrap(),
-            vec![
-                mirror("127.0.0.1:5000", true),
-                mirror("mirror.example", false),
-                ep("registry.k8s.io", false)
-            ]
-        );
-        assert_eq!(
-            endpoints(&r, "127.0.0.1:5001").unwrap(),
-            vec![ep("127.0.0.1:5001", true)]
-        );
-        assert_eq!(
-            endpoints(&r, "docker.io").unwrap(),
-            vec![ep("registry-1.docker.io", false)]
-        );
-    }
-
-    #[test]
-    fn loopback_hosts_need_no_config() {
-        let none = registry(&[], &[]);
-        let https_then_http = |host: &str| Endpoint {
-            loopback: true,
-            http_fallback: true,
-            ..ep(host, false)
-        };
-        let https_unverified = |host: &str| Endpoint {
-            loopback: true,
-            ..ep(host, false)
-        };
-        for host in [
-            "127.0.0.1:5000",
-            "127.1.2.3:5000",
-            "localhost:5000",
-            "LocalHost:5000",
-            "[::1]:5000",
-        ] {
-            assert_eq!(host_endpoint(&none, host), https_then_http(host), "{host}");
-        }
-        for host in ["localhost", "127.0.0.1", "127.0.0.1:443", "[::1]", "::1"] {
-            assert_eq!(host_endpoint(&none, host), https_unverified(host), "{host}");
-        }
-        for host in ["localhost:80", "[::1]:80"] {
-            assert_eq!(host_endpoint(&none, host), ep(host, true), "{host}");
-        }
-        // Not loopback: HTTPS, verified, no fallback.
-        for host in [
-            "128.0.0.1:5000",
-            "10.0.0.1:5000",
-            "[::2]:5000",
-            "localhost.example:5000",
-            "mylocalhost:5000",
-            "registry.k8s.io",
-        ] {
-            assert_eq!(host_endpoint(&none, host), ep(host, false), "{host}");
-        }
-        // `insecure` wins: plain HTTP only.
-        let insecure = registry(&[], &["127.0.0.1:5000"]);
-        assert_eq!(
-            host_endpoint(&insecure, "127.0.0.1:5000"),
-            ep("127.0.0.1:5000", true)
-        );
-        // A mirror's URL says its scheme, loopback or not.
-        let mirrored = registry(&[("registry.k8s.io", &["https://127.0.0.1:5000"])], &[]);
-        assert_eq!(
-            endpoints(&mirrored, "registry.k8s.io").unwrap()[0],
-            mirror("127.0.0.1:5000", false)
-        );
+        Endpoint::new(host, plain_http, Origin::Mirror)
     }
 
     /// A registry that speaks only plain HTTP on a loopback port: `/v2/`
@@ -862,7 +666,7 @@ mod tests {
     #[tokio::test]
     async fn a_loopback_registry_over_plain_http_is_reached_without_config() {
         let addr = plain_http_registry().await;
-        let puller = Puller::new(registry(&[], &[]));
+        let puller = Puller::new(registry(&[], &[])).unwrap();
         let reference = Reference::parse(&format!("{addr}/crius/absent:1")).unwrap();
         let err = puller
             .resolve(&reference, &RegistryAuth::Anonymous)
@@ -882,7 +686,7 @@ mod tests {
     #[tokio::test]
     async fn https_meeting_plain_http_names_the_config_that_reaches_it() {
         let addr = plain_http_registry().await;
-        let puller = Puller::new(registry(&[], &[]));
+        let puller = Puller::new(registry(&[], &[])).unwrap();
         let reference = Reference::parse(&format!("{addr}/crius/busybox:1")).unwrap();
         // A host that is not loopback (its name stands for one here: only
         // loopback is reachable in a test) and a mirror, both over HTTPS.
@@ -911,13 +715,6 @@ mod tests {
                 failure.message
             );
         }
-    }
-
-    #[test]
-    fn mirror_with_a_path_prefix_is_refused() {
-        let r = registry(&[("gcr.io", &["https://mirror.example/gcr"])], &[]);
-        let err = endpoints(&r, "gcr.io").unwrap_err();
-        assert!(err.contains("mirror.example/gcr"), "{err}");
     }
 
     #[test]

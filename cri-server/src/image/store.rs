@@ -166,7 +166,7 @@ impl ImageStore {
             snapshotter,
             content,
             state,
-            puller: Puller::new(config.registry.clone()),
+            puller: Puller::new(config.registry.clone()).map_err(ImageError::Client)?,
             pinned,
             index: RwLock::new(index),
             volumes_dir: config.state.join("image-volumes"),

@@ -40,12 +40,28 @@ fn image_name(spec: Option<cri::ImageSpec>) -> Result<String, CriError> {
     }
 }
 
-/// The credentials of a pull: a registry token, a user and password, or
-/// docker's base64 `user:password`; anonymous when none is given.
+/// The credentials of a pull, sent to every endpoint the pull tries
+/// (mirrors included, as containerd's CRI does): a registry token, a user
+/// and password, or docker's base64 `user:password`; anonymous when none is
+/// given. An identity token alone (an OAuth2 refresh token to trade at the
+/// registry's token service) is refused: the registry client has no
+/// refresh-token grant, and pulling anonymously instead would hide why the
+/// registry says no.
 fn registry_auth(auth: Option<cri::AuthConfig>) -> Result<RegistryAuth, CriError> {
     let Some(auth) = auth else {
         return Ok(RegistryAuth::Anonymous);
     };
+    if !auth.identity_token.is_empty()
+        && auth.registry_token.is_empty()
+        && auth.username.is_empty()
+        && auth.auth.is_empty()
+    {
+        return Err(CriError::invalid(
+            "auth.identity_token",
+            "identity (OAuth2 refresh) tokens are not supported: give registry_token, \
+             username and password, or auth",
+        ));
+    }
     if !auth.registry_token.is_empty() {
         return Ok(RegistryAuth::Bearer(auth.registry_token));
     }
@@ -251,6 +267,25 @@ mod tests {
         }))
         .unwrap_err();
         assert!(err.to_string().starts_with("auth.auth"), "{err}");
+        let token = registry_auth(Some(cri::AuthConfig {
+            registry_token: "t".into(),
+            identity_token: "i".into(),
+            ..Default::default()
+        }))
+        .unwrap();
+        assert!(matches!(token, RegistryAuth::Bearer(t) if t == "t"));
+        let status: Status = registry_auth(Some(cri::AuthConfig {
+            identity_token: "i".into(),
+            ..Default::default()
+        }))
+        .unwrap_err()
+        .into();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().starts_with("auth.identity_token: "),
+            "{}",
+            status.message()
+        );
     }
 
     #[test]
