@@ -137,6 +137,20 @@ pub struct CgroupDetail {
     pub threads: Option<u64>,
     /// The processes (thread group ids) in the cgroup itself.
     pub pids: Vec<u32>,
+    /// Block I/O by device (v1 `blkio.throttle.io_service*_recursive`, v2
+    /// `io.stat`); empty when none was done or blkio is not mounted.
+    pub block_io: Vec<BlockIo>,
+}
+
+/// One block device's I/O by a cgroup and its children.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BlockIo {
+    pub major: u64,
+    pub minor: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub reads: u64,
+    pub writes: u64,
 }
 
 /// CFS bandwidth counters (`cpu.stat`).
@@ -194,6 +208,9 @@ impl CgroupLayout {
                         .map(|s| s.get("oom_kill").copied().unwrap_or(0));
                     detail.swap_limit = read_limit(&dir.join("memory.memsw.limit_in_bytes"))?;
                 }
+                if let Some(dir) = self.controller_dir("blkio", cgroup) {
+                    detail.block_io = v1_block_io(&dir)?;
+                }
                 if let Some(dir) = self.controller_dir("pids", cgroup) {
                     detail.pids_max = read_limit(&dir.join("pids.max"))?;
                     detail.threads = read_ids(&dir.join("tasks"))?.map(|t| t.len() as u64);
@@ -246,7 +263,87 @@ fn v2_detail(dir: &Path) -> Result<CgroupDetail, CgroupError> {
     detail.pids_max = read_limit(&dir.join("pids.max"))?;
     detail.threads = read_ids(&dir.join("cgroup.threads"))?.map(|t| t.len() as u64);
     detail.pids = read_ids(&dir.join("cgroup.procs"))?.unwrap_or_default();
+    detail.block_io = v2_block_io(&dir.join("io.stat"))?;
     Ok(detail)
+}
+
+/// The device a `major:minor` names, as a map key.
+fn device(path: &Path, text: &str, dev: &str) -> Result<(u64, u64), CgroupError> {
+    let (major, minor) = dev.split_once(':').ok_or_else(|| parse_error(path, text))?;
+    Ok((
+        major.parse().map_err(|_| parse_error(path, text))?,
+        minor.parse().map_err(|_| parse_error(path, text))?,
+    ))
+}
+
+/// v1's `<major>:<minor> <Read|Write|Sync|Async|Discard|Total> <n>` files
+/// (and a last `Total <n>` line), bytes and operations.
+fn v1_block_io(dir: &Path) -> Result<Vec<BlockIo>, CgroupError> {
+    let mut devices: std::collections::BTreeMap<(u64, u64), BlockIo> = Default::default();
+    for (file, bytes) in [
+        ("blkio.throttle.io_service_bytes_recursive", true),
+        ("blkio.throttle.io_serviced_recursive", false),
+    ] {
+        let path = dir.join(file);
+        let Some(text) = read_text(&path)? else {
+            continue;
+        };
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [dev, op, n] = fields[..] else {
+                continue; // the closing "Total <n>"
+            };
+            let (major, minor) = device(&path, line, dev)?;
+            let n: u64 = n.parse().map_err(|_| parse_error(&path, line))?;
+            let entry = devices.entry((major, minor)).or_insert(BlockIo {
+                major,
+                minor,
+                ..BlockIo::default()
+            });
+            match (op, bytes) {
+                ("Read", true) => entry.read_bytes = n,
+                ("Write", true) => entry.write_bytes = n,
+                ("Read", false) => entry.reads = n,
+                ("Write", false) => entry.writes = n,
+                _ => {}
+            }
+        }
+    }
+    Ok(devices.into_values().collect())
+}
+
+/// v2's io.stat: `<major>:<minor> rbytes=.. wbytes=.. rios=.. wios=.. ...`.
+fn v2_block_io(path: &Path) -> Result<Vec<BlockIo>, CgroupError> {
+    let Some(text) = read_text(path)? else {
+        return Ok(Vec::new());
+    };
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let mut fields = line.split_whitespace();
+            let dev = fields.next().unwrap_or_default();
+            let (major, minor) = device(path, line, dev)?;
+            let mut io = BlockIo {
+                major,
+                minor,
+                ..BlockIo::default()
+            };
+            for field in fields {
+                let (key, n) = field
+                    .split_once('=')
+                    .ok_or_else(|| parse_error(path, line))?;
+                let n: u64 = n.parse().map_err(|_| parse_error(path, line))?;
+                match key {
+                    "rbytes" => io.read_bytes = n,
+                    "wbytes" => io.write_bytes = n,
+                    "rios" => io.reads = n,
+                    "wios" => io.writes = n,
+                    _ => {}
+                }
+            }
+            Ok(io)
+        })
+        .collect()
 }
 
 /// v2's cpu.weight (1..=10000) back to v1 shares (2..=262144): the inverse
@@ -610,6 +707,19 @@ mod tests {
             ],
         );
         host.write_all(
+            "sys/fs/cgroup/blkio/c",
+            &[
+                (
+                    "blkio.throttle.io_service_bytes_recursive",
+                    "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:0 Total 12288\nTotal 12288\n",
+                ),
+                (
+                    "blkio.throttle.io_serviced_recursive",
+                    "8:0 Read 1\n8:0 Write 2\n8:0 Total 3\nTotal 3\n",
+                ),
+            ],
+        );
+        host.write_all(
             "sys/fs/cgroup/pids/c",
             &[
                 ("pids.max", "max\n"),
@@ -641,6 +751,14 @@ mod tests {
                 pids_max: Some(None),
                 threads: Some(3),
                 pids: vec![10, 12],
+                block_io: vec![BlockIo {
+                    major: 8,
+                    minor: 0,
+                    read_bytes: 4096,
+                    write_bytes: 8192,
+                    reads: 1,
+                    writes: 2,
+                }],
             }
         );
         host.write("sys/fs/cgroup/cpu,cpuacct/c/cpu.cfs_quota_us", "-1\n");
@@ -674,6 +792,10 @@ mod tests {
                 ("pids.max", "64\n"),
                 ("cgroup.threads", "5\n6\n"),
                 ("cgroup.procs", "5\n"),
+                (
+                    "io.stat",
+                    "259:0 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0 dios=0\n",
+                ),
             ],
         );
         let detail = host.layout().detail("/c").unwrap();
@@ -701,6 +823,17 @@ mod tests {
         assert_eq!(detail.swap_limit, Some(Some(0)));
         assert_eq!(detail.pids_max, Some(Some(64)));
         assert_eq!((detail.threads, detail.pids), (Some(2), vec![5]));
+        assert_eq!(
+            detail.block_io,
+            [BlockIo {
+                major: 259,
+                minor: 0,
+                read_bytes: 10,
+                write_bytes: 20,
+                reads: 1,
+                writes: 2,
+            }]
+        );
     }
 
     #[test]

@@ -438,13 +438,28 @@ fn container_sample(
         .usage(&record.layer_dir)
         .with_context(|| format!("disk usage of container {}'s writable layer", record.id))?;
     let open_files = (!detail.pids.is_empty()).then(|| open_files(&detail.pids));
+    let block_io = detail
+        .block_io
+        .iter()
+        .map(|io| (device_name(io.major, io.minor), *io))
+        .collect();
     Ok(ContainerSample {
+        block_io,
         usage,
         open_files,
         detail,
         fs: layer_filesystem(&record.layer_dir, layer.bytes)?,
         started_at: record.started_at,
     })
+}
+
+/// A block device's node (`/dev/sda`) from sysfs' `/sys/dev/block/M:m`
+/// link, as cAdvisor names it; `M:m` when sysfs does not know it.
+fn device_name(major: u64, minor: u64) -> String {
+    std::fs::read_link(format!("/sys/dev/block/{major}:{minor}"))
+        .ok()
+        .and_then(|target| Some(format!("/dev/{}", target.file_name()?.to_str()?)))
+        .unwrap_or_else(|| format!("{major}:{minor}"))
 }
 
 /// The descriptors and sockets `pids` hold open (`/proc/<pid>/fd`), as
