@@ -21,6 +21,7 @@ impl Host {
             ("cpu,cpuacct", "cgroup", "rw,cpu,cpuacct"),
             ("memory", "cgroup", "rw,memory"),
             ("pids", "cgroup", "rw,pids"),
+            ("blkio", "cgroup", "rw,blkio"),
             ("hugetlb", "cgroup", "rw,hugetlb"),
             ("systemd", "cgroup", "rw,xattr,name=systemd"),
         ]);

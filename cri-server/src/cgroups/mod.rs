@@ -54,7 +54,7 @@ use crate::error::CriError;
 pub use driver::{CgroupDriver, Cgroupfs};
 pub use layout::{CgroupLayout, CgroupLimits, CgroupVersion};
 pub use naming::PodCgroup;
-pub use usage::{CgroupUsage, MemoryUsage, SwapUsage};
+pub use usage::{BlockIo, CgroupDetail, CgroupUsage, MemoryUsage, SwapUsage, Throttling};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {

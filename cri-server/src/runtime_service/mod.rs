@@ -262,14 +262,14 @@ impl RuntimeService for RuntimeHandler {
         &self,
         _request: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Reply<cri::ListMetricDescriptorsResponse> {
-        stats::list_metric_descriptors()
+        stats::list_metric_descriptors().await
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _request: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Reply<cri::ListPodSandboxMetricsResponse> {
-        stats::list_pod_sandbox_metrics()
+        stats::list_pod_sandbox_metrics(&self.crius).await
     }
 
     async fn stream_pod_sandbox_metrics(

@@ -1,5 +1,6 @@
-//! ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats
-//! (and the stats and metrics RPCs not built yet).
+//! ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats,
+//! ListMetricDescriptors, ListPodSandboxMetrics (and the streaming stats and
+//! metrics RPCs not built yet).
 
 use std::sync::Arc;
 
@@ -72,14 +73,25 @@ pub fn stream_pod_sandbox_stats<T>() -> Reply<T> {
     unimplemented("StreamPodSandboxStats")
 }
 
-/// Not built yet: UNIMPLEMENTED naming the RPC.
-pub fn list_metric_descriptors() -> Reply<cri::ListMetricDescriptorsResponse> {
-    unimplemented("ListMetricDescriptors")
+/// ListMetricDescriptors: the metrics ListPodSandboxMetrics serves.
+pub async fn list_metric_descriptors() -> Reply<cri::ListMetricDescriptorsResponse> {
+    rpc("ListMetricDescriptors", "", async {
+        Ok(cri::ListMetricDescriptorsResponse {
+            descriptors: stats::list_metric_descriptors(),
+        })
+    })
+    .await
 }
 
-/// Not built yet: UNIMPLEMENTED naming the RPC.
-pub fn list_pod_sandbox_metrics() -> Reply<cri::ListPodSandboxMetricsResponse> {
-    unimplemented("ListPodSandboxMetrics")
+/// ListPodSandboxMetrics: every ready pod's and its containers' metrics.
+pub async fn list_pod_sandbox_metrics(
+    crius: &Arc<Crius>,
+) -> Reply<cri::ListPodSandboxMetricsResponse> {
+    rpc("ListPodSandboxMetrics", "", async {
+        let pod_metrics = stats::list_pod_sandbox_metrics(&crius.stats_deps()).await?;
+        Ok(cri::ListPodSandboxMetricsResponse { pod_metrics })
+    })
+    .await
 }
 
 /// Not built yet: UNIMPLEMENTED naming the RPC.

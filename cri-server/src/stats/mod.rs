@@ -1,11 +1,14 @@
 //! CRI stats: what each container and pod uses (CPU, memory, swap,
-//! processes from its cgroup; the writable layer's disk), as containerd
-//! reports them.
+//! processes from its cgroup; the writable layer's disk; the pod's network
+//! from its network namespace), as containerd reports them, and the same
+//! figures as cAdvisor's Prometheus metrics (`metrics`).
 //!
 //! The cgroup driver says where a container's and a pod's cgroups are; the
 //! `cgroups` module reads them. A pod's totals are its cgroup's. A cgroup already gone (an exited and
 //! cleaned-up container) leaves CPU and memory out rather than failing.
 
+pub mod metrics;
+pub mod network;
 mod rate;
 
 use std::collections::HashMap;
@@ -15,13 +18,15 @@ use anyhow::Context;
 use crius_proto::cri;
 
 use crate::cgroups::CgroupDriver;
-use crate::cgroups::{CgroupError, CgroupLayout, CgroupUsage};
+use crate::cgroups::{CgroupDetail, CgroupError, CgroupLayout, CgroupUsage};
 use crate::error::CriError;
 use crate::image::snapshot::Snapshotter;
 use crate::stamp::now_nanos;
 use crate::state::container::ContainerRecord;
 use crate::state::sandbox::{PodRecord, PodState};
 use crate::state::table::Table;
+use metrics::{ContainerSample, FsSample, Labels, OpenFiles};
+use network::InterfaceStats;
 use rate::CpuRates;
 
 /// What stats read, and nothing else: built by the composition root
@@ -67,6 +72,11 @@ impl Sampler {
             .cpu_nanos
             .map(|cpu| self.rates.nano_cores(cgroup, at, cpu));
         Ok(CgroupStats::new(&usage, at, nano_cores))
+    }
+
+    /// `cgroup`'s usage and cAdvisor's further figures, raw.
+    fn read_all(&self, cgroup: &str) -> Result<(CgroupUsage, CgroupDetail), CgroupError> {
+        Ok((self.cgroups.usage(cgroup)?, self.cgroups.detail(cgroup)?))
     }
 }
 
@@ -277,13 +287,199 @@ fn one_pod(
         linux: Some(cri::LinuxPodSandboxStats {
             cpu: totals.cpu,
             memory: totals.memory,
-            network: None,
+            network: pod_interfaces(pod).map(|i| network_usage(&i, now_nanos())),
             process: totals.process,
             containers,
             io: None,
         }),
         windows: None,
     })
+}
+
+/// The pod's interfaces but loopback; `None` for a pod without a network
+/// namespace of its own (host network) or whose namespace cannot be read
+/// (torn down meanwhile: logged, as the rest of its stats still hold).
+fn pod_interfaces(pod: &PodRecord) -> Option<Vec<InterfaceStats>> {
+    let netns = pod.netns.as_deref()?;
+    network::read_netns(netns)
+        .inspect_err(|e| tracing::warn!(pod = %pod.id, "network stats: {e:#}"))
+        .ok()
+}
+
+/// CRI's NetworkUsage: eth0 as the default interface, the others listed.
+fn network_usage(interfaces: &[InterfaceStats], timestamp: i64) -> cri::NetworkUsage {
+    let usage = |i: &InterfaceStats| cri::NetworkInterfaceUsage {
+        name: i.name.clone(),
+        rx_bytes: value(i.rx_bytes),
+        rx_errors: value(i.rx_errors),
+        tx_bytes: value(i.tx_bytes),
+        tx_errors: value(i.tx_errors),
+    };
+    cri::NetworkUsage {
+        timestamp,
+        default_interface: interfaces
+            .iter()
+            .find(|i| i.name == network::DEFAULT_INTERFACE)
+            .map(usage),
+        interfaces: interfaces
+            .iter()
+            .filter(|i| i.name != network::DEFAULT_INTERFACE)
+            .map(usage)
+            .collect(),
+    }
+}
+
+/// ListMetricDescriptors: every metric [`list_pod_sandbox_metrics`] serves.
+pub fn list_metric_descriptors() -> Vec<cri::MetricDescriptor> {
+    metrics::descriptors()
+}
+
+/// ListPodSandboxMetrics: each ready pod's network metrics and each of its
+/// containers' cgroup, process and filesystem metrics, in cAdvisor's terms.
+/// Errors: a cgroup or the writable layers' filesystem unreadable for
+/// another reason than being gone, named.
+pub async fn list_pod_sandbox_metrics(
+    deps: &StatsDeps,
+) -> Result<Vec<cri::PodSandboxMetrics>, CriError> {
+    blocking(deps, |deps| {
+        let containers = deps.containers.list();
+        deps.pods
+            .select(|p| p.state == PodState::Ready)
+            .iter()
+            .map(|pod| pod_metrics(deps, pod, &containers))
+            .collect()
+    })
+    .await
+}
+
+/// The filesystem holding `dir` (a writable layer): its size and inodes,
+/// with `usage_bytes` what the layer uses; `None` when the dir is gone (a
+/// container removed meanwhile).
+fn layer_filesystem(dir: &std::path::Path, usage_bytes: u64) -> Result<Option<FsSample>, CriError> {
+    let fs = match nix::sys::statvfs::statvfs(dir) {
+        Ok(fs) => fs,
+        Err(nix::errno::Errno::ENOENT) => return Ok(None),
+        Err(e) => Err(e).with_context(|| format!("statvfs of {}", dir.display()))?,
+    };
+    Ok(Some(FsSample {
+        usage_bytes,
+        limit_bytes: fs.blocks() as u64 * fs.fragment_size() as u64,
+        inodes_total: fs.files() as u64,
+        inodes_free: fs.files_free() as u64,
+    }))
+}
+
+fn pod_metrics(
+    deps: &StatsDeps,
+    pod: &PodRecord,
+    containers: &[ContainerRecord],
+) -> Result<cri::PodSandboxMetrics, CriError> {
+    let metadata = pod.config.metadata.clone().unwrap_or_default();
+    let pod_labels = Labels {
+        container: metrics::POD_CONTAINER.to_string(),
+        id: deps.cgroups.pod_dir(&pod.cgroup_parent).unwrap_or_default(),
+        image: String::new(),
+        name: pod.id.clone(),
+        namespace: metadata.namespace.clone(),
+        pod: metadata.name.clone(),
+    };
+    let now = now_nanos();
+    let network = pod_interfaces(pod).unwrap_or_default();
+    let container_metrics = containers
+        .iter()
+        .filter(|c| c.pod_id == pod.id)
+        .map(|c| {
+            let cgroup = deps
+                .cgroups
+                .container_dir(&pod.cgroup_parent, &c.id)
+                .with_context(|| format!("cgroup of container {}", c.id))?;
+            let sample = container_sample(deps, c, &cgroup)?;
+            let labels = Labels {
+                container: c
+                    .config
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default(),
+                id: cgroup,
+                image: c
+                    .config
+                    .image
+                    .as_ref()
+                    .map(|i| i.image.clone())
+                    .unwrap_or_default(),
+                name: c.id.clone(),
+                ..pod_labels.clone()
+            };
+            Ok(cri::ContainerMetrics {
+                container_id: c.id.clone(),
+                metrics: metrics::container_metrics(&labels, &sample, now),
+            })
+        })
+        .collect::<Result<_, CriError>>()?;
+    Ok(cri::PodSandboxMetrics {
+        pod_sandbox_id: pod.id.clone(),
+        metrics: metrics::pod_network_metrics(&pod_labels, &network, now),
+        container_metrics,
+    })
+}
+
+fn container_sample(
+    deps: &StatsDeps,
+    record: &ContainerRecord,
+    cgroup: &str,
+) -> Result<ContainerSample, CriError> {
+    let (usage, detail) = deps
+        .sampler
+        .read_all(cgroup)
+        .with_context(|| format!("metrics of container {}", record.id))?;
+    let layer = deps
+        .snapshotter
+        .usage(&record.layer_dir)
+        .with_context(|| format!("disk usage of container {}'s writable layer", record.id))?;
+    let open_files = (!detail.pids.is_empty()).then(|| open_files(&detail.pids));
+    let block_io = detail
+        .block_io
+        .iter()
+        .map(|io| (device_name(io.major, io.minor), *io))
+        .collect();
+    Ok(ContainerSample {
+        block_io,
+        usage,
+        open_files,
+        detail,
+        fs: layer_filesystem(&record.layer_dir, layer.bytes)?,
+        started_at: record.started_at,
+    })
+}
+
+/// A block device's node (`/dev/sda`) from sysfs' `/sys/dev/block/M:m`
+/// link, as cAdvisor names it; `M:m` when sysfs does not know it.
+fn device_name(major: u64, minor: u64) -> String {
+    std::fs::read_link(format!("/sys/dev/block/{major}:{minor}"))
+        .ok()
+        .and_then(|target| Some(format!("/dev/{}", target.file_name()?.to_str()?)))
+        .unwrap_or_else(|| format!("{major}:{minor}"))
+}
+
+/// The descriptors and sockets `pids` hold open (`/proc/<pid>/fd`), as
+/// cAdvisor counts them; a process gone meanwhile counts nothing.
+fn open_files(pids: &[u32]) -> OpenFiles {
+    let mut open = OpenFiles::default();
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            open.file_descriptors += 1;
+            if std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+            {
+                open.sockets += 1;
+            }
+        }
+    }
+    open
 }
 
 #[cfg(test)]
@@ -352,5 +548,38 @@ mod tests {
         // 5 ms of CPU over a bit more than 20 ms: under a quarter core.
         assert!(rate > 0 && rate <= 250_000_000, "{rate}");
         assert!(sampler.sample("/pod/ctr").unwrap().memory.is_none());
+    }
+
+    #[test]
+    fn network_usage_puts_eth0_first() {
+        let iface = |name: &str, rx| InterfaceStats {
+            name: name.into(),
+            rx_bytes: rx,
+            tx_errors: 1,
+            ..InterfaceStats::default()
+        };
+        let usage = network_usage(&[iface("net1", 5), iface("eth0", 9)], 3);
+        assert_eq!(usage.timestamp, 3);
+        let default = usage.default_interface.unwrap();
+        assert_eq!(default.name, "eth0");
+        assert_eq!(default.rx_bytes, value(9));
+        assert_eq!(default.tx_errors, value(1));
+        let others: Vec<_> = usage.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(others, ["net1"]);
+    }
+
+    #[test]
+    fn open_files_counts_this_process_and_its_sockets() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let open = open_files(&[std::process::id()]);
+        assert!(open.sockets >= 1, "{open:?}");
+        // stdin, stdout and stderr at least are no sockets.
+        assert!(open.file_descriptors >= open.sockets + 3, "{open:?}");
+        drop(socket);
+        assert_eq!(
+            open_files(&[u32::MAX]),
+            OpenFiles::default(),
+            "no such process"
+        );
     }
 }
