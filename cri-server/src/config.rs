@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +93,8 @@ pub struct Config {
     pub cni: CniConfig,
     pub streaming: StreamingConfig,
     pub registry: RegistryConfig,
+    /// How images are pulled: `[image]`.
+    pub image: ImagePullConfig,
     /// Images that kubelet's image garbage collection never removes
     /// (reported with `Image.pinned`): image references, normalized
     /// (`busybox` is `docker.io/library/busybox:latest`), `repo@sha256:…`
@@ -157,6 +160,58 @@ pub struct RegistryConfig {
     pub insecure: Vec<String>,
 }
 
+/// The `[image]` table: how layers are transferred. Both keys are
+/// containerd's (its transfer service's `max_concurrent_downloads`, its CRI
+/// images plugin's `image_pull_progress_timeout`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagePullConfig {
+    /// Layers one pull downloads (and unpacks) at a time; at least 1.
+    pub max_concurrent_downloads: usize,
+    /// A pull whose layer receives no byte for this long is cancelled; a
+    /// Go duration as containerd writes it (`"5m0s"`, `"30s"`, `"1m30s"`),
+    /// `"0"` for no limit.
+    #[serde(with = "go_duration")]
+    pub image_pull_progress_timeout: Duration,
+}
+
+impl Default for ImagePullConfig {
+    fn default() -> Self {
+        ImagePullConfig {
+            max_concurrent_downloads: 3,
+            image_pull_progress_timeout: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// Durations as Go's `time.Duration` strings (what containerd's config
+/// takes): a sequence of numbers with units (`h`, `m`, `s`, `ms`, …), or
+/// `"0"`.
+mod go_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        if d.is_zero() {
+            return s.serialize_str("0");
+        }
+        s.serialize_str(&humantime::format_duration(*d).to_string().replace(' ', ""))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "0" {
+            return Ok(Duration::ZERO);
+        }
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration such as \"5m0s\" or \"0\": {e}"
+            ))
+        })
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -169,6 +224,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             streaming: StreamingConfig::default(),
             registry: RegistryConfig::default(),
+            image: ImagePullConfig::default(),
             pinned_images: Vec::new(),
             runtimes: BTreeMap::new(),
         }
@@ -287,6 +343,12 @@ impl Config {
                     });
                 }
             }
+        }
+        if self.image.max_concurrent_downloads == 0 {
+            return Err(ConfigError::Invalid {
+                key: "image.max_concurrent_downloads",
+                message: "0 would download nothing: it must be at least 1".into(),
+            });
         }
         for (name, handler) in &self.runtimes {
             validate_handler(name, handler)?;
@@ -491,6 +553,46 @@ binary = \"/usr/sbin/runc\"",
             let err = parse(toml).unwrap().validate().unwrap_err();
             assert_eq!(err.to_string(), expected);
         }
+    }
+
+    #[test]
+    fn image_pull_settings_parse_as_containerd_writes_them() {
+        let c = Config::default();
+        assert_eq!(c.image.max_concurrent_downloads, 3);
+        assert_eq!(
+            c.image.image_pull_progress_timeout,
+            Duration::from_secs(300)
+        );
+        for (text, expected) in [
+            ("5m0s", Duration::from_secs(300)),
+            ("1m30s", Duration::from_secs(90)),
+            ("2s", Duration::from_secs(2)),
+            ("1500ms", Duration::from_millis(1500)),
+            ("0", Duration::ZERO),
+        ] {
+            let c = parse(&format!(
+                "[image]\nmax_concurrent_downloads = 8\nimage_pull_progress_timeout = \"{text}\"\n"
+            ))
+            .unwrap();
+            assert_eq!(c.image.image_pull_progress_timeout, expected, "{text}");
+            assert_eq!(c.image.max_concurrent_downloads, 8);
+            assert_eq!(parse(&c.to_toml()).unwrap(), c, "{text} round-trips");
+        }
+        let err = parse("[image]\nimage_pull_progress_timeout = \"soon\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("image_pull_progress_timeout")
+                && err.to_string().contains("soon"),
+            "{err}"
+        );
+        let err = parse("[image]\nmax_concurrent_downloads = 0\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("config key image.max_concurrent_downloads: "),
+            "{err}"
+        );
     }
 
     #[test]
