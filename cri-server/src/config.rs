@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +93,8 @@ pub struct Config {
     pub cni: CniConfig,
     pub streaming: StreamingConfig,
     pub registry: RegistryConfig,
+    /// How images are pulled: `[image]`.
+    pub image: ImagePullConfig,
     /// Images that kubelet's image garbage collection never removes
     /// (reported with `Image.pinned`): image references, normalized
     /// (`busybox` is `docker.io/library/busybox:latest`), `repo@sha256:…`
@@ -164,6 +167,88 @@ pub struct RegistryConfig {
     pub config_path: Option<String>,
 }
 
+/// The `[image]` table: how layers are transferred. Both keys are
+/// containerd's (its transfer service's `max_concurrent_downloads`, its CRI
+/// images plugin's `image_pull_progress_timeout`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagePullConfig {
+    /// Layers one pull downloads (and unpacks) at a time; at least 1.
+    pub max_concurrent_downloads: usize,
+    /// A pull whose layer receives no byte for this long is cancelled; a
+    /// Go duration as containerd writes it (`"5m0s"`, `"30s"`, `"1m30s"`),
+    /// `"0"` for no limit.
+    #[serde(with = "go_duration")]
+    pub image_pull_progress_timeout: Duration,
+}
+
+impl Default for ImagePullConfig {
+    fn default() -> Self {
+        ImagePullConfig {
+            max_concurrent_downloads: 3,
+            image_pull_progress_timeout: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// Durations as Go's `time.Duration` strings (what containerd's config
+/// takes): a sequence of numbers with units (`h`, `m`, `s`, `ms`, …), or
+/// `"0"`; written back in seconds (`"300s"`), which Go reads too.
+mod go_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        if d.is_zero() {
+            return s.serialize_str("0");
+        }
+        s.serialize_str(&format!("{}s", d.as_secs_f64()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_go_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A Go duration as containerd reads its config's (`time.ParseDuration`):
+/// decimal numbers with units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`, e.g.
+/// `500ms`, `1m30s`.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration such as \"5s\" or \"1m30s\"");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * seconds;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -176,6 +261,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             streaming: StreamingConfig::default(),
             registry: RegistryConfig::default(),
+            image: ImagePullConfig::default(),
             pinned_images: Vec::new(),
             runtimes: BTreeMap::new(),
         }
@@ -295,6 +381,12 @@ impl Config {
                 }
             }
         }
+        if self.image.max_concurrent_downloads == 0 {
+            return Err(ConfigError::Invalid {
+                key: "image.max_concurrent_downloads",
+                message: "0 would download nothing: it must be at least 1".into(),
+            });
+        }
         for (name, handler) in &self.runtimes {
             validate_handler(name, handler)?;
         }
@@ -347,6 +439,25 @@ fn validate_handler(name: &str, handler: &RuntimeHandlerConfig) -> Result<(), Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations() {
+        for (text, ms) in [
+            ("5s", 5000),
+            ("1m30s", 90_000),
+            ("250ms", 250),
+            ("1.5h", 5_400_000),
+        ] {
+            assert_eq!(
+                parse_go_duration(text).unwrap(),
+                Duration::from_millis(ms),
+                "{text}"
+            );
+        }
+        for text in ["", "5", "s", "5d", "-1s"] {
+            assert!(parse_go_duration(text).is_err(), "{text}");
+        }
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, Path::new("/t.toml"))
@@ -505,6 +616,46 @@ binary = \"/usr/sbin/runc\"",
             let err = parse(toml).unwrap().validate().unwrap_err();
             assert_eq!(err.to_string(), expected);
         }
+    }
+
+    #[test]
+    fn image_pull_settings_parse_as_containerd_writes_them() {
+        let c = Config::default();
+        assert_eq!(c.image.max_concurrent_downloads, 3);
+        assert_eq!(
+            c.image.image_pull_progress_timeout,
+            Duration::from_secs(300)
+        );
+        for (text, expected) in [
+            ("5m0s", Duration::from_secs(300)),
+            ("1m30s", Duration::from_secs(90)),
+            ("2s", Duration::from_secs(2)),
+            ("1500ms", Duration::from_millis(1500)),
+            ("0", Duration::ZERO),
+        ] {
+            let c = parse(&format!(
+                "[image]\nmax_concurrent_downloads = 8\nimage_pull_progress_timeout = \"{text}\"\n"
+            ))
+            .unwrap();
+            assert_eq!(c.image.image_pull_progress_timeout, expected, "{text}");
+            assert_eq!(c.image.max_concurrent_downloads, 8);
+            assert_eq!(parse(&c.to_toml()).unwrap(), c, "{text} round-trips");
+        }
+        let err = parse("[image]\nimage_pull_progress_timeout = \"soon\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("image_pull_progress_timeout")
+                && err.to_string().contains("soon"),
+            "{err}"
+        );
+        let err = parse("[image]\nmax_concurrent_downloads = 0\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("config key image.max_concurrent_downloads: "),
+            "{err}"
+        );
     }
 
     #[test]

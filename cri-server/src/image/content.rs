@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OwnedMutexGuard;
 
 use super::reference::is_sha256_hex;
+use super::unpack::unpack_layer_stream;
 use super::ImageError;
 
 pub struct Content {
@@ -95,6 +96,16 @@ impl Content {
         self.commit(&tmp, &path)
     }
 
+    /// Where the layer with this chain ID is unpacked: a fresh dir under
+    /// `tmp/`, moved to the layer's own once whole. The caller holds the
+    /// chain ID's lock.
+    pub fn layer_unpacker(&self, chain_id: &str) -> LayerUnpacker {
+        LayerUnpacker {
+            tmp: self.temp_path(chain_id),
+            dest: self.layer_path(chain_id),
+        }
+    }
+
     /// Moves a finished blob file or layer dir from `tmp/` to its final path.
     pub fn commit(&self, tmp: &Path, path: &Path) -> Result<(), ImageError> {
         fs::rename(tmp, path).map_err(|e| {
@@ -136,6 +147,54 @@ impl Content {
             }
         }
         Ok(removed)
+    }
+}
+
+/// One layer's unpacking, owned, so that it can run on a blocking thread.
+pub struct LayerUnpacker {
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl LayerUnpacker {
+    /// Unpacks a layer blob read from `blob` as it arrives (blocking: run it
+    /// off the async threads) and moves it in place once `blob` has ended
+    /// and the uncompressed tar's digest is `diff_id`. On any error, a read
+    /// error of `blob` included, the half-unpacked dir is removed before
+    /// this returns: nothing half-written stays. `layer_digest` (the blob's)
+    /// names the layer in errors.
+    pub fn run(
+        self,
+        blob: impl io::Read,
+        layer_digest: &str,
+        diff_id: &str,
+    ) -> Result<(), ImageError> {
+        fs::create_dir(&self.tmp)
+            .map_err(|e| ImageError::io(format!("creating {}", self.tmp.display()), e))?;
+        let result = match unpack_layer_stream(blob, &self.tmp) {
+            Ok(actual) if actual == diff_id => fs::rename(&self.tmp, &self.dest).map_err(|e| {
+                ImageError::io(
+                    format!("moving {} to {}", self.tmp.display(), self.dest.display()),
+                    e,
+                )
+            }),
+            Ok(actual) => Err(ImageError::DigestMismatch {
+                what: format!("uncompressed layer {layer_digest}"),
+                expected: diff_id.to_string(),
+                actual,
+            }),
+            Err(source) => Err(ImageError::Unpack {
+                digest: layer_digest.to_string(),
+                source,
+            }),
+        };
+        if result.is_err() {
+            // What cannot be removed now goes at the next start (`open`).
+            if let Err(e) = fs::remove_dir_all(&self.tmp) {
+                tracing::warn!(dir = %self.tmp.display(), error = %e, "removing a half-unpacked layer");
+            }
+        }
+        result
     }
 }
 

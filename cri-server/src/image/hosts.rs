@@ -35,8 +35,6 @@ const HOSTS_FILE: &str = "hosts.toml";
 /// The directory for every registry host without one of its own.
 const DEFAULT_DIR: &str = "_default";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Time without a byte from the registry before a transfer is given up.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What an endpoint may be asked for (hosts.toml `capabilities`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +164,7 @@ impl Endpoint {
 
 /// An HTTP client for registries: plain HTTP, or HTTPS trusting the
 /// system's roots plus `ca` (nothing at all with `skip_verify`), connecting
-/// within `dial_timeout` (15 s by default). A pull's credentials are given
+/// within `dial_timeout` (15 s by default), without a read timeout. A pull's credentials are given
 /// per request, and a client keeps the first it sees for a host.
 pub fn http_client(
     plain_http: bool,
@@ -193,7 +191,9 @@ pub fn http_client(
             })
             .collect(),
         connect_timeout: Some(dial_timeout.unwrap_or(CONNECT_TIMEOUT)),
-        read_timeout: Some(READ_TIMEOUT),
+        // No read timeout: a transfer that stalls is the pull's
+        // `image_pull_progress_timeout` to cancel (a client's would cut it
+        // short, and keep `0` from meaning no limit).
         ..ClientConfig::default()
     })
     .map_err(|e| format!("building the HTTP client: {e}"))
@@ -507,8 +507,9 @@ fn apply(endpoint: &mut Endpoint, fields: HostFields, file: &Path) -> Result<(),
         );
     }
     if let Some(timeout) = fields.dial_timeout {
-        endpoint.dial_timeout =
-            Some(parse_go_duration(&timeout).map_err(|e| format!("dial_timeout: {e}"))?);
+        endpoint.dial_timeout = Some(
+            crate::config::parse_go_duration(&timeout).map_err(|e| format!("dial_timeout: {e}"))?,
+        );
     }
     Ok(())
 }
@@ -523,40 +524,6 @@ fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         return Err(format!("ca {}: no PEM certificate in it", path.display()));
     }
     Ok(certs)
-}
-
-/// A Go duration as containerd reads `dial_timeout` (`time.ParseDuration`):
-/// decimal numbers with units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`, e.g.
-/// `500ms`, `1m30s`.
-fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration such as \"5s\" or \"1m30s\"");
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += value * seconds;
-        rest = &rest[unit_len..];
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 #[cfg(test)]
@@ -906,24 +873,5 @@ mod tests {
             err.contains("client.cert") && err.contains("client certificates"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn go_durations() {
-        for (text, ms) in [
-            ("5s", 5000),
-            ("1m30s", 90_000),
-            ("250ms", 250),
-            ("1.5h", 5_400_000),
-        ] {
-            assert_eq!(
-                parse_go_duration(text).unwrap(),
-                Duration::from_millis(ms),
-                "{text}"
-            );
-        }
-        for text in ["", "5", "s", "5d", "-1s"] {
-            assert!(parse_go_duration(text).is_err(), "{text}");
-        }
     }
 }

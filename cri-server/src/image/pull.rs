@@ -3,17 +3,32 @@
 //! platform), the config and the layers, each verified against its digest
 //! before it lands, each layer unpacked once under its chain ID.
 //!
+//! Layers are downloaded `max_concurrent_downloads` at a time and unpacked
+//! as their bytes arrive: the HTTP body feeds a blocking thread that
+//! decompresses and untars it into `tmp/`, while the compressed bytes are
+//! hashed; the layer moves in place only when the blob's digest and the
+//! tar's (the diff ID) both match. The compressed blob is not kept (as
+//! containerd's `discard_unpacked_layers`). A layer already unpacked (by
+//! chain ID) is not downloaded again, and a pull that needs a layer another
+//! pull is bringing in waits for it. A layer that receives no byte for
+//! `image_pull_progress_timeout` fails the pull; the first failing layer
+//! stops the others, and each removes its half-unpacked dir before the
+//! pull returns.
+//!
 //! Endpoints: as [`super::hosts`] lists them for the registry host (a
 //! `hosts.toml`, the config's mirrors, the host itself), those whose
 //! capabilities serve the reference. The first endpoint that has the
 //! manifest serves every blob of the image.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::future::Future;
+use std::io;
+use std::time::{Duration, Instant};
 
-use futures_util::{StreamExt, TryStreamExt};
+use bytes::{Buf, Bytes};
+use futures_util::{Stream, StreamExt};
 use oci_client::client::LayerDescriptor;
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
     OCI_IMAGE_MEDIA_TYPE,
@@ -21,14 +36,16 @@ use oci_client::manifest::{
 pub use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::content::{chain_ids, sha256_digest, Content};
 use super::hosts::{endpoints, http_client, Endpoint};
 use super::reference::{validate_digest, Reference};
 use super::store::ImageConfig;
-use super::unpack::unpack_layer_blob;
 use super::ImageError;
-use crate::config::RegistryConfig;
+use crate::config::{ImagePullConfig, RegistryConfig};
 
 const ACCEPTED_MANIFESTS: &[&str] = &[
     OCI_IMAGE_MEDIA_TYPE,
@@ -36,8 +53,31 @@ const ACCEPTED_MANIFESTS: &[&str] = &[
     IMAGE_MANIFEST_MEDIA_TYPE,
     IMAGE_MANIFEST_LIST_MEDIA_TYPE,
 ];
-/// Layers fetched and unpacked at once, per pull.
-const CONCURRENT_LAYERS: usize = 3;
+/// How often a layer's progress is logged while it downloads.
+const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Chunks of a layer's body (a few KiB to 64 KiB each) buffered between the
+/// download and the unpacking thread.
+const FEED_DEPTH: usize = 64;
+
+/// How a pull transfers layers: the config's `[image]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullOptions {
+    /// Layers downloaded and unpacked at once; at least 1.
+    pub max_concurrent_downloads: usize,
+    /// How long a layer may receive no byte (and a manifest or config take
+    /// to arrive whole) before the pull is cancelled; None: no limit.
+    pub progress_timeout: Option<Duration>,
+}
+
+impl From<&ImagePullConfig> for PullOptions {
+    fn from(c: &ImagePullConfig) -> PullOptions {
+        PullOptions {
+            max_concurrent_downloads: c.max_concurrent_downloads.max(1),
+            progress_timeout: (!c.image_pull_progress_timeout.is_zero())
+                .then_some(c.image_pull_progress_timeout),
+        }
+    }
+}
 
 /// What a pull brought into the content store.
 #[derive(Debug, Clone)]
@@ -51,7 +91,8 @@ pub struct PulledImage {
     pub chain_ids: Vec<String>,
     /// Compressed layers plus the config, as the registry serves them.
     pub size: u64,
-    /// Every blob of the image: manifests, config, layers.
+    /// Every blob of the image kept in the content store: manifests and
+    /// config (layers are kept unpacked only).
     pub blobs: Vec<String>,
 }
 
@@ -89,13 +130,21 @@ impl Puller {
         })
     }
 
+    /// Pulls the image `reference` names into `content`. Errors: NotFound
+    /// when no endpoint has it; Pull for a transfer that failed or made no
+    /// progress for `options.progress_timeout`, a bad manifest or config;
+    /// DigestMismatch, Unpack, Io for content that does not land.
     pub async fn pull(
         &self,
         reference: &Reference,
         auth: &RegistryAuth,
         content: &Content,
+        options: &PullOptions,
     ) -> Result<PulledImage, ImageError> {
-        let source = self.resolve(reference, auth).await?;
+        let limit = options.progress_timeout;
+        let source = within(limit, self.resolve(reference, auth))
+            .await
+            .unwrap_or_else(|| Err(stalled(reference, "the manifest", limit)))?;
         let mut blobs = vec![source.top_digest.clone()];
         content.write_blob(&source.top_digest, &source.top_bytes)?;
 
@@ -103,7 +152,11 @@ impl Puller {
             Manifest::Image(_) => source.top_bytes.clone(),
             Manifest::Index(entries) => {
                 let digest = pick_platform(reference, &entries)?;
-                let bytes = source.manifest(&digest, auth).await?;
+                let bytes = within(limit, source.manifest(&digest, auth))
+                    .await
+                    .unwrap_or_else(|| {
+                        Err(stalled(reference, &format!("manifest {digest}"), limit))
+                    })?;
                 content.write_blob(&digest, &bytes)?;
                 blobs.push(digest);
                 bytes
@@ -116,10 +169,13 @@ impl Puller {
             validate_digest(&descriptor.digest).map_err(|r| pull_err(reference, r))?;
         }
 
-        let config_path = source.fetch_blob(&manifest.config, content).await?;
-        let config_bytes = tokio::fs::read(&config_path)
+        let config_bytes = within(limit, source.config_blob(&manifest.config))
             .await
-            .map_err(|e| ImageError::io(format!("reading {}", config_path.display()), e))?;
+            .unwrap_or_else(|| {
+                let what = format!("config {}", manifest.config.digest);
+                Err(stalled(reference, &what, limit))
+            })?;
+        content.write_blob(&manifest.config.digest, &config_bytes)?;
         let (config, diff_ids) = ImageConfig::from_oci_json(&config_bytes)
             .map_err(|e| pull_err(reference, format!("image config: {e}")))?;
         if diff_ids.len() != manifest.layers.len() {
@@ -140,22 +196,40 @@ impl Puller {
         // Each layer is unpacked into its own dir, so layers need no order.
         // (The futures are made first: a closure inside the stream would not
         // be general enough over lifetimes for a spawned task.)
+        let cancel = CancellationToken::new();
         let layer_fetches: Vec<_> = manifest
             .layers
             .iter()
             .zip(&diff_ids)
             .zip(&chain_ids)
             .map(|((descriptor, diff_id), chain_id)| {
-                source.fetch_layer(descriptor, diff_id, chain_id, content)
+                let layer = LayerJob {
+                    digest: &descriptor.digest,
+                    size: descriptor.size,
+                    diff_id,
+                    chain_id,
+                };
+                source.fetch_layer(descriptor, layer, content, options, &cancel)
             })
             .collect();
-        futures_util::stream::iter(layer_fetches)
-            .buffer_unordered(CONCURRENT_LAYERS)
-            .try_collect::<Vec<()>>()
-            .await?;
+        // Every layer's future runs to its end (the others cancelled after
+        // the first error), so that none leaves a half-unpacked dir behind
+        // when the pull returns.
+        let mut results = futures_util::stream::iter(layer_fetches)
+            .buffer_unordered(options.max_concurrent_downloads.max(1));
+        let mut first_error = None;
+        while let Some(result) = results.next().await {
+            if let Err(e) = result {
+                cancel.cancel();
+                first_error.get_or_insert(e);
+            }
+        }
+        drop(results);
+        if let Some(e) = first_error {
+            return Err(e);
+        }
 
         blobs.push(manifest.config.digest.clone());
-        blobs.extend(manifest.layers.iter().map(|l| l.digest.clone()));
         let size = manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
         Ok(PulledImage {
             manifest_digest: source.top_digest,
@@ -373,81 +447,64 @@ impl Source<'_> {
         Ok(bytes.to_vec())
     }
 
-    /// The blob's path in the content store, downloading it when absent.
-    /// oci-client checks the bytes against the digest as they stream in; the
-    /// file is renamed into place only when they match.
-    async fn fetch_blob(
-        &self,
-        descriptor: &Descriptor,
-        content: &Content,
-    ) -> Result<PathBuf, ImageError> {
-        let digest = &descriptor.digest;
-        let _guard = content.lock(digest).await;
-        let path = content.blob_path(digest);
-        if path.exists() {
-            return Ok(path);
-        }
-        let tmp = content.temp_path(digest);
-        let file = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| ImageError::io(format!("creating {}", tmp.display()), e))?;
-        let layer = LayerDescriptor {
-            digest,
+    /// The image config's bytes (small: read whole), checked against its
+    /// digest by oci-client as they arrive.
+    async fn config_blob(&self, descriptor: &Descriptor) -> Result<Vec<u8>, ImageError> {
+        let blob = LayerDescriptor {
+            digest: &descriptor.digest,
             urls: &descriptor.urls,
         };
-        let started = std::time::Instant::now();
-        if let Err(e) = self.client.pull_blob(&self.blob_ref(), &layer, file).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(self.fail(format!("blob {digest}"), &e));
-        }
-        tracing::debug!(%digest, size = descriptor.size, elapsed = ?started.elapsed(), "blob fetched");
-        content.commit(&tmp, &path)?;
-        Ok(path)
+        let mut bytes = Vec::new();
+        self.client
+            .pull_blob(&self.blob_ref(), &blob, &mut bytes)
+            .await
+            .map_err(|e| self.fail(format!("config {}", descriptor.digest), &e))?;
+        Ok(bytes)
     }
 
-    /// Makes sure the layer with this chain ID is unpacked.
+    /// Makes sure the layer with this chain ID is unpacked: present, it is
+    /// skipped; being brought in by another pull, this waits for it (and
+    /// then finds it, or tries itself when that pull failed).
     async fn fetch_layer(
         &self,
         descriptor: &Descriptor,
-        diff_id: &str,
-        chain_id: &str,
+        layer: LayerJob<'_>,
         content: &Content,
+        options: &PullOptions,
+        cancel: &CancellationToken,
     ) -> Result<(), ImageError> {
-        let _guard = content.lock(chain_id).await;
-        let layer_dir = content.layer_path(chain_id);
-        if layer_dir.exists() {
+        let _guard = tokio::select! {
+            guard = content.lock(layer.chain_id) => guard,
+            () = cancel.cancelled() => return Err(cancelled(self.reference)),
+        };
+        if cancel.is_cancelled() {
+            return Err(cancelled(self.reference));
+        }
+        if content.layer_path(layer.chain_id).exists() {
+            tracing::debug!(reference = %self.reference, layer = %layer.digest, "layer present");
             return Ok(());
         }
-        let blob = self.fetch_blob(descriptor, content).await?;
-        let tmp = content.temp_path(chain_id);
-        let unpack_into = tmp.clone();
-        let layer_digest = descriptor.digest.clone();
-        let started = std::time::Instant::now();
-        let unpacked = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir(&unpack_into)
-                .map_err(|e| ImageError::io(format!("creating {}", unpack_into.display()), e))?;
-            unpack_layer_blob(&blob, &unpack_into).map_err(|source| ImageError::Unpack {
-                digest: layer_digest,
-                source,
-            })
-        })
-        .await
-        .map_err(|e| ImageError::io("unpacking a layer", std::io::Error::other(e)))?;
-        let result = match unpacked {
-            Ok(actual) if actual == diff_id => content.commit(&tmp, &layer_dir),
-            Ok(actual) => Err(ImageError::DigestMismatch {
-                what: format!("uncompressed layer {}", descriptor.digest),
-                expected: diff_id.to_string(),
-                actual,
-            }),
-            Err(e) => Err(e),
+        let blob = LayerDescriptor {
+            digest: layer.digest,
+            urls: &descriptor.urls,
         };
-        if result.is_err() {
-            let _ = tokio::fs::remove_dir_all(&tmp).await;
-        } else {
-            tracing::debug!(layer = %descriptor.digest, %chain_id, elapsed = ?started.elapsed(), "layer unpacked");
-        }
-        result
+        let limit = options.progress_timeout;
+        let started = Instant::now();
+        let body = match within(limit, self.client.pull_blob_stream(&self.blob_ref(), &blob)).await
+        {
+            Some(body) => body.map_err(|e| self.fail(format!("layer {}", layer.digest), &e))?,
+            None => {
+                let what = format!(
+                    "layer {} (0 of {} bytes received)",
+                    layer.digest, layer.size
+                );
+                return Err(stalled(self.reference, &what, limit));
+            }
+        };
+        stream_layer(self.reference, body, &layer, content, options, cancel).await?;
+        tracing::debug!(reference = %self.reference, layer = %layer.digest, chain_id = %layer.chain_id,
+            elapsed = ?started.elapsed(), "layer pulled and unpacked");
+        Ok(())
     }
 
     fn fail(&self, what: String, e: &OciDistributionError) -> ImageError {
@@ -462,6 +519,221 @@ fn pull_err(reference: &Reference, detail: impl Into<String>) -> ImageError {
     ImageError::Pull {
         reference: reference.to_string(),
         detail: detail.into(),
+    }
+}
+
+/// `fut`'s output, or None when `limit` passed first.
+async fn within<F: Future>(limit: Option<Duration>, fut: F) -> Option<F::Output> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+/// `what` got no byte for `limit` (only a limit passes).
+fn stalled(reference: &Reference, what: &str, limit: Option<Duration>) -> ImageError {
+    let limit = limit.unwrap_or_default();
+    pull_err(
+        reference,
+        format!(
+            "{what} made no progress for {limit:?} (image_pull_progress_timeout): pull cancelled"
+        ),
+    )
+}
+
+/// What a layer still waiting or running returns once another has failed
+/// the pull (never what the pull returns: the first error is).
+fn cancelled(reference: &Reference) -> ImageError {
+    pull_err(reference, "cancelled: another layer failed")
+}
+
+/// One layer of a pull.
+#[derive(Debug, Clone, Copy)]
+struct LayerJob<'a> {
+    /// The compressed blob's digest, as the manifest lists it.
+    digest: &'a str,
+    /// The blob's size in bytes from the manifest; 0 when it gives none.
+    size: u64,
+    diff_id: &'a str,
+    chain_id: &'a str,
+}
+
+/// What the download hands the unpacking thread.
+enum Feed {
+    Data(Bytes),
+    /// The whole blob arrived and its digest matched.
+    End,
+}
+
+/// The unpacking thread's side of the feed: the body's bytes as they
+/// arrive. A feed that closes without [`Feed::End`] (the download failed or
+/// was cancelled) is a read error, so that nothing is moved in place.
+struct FeedReader {
+    feed: mpsc::Receiver<Feed>,
+    chunk: Bytes,
+    ended: bool,
+}
+
+impl io::Read for FeedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if !self.chunk.is_empty() {
+                let n = buf.len().min(self.chunk.len());
+                buf[..n].copy_from_slice(&self.chunk[..n]);
+                self.chunk.advance(n);
+                return Ok(n);
+            }
+            if self.ended {
+                return Ok(0);
+            }
+            match self.feed.blocking_recv() {
+                Some(Feed::Data(chunk)) => self.chunk = chunk,
+                Some(Feed::End) => self.ended = true,
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the layer's download stopped",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Why the download side of a layer stopped.
+enum FeedError {
+    /// The unpacking thread stopped reading: its error says why.
+    Unpacker,
+    Failed(ImageError),
+}
+
+/// Downloads one layer's body (`chunks`) while a blocking thread unpacks
+/// it into the content store; returns once the layer is in place, or, on
+/// error, once its half-unpacked dir is gone. The compressed bytes must
+/// hash to `layer.digest` and not exceed `layer.size`; a body that yields
+/// nothing for `options.progress_timeout` fails with an error naming the
+/// layer, the timeout and the bytes received. The download stops early
+/// when `cancel` fires.
+async fn stream_layer<S>(
+    reference: &Reference,
+    chunks: S,
+    layer: &LayerJob<'_>,
+    content: &Content,
+    options: &PullOptions,
+    cancel: &CancellationToken,
+) -> Result<(), ImageError>
+where
+    S: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    let (feed, received) = mpsc::channel(FEED_DEPTH);
+    let unpacker = content.layer_unpacker(layer.chain_id);
+    let (digest, diff_id) = (layer.digest.to_string(), layer.diff_id.to_string());
+    let unpacking = tokio::task::spawn_blocking(move || {
+        let reader = FeedReader {
+            feed: received,
+            chunk: Bytes::new(),
+            ended: false,
+        };
+        unpacker.run(reader, &digest, &diff_id)
+    });
+    // `feed` is moved in and dropped when the download ends, which the
+    // unpacking thread sees: it is awaited only after.
+    let fed = download(reference, chunks, feed, layer, options, cancel).await;
+    let unpacked = unpacking
+        .await
+        .map_err(|e| ImageError::io("unpacking a layer", io::Error::other(e)))?;
+    match fed {
+        Ok(()) | Err(FeedError::Unpacker) => unpacked,
+        Err(FeedError::Failed(e)) => Err(e),
+    }
+}
+
+/// The download side of [`stream_layer`].
+async fn download<S>(
+    reference: &Reference,
+    mut chunks: S,
+    feed: mpsc::Sender<Feed>,
+    layer: &LayerJob<'_>,
+    options: &PullOptions,
+    cancel: &CancellationToken,
+) -> Result<(), FeedError>
+where
+    S: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    let failed = |detail: String| {
+        FeedError::Failed(pull_err(
+            reference,
+            format!("layer {}: {detail}", layer.digest),
+        ))
+    };
+    let mut hasher = Sha256::new();
+    let mut done: u64 = 0;
+    let mut logged = Instant::now();
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(FeedError::Failed(cancelled(reference))),
+            next = within(options.progress_timeout, chunks.next()) => next,
+        };
+        let chunk = match next {
+            None => {
+                let what = format!(
+                    "layer {} ({done} of {} bytes received)",
+                    layer.digest, layer.size
+                );
+                return Err(FeedError::Failed(stalled(
+                    reference,
+                    &what,
+                    options.progress_timeout,
+                )));
+            }
+            Some(None) => break,
+            Some(Some(Ok(chunk))) => chunk,
+            Some(Some(Err(e))) => {
+                return Err(match digest_mismatch(&e) {
+                    Some((expected, actual)) => FeedError::Failed(ImageError::DigestMismatch {
+                        what: format!("layer of {reference}"),
+                        expected,
+                        actual,
+                    }),
+                    None => failed(error_chain(&e)),
+                })
+            }
+        };
+        done += chunk.len() as u64;
+        if layer.size > 0 && done > layer.size {
+            return Err(failed(format!(
+                "the registry sent more than the manifest's {} bytes",
+                layer.size
+            )));
+        }
+        hasher.update(&chunk);
+        if feed.send(Feed::Data(chunk)).await.is_err() {
+            return Err(FeedError::Unpacker);
+        }
+        if logged.elapsed() >= PROGRESS_LOG_INTERVAL {
+            logged = Instant::now();
+            tracing::info!(%reference, layer = %layer.digest, done, total = layer.size, "pulling layer");
+        }
+    }
+    let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+    if actual != layer.digest {
+        return Err(FeedError::Failed(ImageError::DigestMismatch {
+            what: format!("layer of {reference}"),
+            expected: layer.digest.to_string(),
+            actual,
+        }));
+    }
+    feed.send(Feed::End).await.map_err(|_| FeedError::Unpacker)
+}
+
+/// oci-client's own check of a blob's digest, failed: expected and actual.
+fn digest_mismatch(e: &io::Error) -> Option<(String, String)> {
+    match e.get_ref()?.downcast_ref::<DigestError>()? {
+        DigestError::VerificationError { expected, actual } => {
+            Some((expected.clone(), actual.clone()))
+        }
+        _ => None,
     }
 }
 
@@ -742,6 +1014,215 @@ mod tests {
             err.contains("linux/s390x") && err.contains("busybox"),
             "{err}"
         );
+    }
+
+    /// A gzip layer holding `file` with `text`: the blob, its digest and
+    /// its diff ID.
+    fn gzip_layer(text: &[u8]) -> (Vec<u8>, String, String) {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_path("file").unwrap();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append(&header, text).unwrap();
+        let tar = tar.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let blob = gz.finish().unwrap();
+        let digest = sha256_digest(&blob);
+        (blob, digest, sha256_digest(&tar))
+    }
+
+    /// The blob as a body of 1 KiB chunks.
+    fn chunks(blob: &[u8]) -> Vec<io::Result<Bytes>> {
+        blob.chunks(1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect()
+    }
+
+    fn is_root() -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        eprintln!("skipping: unpacking layers needs root (chown)");
+        false
+    }
+
+    /// Streams `body` as the layer `(digest, size, diff_id)` into a fresh
+    /// content store: the result and what the store holds after (layer
+    /// dirs, tmp entries).
+    async fn stream(
+        body: impl Stream<Item = io::Result<Bytes>> + Unpin,
+        digest: &str,
+        size: u64,
+        diff_id: &str,
+        options: PullOptions,
+        cancel: &CancellationToken,
+    ) -> (Result<(), ImageError>, Vec<String>, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let content = Content::open(dir.path()).unwrap();
+        let reference = Reference::parse("127.0.0.1:5000/crius/layered:1").unwrap();
+        let layer = LayerJob {
+            digest,
+            size,
+            diff_id,
+            chain_id: diff_id,
+        };
+        let result = stream_layer(&reference, body, &layer, &content, &options, cancel).await;
+        let names = |sub: &str| -> Vec<String> {
+            std::fs::read_dir(dir.path().join(sub))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        if result.is_ok() {
+            let unpacked = content.layer_path(diff_id).join("file");
+            assert!(unpacked.is_file(), "{}", unpacked.display());
+        }
+        (result, names("layers"), names("tmp"))
+    }
+
+    const OPTIONS: PullOptions = PullOptions {
+        max_concurrent_downloads: 3,
+        progress_timeout: Some(Duration::from_millis(300)),
+    };
+
+    #[tokio::test]
+    async fn a_layer_is_unpacked_as_it_streams_in() {
+        if !is_root() {
+            return;
+        }
+        let (blob, digest, diff_id) = gzip_layer(&[7; 50_000]);
+        let body = futures_util::stream::iter(chunks(&blob));
+        let never = CancellationToken::new();
+        let (result, layers, tmp) =
+            stream(body, &digest, blob.len() as u64, &diff_id, OPTIONS, &never).await;
+        result.unwrap();
+        assert_eq!(layers, [diff_id.trim_start_matches("sha256:")]);
+        assert!(tmp.is_empty(), "{tmp:?}");
+    }
+
+    #[tokio::test]
+    async fn a_corrupted_layer_is_refused_and_nothing_stays() {
+        if !is_root() {
+            return;
+        }
+        let (blob, digest, diff_id) = gzip_layer(b"original");
+        let (other, _, _) = gzip_layer(b"tampered");
+        let never = CancellationToken::new();
+        // The blob differs from its digest; the blob is right but its tar
+        // is not the config's diff ID.
+        let wrong_diff_id = sha256_digest(b"another tar");
+        for (body, diff_id, what) in [
+            (&other, &diff_id, "layer of"),
+            (&blob, &wrong_diff_id, "uncompressed layer"),
+        ] {
+            let stream_of = futures_util::stream::iter(chunks(body));
+            let (result, layers, tmp) =
+                stream(stream_of, &digest, 0, diff_id, OPTIONS, &never).await;
+            let err = result.unwrap_err();
+            assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+            assert!(err.to_string().contains(what), "{err}");
+            assert!(layers.is_empty() && tmp.is_empty(), "{layers:?} {tmp:?}");
+        }
+        // oci-client's own check failing at the end of the body.
+        let verification = io::Error::other(DigestError::VerificationError {
+            expected: digest.clone(),
+            actual: sha256_digest(b"x"),
+        });
+        let body = futures_util::stream::iter(chunks(&blob))
+            .chain(futures_util::stream::iter([Err(verification)]));
+        let (result, layers, tmp) = stream(body, &digest, 0, &diff_id, OPTIONS, &never).await;
+        let err = result.unwrap_err();
+        assert!(
+            matches!(&err, ImageError::DigestMismatch { expected, .. } if *expected == digest),
+            "{err}"
+        );
+        assert!(layers.is_empty() && tmp.is_empty(), "{layers:?} {tmp:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_layer_is_cancelled_by_the_progress_timeout_naming_it() {
+        if !is_root() {
+            return;
+        }
+        let (blob, digest, diff_id) = gzip_layer(&[1; 200_000]);
+        let half = chunks(&blob[..blob.len() / 2]);
+        let sent: usize = blob.len() / 2;
+        let body = futures_util::stream::iter(half).chain(futures_util::stream::pending());
+        let never = CancellationToken::new();
+        let started = Instant::now();
+        let (result, layers, tmp) =
+            stream(body, &digest, blob.len() as u64, &diff_id, OPTIONS, &never).await;
+        let err = result.unwrap_err().to_string();
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(
+            err.contains(&format!(
+                "layer {digest} ({sent} of {} bytes received)",
+                blob.len()
+            )) && err.contains("no progress for 300ms (image_pull_progress_timeout)"),
+            "{err}"
+        );
+        assert!(layers.is_empty() && tmp.is_empty(), "{layers:?} {tmp:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_cancelled_download_leaves_nothing() {
+        if !is_root() {
+            return;
+        }
+        let (blob, digest, diff_id) = gzip_layer(&[2; 100_000]);
+        let half = || chunks(&blob[..blob.len() / 2]);
+        let never = CancellationToken::new();
+        // The connection breaks mid-body.
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        let body =
+            futures_util::stream::iter(half()).chain(futures_util::stream::iter([Err(reset)]));
+        let (result, layers, tmp) = stream(body, &digest, 0, &diff_id, OPTIONS, &never).await;
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains(&format!("layer {digest}: ")), "{err}");
+        assert!(layers.is_empty() && tmp.is_empty(), "{layers:?} {tmp:?}");
+        // More than the manifest's size.
+        let body = futures_util::stream::iter(chunks(&blob));
+        let (result, layers, tmp) = stream(body, &digest, 1000, &diff_id, OPTIONS, &never).await;
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("more than the manifest's 1000 bytes"), "{err}");
+        assert!(layers.is_empty() && tmp.is_empty(), "{layers:?} {tmp:?}");
+        // Another layer failed: this one stops though its body stalls, and
+        // no timeout applies.
+        let cancel = CancellationToken::new();
+        let body = futures_util::stream::iter(half()).chain(futures_util::stream::pending());
+        let no_limit = PullOptions {
+            progress_timeout: None,
+            ..OPTIONS
+        };
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            trigger.cancel();
+        });
+        let (result, layers, tmp) = stream(body, &digest, 0, &diff_id, no_limit, &cancel).await;
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("cancelled"), "{err}");
+        assert!(layers.is_empty() && tmp.is_empty(), "{layers:?} {tmp:?}");
+    }
+
+    #[test]
+    fn options_come_from_the_config() {
+        let mut config = ImagePullConfig::default();
+        assert_eq!(
+            PullOptions::from(&config),
+            PullOptions {
+                max_concurrent_downloads: 3,
+                progress_timeout: Some(Duration::from_secs(300)),
+            }
+        );
+        config.image_pull_progress_timeout = Duration::ZERO;
+        assert_eq!(PullOptions::from(&config).progress_timeout, None);
     }
 
     #[test]

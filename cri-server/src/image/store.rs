@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::content::Content;
 use super::pinned::PinnedImages;
-use super::pull::{Puller, RegistryAuth};
+use super::pull::{PullOptions, Puller, RegistryAuth};
 use super::reference::Reference;
 use super::snapshot::Snapshotter;
 use super::volume::Views;
@@ -130,6 +130,8 @@ pub struct ImageStore {
     content: Content,
     state: Store,
     puller: Puller,
+    /// `[image]`: concurrent layer downloads, the progress timeout.
+    pull_options: PullOptions,
     pinned: PinnedImages,
     index: RwLock<BTreeMap<String, ImageRecord>>,
     /// `<state>/image-volumes`: one view dir an image that containers mount.
@@ -167,6 +169,7 @@ impl ImageStore {
             content,
             state,
             puller: Puller::new(config.registry.clone()).map_err(ImageError::Client)?,
+            pull_options: PullOptions::from(&config.image),
             pinned,
             index: RwLock::new(index),
             volumes_dir: config.state.join("image-volumes"),
@@ -190,7 +193,9 @@ impl ImageStore {
 
     /// Pulls an image and records it under the reference's tag and digest.
     /// Pulls of one reference run one at a time; the second finds the
-    /// content in place and only re-checks the manifest.
+    /// content in place and only re-checks the manifest. Pulls of one image
+    /// by other references share its layers (each brought in once, see
+    /// `pull`).
     pub async fn pull(
         &self,
         image_ref: &str,
@@ -200,7 +205,10 @@ impl ImageStore {
         let _no_gc = self.gc.read().await;
         let _pulling = self.content.lock(&reference.to_string()).await;
         let started = std::time::Instant::now();
-        let pulled = self.puller.pull(&reference, auth, &self.content).await?;
+        let pulled = self
+            .puller
+            .pull(&reference, auth, &self.content, &self.pull_options)
+            .await?;
         tracing::info!(%reference, id = %pulled.config_digest, elapsed = ?started.elapsed(), "pulled");
         let repo_digest = reference.repo_digest(&pulled.manifest_digest);
         self.record(ImageRecord {

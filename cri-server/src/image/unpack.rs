@@ -20,7 +20,7 @@
 //! is created with no-follow calls. Needs root (mknod, chown, trusted xattrs).
 
 use std::ffi::{CString, OsStr};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{lchown, OpenOptionsExt, PermissionsExt};
@@ -65,11 +65,11 @@ fn errno_err(entry: &Path) -> impl FnOnce(nix::errno::Errno) -> UnpackError + '_
 }
 
 /// Unpacks a layer blob (gzip, zstd or plain tar, told apart by their magic
-/// bytes) into `dest` and returns the digest of the uncompressed tar, the
-/// layer's diff ID (`sha256:…`), for the caller to check against the config.
-pub fn unpack_layer_blob(blob: &Path, dest: &Path) -> Result<String, UnpackError> {
-    let file = File::open(blob).map_err(UnpackError::Read)?;
-    let mut buffered = BufReader::with_capacity(256 * 1024, file);
+/// bytes) read from `blob` as it arrives into `dest` and returns the digest
+/// of the uncompressed tar, the layer's diff ID (`sha256:…`), for the caller
+/// to check against the config. Reads `blob` to its end.
+pub fn unpack_layer_stream(blob: impl Read, dest: &Path) -> Result<String, UnpackError> {
+    let mut buffered = BufReader::with_capacity(256 * 1024, blob);
     let head = buffered.fill_buf().map_err(UnpackError::Read)?;
     let tar: Box<dyn Read> = if head.starts_with(GZIP_MAGIC) {
         Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
@@ -1035,11 +1035,8 @@ mod tests {
         let zst = zstd::stream::encode_all(&tar[..], 1).unwrap();
 
         for (name, blob) in [("plain", tar.clone()), ("gzip", gz), ("zstd", zst)] {
-            let blob_dir = tempfile::tempdir().unwrap();
-            let blob_path = blob_dir.path().join("blob");
-            fs::write(&blob_path, &blob).unwrap();
             let dest = tempfile::tempdir().unwrap();
-            let got = unpack_layer_blob(&blob_path, dest.path()).unwrap();
+            let got = unpack_layer_stream(&blob[..], dest.path()).unwrap();
             assert_eq!(got, diff_id, "{name}");
             assert_eq!(
                 fs::read(dest.path().join("hello")).unwrap(),
