@@ -86,12 +86,12 @@ async fn rpcs_not_built_yet_are_unimplemented_by_name() {
     let err = daemon
         .runtime()
         .await
-        .update_container_resources(cri::UpdateContainerResourcesRequest::default())
+        .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(
-        err.message().contains("UpdateContainerResources"),
+        err.message().contains("CheckpointContainer"),
         "{}",
         err.message()
     );
