@@ -376,7 +376,7 @@ mod tests {
             ..Config::default()
         };
         let state = Store::open(root.join("meta")).unwrap();
-        let snapshotter = crate::image::snapshot::OverlaySnapshotter::new(root.join("containers"));
+        let snapshotter = crate::image::snapshot::OverlaySnapshotter::new(config.container_dir());
         ImageStore::open(&config, state, Arc::new(snapshotter)).unwrap()
     }
 
