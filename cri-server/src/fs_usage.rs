@@ -48,8 +48,10 @@ pub fn dir_usage(dir: &Path) -> std::io::Result<Usage> {
 
 /// The mount point of the filesystem holding `dir` (which must exist): the
 /// highest of `dir` and its ancestors on `dir`'s device, as `df` finds it.
-/// Two dirs on one filesystem get one mount point, which is how kubelet
-/// tells a split image filesystem (KEP-4191: "same device id") from one.
+/// Two dirs on one filesystem get one mount point: kubelet takes two
+/// different mount points in ImageFsInfo for a split image filesystem
+/// (KEP-4191; `IsContainerFsSeparateFromImageFs` in
+/// pkg/kubelet/container/container_gc.go).
 pub fn mount_point(dir: &Path) -> std::io::Result<PathBuf> {
     let mut current = dir.canonicalize()?;
     let device = std::fs::metadata(&current)?.dev();
