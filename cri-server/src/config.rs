@@ -92,6 +92,8 @@ pub struct Config {
     pub cgroup_parent: String,
     pub cni: CniConfig,
     pub streaming: StreamingConfig,
+    /// Where images and writable layers live: `[storage]`.
+    pub storage: StorageConfig,
     pub registry: RegistryConfig,
     /// How images are pulled: `[image]`.
     pub image: ImagePullConfig,
@@ -105,6 +107,22 @@ pub struct Config {
     /// default one, `""`, which is crius' in-process runtime: each runs its
     /// containers through an OCI runtime binary. None by default.
     pub runtimes: BTreeMap<String, RuntimeHandlerConfig>,
+}
+
+/// `[storage]`: the image filesystem and the container filesystem, which
+/// may be apart (KEP-4191, split image filesystem). Each is under `root` by
+/// default; `Config::image_dir` and `Config::container_dir` resolve them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Images' content and unpacked layers (`blobs/`, `layers/`, `tmp/`);
+    /// `<root>/images` by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_dir: Option<PathBuf>,
+    /// Containers' writable layers (one dir a container with its overlay
+    /// upper and work dirs); `<root>/containers` by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_dir: Option<PathBuf>,
 }
 
 /// A `[runtimes.<name>]` table: the runtime handler `<name>`, an OCI
@@ -260,6 +278,7 @@ impl Default for Config {
             cgroup_parent: "crius".to_string(),
             cni: CniConfig::default(),
             streaming: StreamingConfig::default(),
+            storage: StorageConfig::default(),
             registry: RegistryConfig::default(),
             image: ImagePullConfig::default(),
             pinned_images: Vec::new(),
@@ -336,6 +355,18 @@ impl Config {
         }
     }
 
+    /// Where images' content and unpacked layers live: `[storage] image_dir`,
+    /// by default `<root>/images`.
+    pub fn image_dir(&self) -> PathBuf {
+        (self.storage.image_dir.clone()).unwrap_or_else(|| self.root.join("images"))
+    }
+
+    /// Where containers' writable layers live: `[storage] container_dir`, by
+    /// default `<root>/containers`.
+    pub fn container_dir(&self) -> PathBuf {
+        (self.storage.container_dir.clone()).unwrap_or_else(|| self.root.join("containers"))
+    }
+
     /// Rules that the types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.cgroup_driver == CgroupDriver::Systemd {
@@ -349,6 +380,8 @@ impl Config {
             ("root", &self.root),
             ("state", &self.state),
             ("cni.conf_dir", &self.cni.conf_dir),
+            ("storage.image_dir", &self.image_dir()),
+            ("storage.container_dir", &self.container_dir()),
         ] {
             if !p.is_absolute() {
                 return Err(ConfigError::Invalid {
@@ -656,6 +689,28 @@ binary = \"/usr/sbin/runc\"",
                 .starts_with("config key image.max_concurrent_downloads: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn storage_dirs_default_under_root_and_can_be_apart() {
+        let c = parse("root = \"/data/crius\"").unwrap();
+        assert_eq!(c.image_dir(), PathBuf::from("/data/crius/images"));
+        assert_eq!(c.container_dir(), PathBuf::from("/data/crius/containers"));
+        let c = parse(
+            "[storage]\nimage_dir = \"/mnt/images\"\ncontainer_dir = \"/mnt/rw/containers\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.image_dir(), PathBuf::from("/mnt/images"));
+        assert_eq!(c.container_dir(), PathBuf::from("/mnt/rw/containers"));
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+        for (toml, key) in [
+            ("[storage]\nimage_dir = \"images\"", "storage.image_dir"),
+            ("[storage]\ncontainer_dir = \"rw\"", "storage.container_dir"),
+        ] {
+            let err = parse(toml).unwrap().validate().unwrap_err().to_string();
+            assert!(err.starts_with(&format!("config key {key}: ")), "{err}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Disk usage of a directory tree: a container's writable layer (its
-//! overlay `upper/` dir) for stats, the images dir for ImageFsInfo.
+//! overlay `upper/` dir) for stats, the image and container dirs for
+//! ImageFsInfo, with the mount point of the filesystem each is on.
 
 use std::collections::HashSet;
 use std::io::ErrorKind;
@@ -45,9 +46,47 @@ pub fn dir_usage(dir: &Path) -> std::io::Result<Usage> {
     Ok(usage)
 }
 
+/// The mount point of the filesystem holding `dir` (which must exist): the
+/// highest of `dir` and its ancestors on `dir`'s device, as `df` finds it.
+/// Two dirs on one filesystem get one mount point: kubelet takes two
+/// different mount points in ImageFsInfo for a split image filesystem
+/// (KEP-4191; `IsContainerFsSeparateFromImageFs` in
+/// pkg/kubelet/container/container_gc.go).
+pub fn mount_point(dir: &Path) -> std::io::Result<PathBuf> {
+    let mut current = dir.canonicalize()?;
+    let device = std::fs::metadata(&current)?.dev();
+    while let Some(parent) = current.parent() {
+        if std::fs::metadata(parent)?.dev() != device {
+            break;
+        }
+        current = parent.to_path_buf();
+    }
+    Ok(current)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_point_is_the_highest_dir_on_the_same_device() {
+        let tmp = tempfile::tempdir().unwrap();
+        let deep = tmp.path().join("a/b");
+        std::fs::create_dir_all(&deep).unwrap();
+        let found = mount_point(&deep).unwrap();
+        let device = |p: &Path| std::fs::metadata(p).unwrap().dev();
+        assert!(
+            deep.canonicalize().unwrap().starts_with(&found),
+            "{found:?}"
+        );
+        assert_eq!(device(&found), device(&deep));
+        if let Some(parent) = found.parent() {
+            assert_ne!(device(parent), device(&found), "{found:?} is not the top");
+        }
+        assert_eq!(mount_point(tmp.path()).unwrap(), found);
+        assert_eq!(mount_point(Path::new("/")).unwrap(), PathBuf::from("/"));
+        assert!(mount_point(&tmp.path().join("absent")).is_err());
+    }
 
     #[test]
     fn counts_allocated_bytes_and_inodes() {

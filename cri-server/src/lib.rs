@@ -92,11 +92,25 @@ impl Crius {
         let shim_bin = std::env::current_exe()
             .context("locating criusd's own binary")?
             .with_file_name("crius-shim");
+        // Each may be a filesystem of its own (KEP-4191); neither is made
+        // later, so one that cannot be made stops criusd here.
+        for (key, dir) in [
+            ("storage.image_dir", config.image_dir()),
+            ("storage.container_dir", config.container_dir()),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("config key {key}: creating {}", dir.display()))?;
+        }
         let snapshotter: Arc<dyn image::snapshot::Snapshotter> = Arc::new(
-            image::snapshot::OverlaySnapshotter::new(config.root.join("containers")),
+            image::snapshot::OverlaySnapshotter::new(config.container_dir()),
         );
         let images = image::ImageStore::open(&config, store.clone(), snapshotter.clone())
-            .with_context(|| format!("opening the image store under {}", config.root.display()))?;
+            .with_context(|| {
+                format!(
+                    "opening the image store under {}",
+                    config.image_dir().display()
+                )
+            })?;
         let cgroup_layout =
             cgroups::CgroupLayout::detect().context("detecting the host's cgroups")?;
         let host = HostCapabilities::detect(cgroup_layout.limits())
@@ -212,7 +226,12 @@ impl Crius {
             cgroups: self.cgroups.clone(),
             host: self.host.clone(),
             bundles_dir: self.config.state.join("c"),
-            protected_host_dirs: vec![self.config.root.clone(), self.config.state.clone()],
+            protected_host_dirs: vec![
+                self.config.root.clone(),
+                self.config.state.clone(),
+                self.config.image_dir(),
+                self.config.container_dir(),
+            ],
             stops: self.container_stops.clone(),
             handlers: self.handlers.clone(),
             events: self.events.clone(),
@@ -228,7 +247,7 @@ impl Crius {
             cgroups: self.cgroups.clone(),
             snapshotter: self.snapshotter.clone(),
             sampler: self.stats.clone(),
-            layers_mountpoint: self.config.root.join("containers"),
+            layers_mountpoint: self.config.container_dir(),
         }
     }
 }

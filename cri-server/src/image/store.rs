@@ -156,7 +156,7 @@ impl ImageStore {
         snapshotter: Arc<dyn Snapshotter>,
     ) -> Result<ImageStore, ImageError> {
         let pinned = PinnedImages::parse(&config.pinned_images)?;
-        let images_dir = config.root.join("images");
+        let images_dir = config.image_dir();
         let content = Content::open(&images_dir)?;
         let records: Vec<(String, ImageRecord)> = state.load_all(KIND)?;
         let index = records
@@ -376,7 +376,7 @@ mod tests {
             ..Config::default()
         };
         let state = Store::open(root.join("meta")).unwrap();
-        let snapshotter = crate::image::snapshot::OverlaySnapshotter::new(root.join("containers"));
+        let snapshotter = crate::image::snapshot::OverlaySnapshotter::new(config.container_dir());
         ImageStore::open(&config, state, Arc::new(snapshotter)).unwrap()
     }
 

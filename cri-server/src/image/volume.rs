@@ -374,7 +374,7 @@ mod tests {
             state: tmp.path().join("state"),
             ..Config::default()
         };
-        let snapshots = Arc::new(FakeSnapshotter::new(config.root.join("containers")));
+        let snapshots = Arc::new(FakeSnapshotter::new(config.container_dir()));
         let state = Store::open(config.root.join("meta")).unwrap();
         let store = ImageStore::open(&config, state, snapshots.clone()).unwrap();
         let record = store

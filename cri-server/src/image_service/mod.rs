@@ -10,6 +10,7 @@ use crius_proto::cri::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
 use crate::error::CriError;
+use crate::fs_usage::Usage;
 use crate::image::{ImageRecord, RegistryAuth};
 use crate::instrument::{rpc, unimplemented, ReplyStream};
 use crate::task::detached;
@@ -210,37 +211,80 @@ impl ImageService for ImageHandler {
         &self,
         _request: Request<cri::ImageFsInfoRequest>,
     ) -> Reply<cri::ImageFsInfoResponse> {
-        let dir = self.crius.images.images_dir().to_path_buf();
+        let image_dir = self.crius.images.images_dir().to_path_buf();
+        let container_dir = self.crius.config.container_dir();
         rpc("ImageFsInfo", "", async move {
-            let measured = dir.clone();
-            let usage = tokio::task::spawn_blocking(move || crate::fs_usage::dir_usage(&measured))
-                .await?
-                .with_context(|| format!("measuring {}", dir.display()))?;
+            let (image_fs, container_fs) = tokio::task::spawn_blocking(move || {
+                anyhow::Ok((filesystem_of(&image_dir)?, filesystem_of(&container_dir)?))
+            })
+            .await??;
             let timestamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .context("reading the clock")?
                 .as_nanos() as i64;
             Ok::<_, CriError>(cri::ImageFsInfoResponse {
-                image_filesystems: vec![cri::FilesystemUsage {
-                    timestamp,
-                    fs_id: Some(cri::FilesystemIdentifier {
-                        mountpoint: dir.display().to_string(),
-                    }),
-                    used_bytes: Some(cri::UInt64Value { value: usage.bytes }),
-                    inodes_used: Some(cri::UInt64Value {
-                        value: usage.inodes,
-                    }),
-                }],
-                container_filesystems: Vec::new(),
+                image_filesystems: vec![filesystem_usage(image_fs, timestamp)],
+                container_filesystems: vec![filesystem_usage(container_fs, timestamp)],
             })
         })
         .await
     }
 }
 
+/// The mount point of the filesystem `dir` is on and what crius keeps in
+/// `dir` (bytes and inodes). Errors name `dir`.
+fn filesystem_of(dir: &std::path::Path) -> anyhow::Result<(std::path::PathBuf, Usage)> {
+    let measured = || {
+        Ok::<_, std::io::Error>((
+            crate::fs_usage::mount_point(dir)?,
+            crate::fs_usage::dir_usage(dir)?,
+        ))
+    };
+    measured().with_context(|| format!("measuring {}", dir.display()))
+}
+
+/// One filesystem in ImageFsInfo: kubelet (pkg/kubelet/stats) takes
+/// `fs_id.mountpoint` to find the filesystem's capacity, `used_bytes` and
+/// `inodes_used` as the runtime's share of it, and two different mount
+/// points as a split image filesystem (KEP-4191).
+fn filesystem_usage(
+    (mountpoint, usage): (std::path::PathBuf, Usage),
+    timestamp: i64,
+) -> cri::FilesystemUsage {
+    cri::FilesystemUsage {
+        timestamp,
+        fs_id: Some(cri::FilesystemIdentifier {
+            mountpoint: mountpoint.display().to_string(),
+        }),
+        used_bytes: Some(cri::UInt64Value { value: usage.bytes }),
+        inodes_used: Some(cri::UInt64Value {
+            value: usage.inodes,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filesystem_maps_to_its_mount_point_and_usage() {
+        let usage = Usage {
+            bytes: 4096,
+            inodes: 3,
+        };
+        assert_eq!(
+            filesystem_usage(("/mnt/images".into(), usage), 42),
+            cri::FilesystemUsage {
+                timestamp: 42,
+                fs_id: Some(cri::FilesystemIdentifier {
+                    mountpoint: "/mnt/images".into(),
+                }),
+                used_bytes: Some(cri::UInt64Value { value: 4096 }),
+                inodes_used: Some(cri::UInt64Value { value: 3 }),
+            }
+        );
+    }
 
     #[test]
     fn credentials_in_every_form() {

@@ -49,7 +49,7 @@ impl Fixture {
             ..Default::default()
         };
         let shims = Arc::new(FakeShims::default());
-        let snapshots = Arc::new(FakeSnapshotter::new(config.root.join("containers")));
+        let snapshots = Arc::new(FakeSnapshotter::new(config.container_dir()));
         let store = Store::open(config.root.join("meta")).unwrap();
         let images = ImageStore::open(&config, store.clone(), snapshots.clone()).unwrap();
         let layout = CgroupLayout::detect().unwrap();
@@ -183,7 +183,6 @@ impl Fixture {
             }
         }
         let state = &self.config.state;
-        let root = &self.config.root;
         assert!(
             self.snapshots.views().is_empty(),
             "image volumes' views left: {:?}",
@@ -191,7 +190,7 @@ impl Fixture {
         );
         for dir in [
             state.join("c"),
-            root.join("containers"),
+            self.config.container_dir(),
             state.join("image-volumes"),
         ] {
             assert_eq!(entries(&dir), Vec::<PathBuf>::new(), "left in {dir:?}");
@@ -201,7 +200,7 @@ impl Fixture {
             "a record in the table"
         );
         assert_eq!(
-            entries(&root.join("meta/containers")),
+            entries(&self.config.root.join("meta/containers")),
             Vec::<PathBuf>::new(),
             "a record on disk"
         );
