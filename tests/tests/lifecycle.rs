@@ -210,13 +210,28 @@ async fn containers_outlive_a_criusd_restart() {
     assert_eq!(daemon.leaks(), Vec::<String>::new());
 }
 
+/// A shell that ignores SIGTERM, and says so in `/ignoring` once it does.
+const STUBBORN: [&str; 3] = ["sh", "-c", "trap '' TERM; touch /ignoring; exec sleep 600"];
+
 /// Starts StopContainer(`id`, 120 s) in a task and checks, two seconds on,
-/// that it still waits: the container ignores SIGTERM.
+/// that it still waits: the container ([`STUBBORN`]) ignores SIGTERM. Waits
+/// first until it does: a SIGTERM before its shell ran `trap` would end it.
 async fn long_stop(
     rt: &crius_proto::cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
     id: &str,
 ) -> tokio::task::JoinHandle<Result<tonic::Response<cri::StopContainerResponse>, tonic::Status>> {
     let mut rt = rt.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while exec(&mut rt, id, &["test", "-e", "/ignoring"], 5)
+        .await
+        .map_or(true, |r| r.exit_code != 0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container never trapped SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let container_id = id.to_string();
     let long = tokio::spawn(async move {
         rt.stop_container(cri::StopContainerRequest {
@@ -246,14 +261,13 @@ async fn a_later_stop_shortens_a_long_one() {
     pull(&mut daemon.images().await, &busybox).await;
     let pod = pod_config("shorten", &daemon.dir.path().join("logs"));
     let pod_id = run_pod(&mut rt, &pod).await.unwrap();
-    let stubborn = ["sh", "-c", "trap '' TERM; sleep 600"];
 
     // StopContainer(120), then StopContainer(0) two seconds later.
     let id = run_container(
         &mut rt,
         &pod_id,
         &pod,
-        container_config("c1", &busybox, &stubborn),
+        container_config("c1", &busybox, &STUBBORN),
     )
     .await;
     let long = long_stop(&rt, &id).await;
@@ -299,7 +313,7 @@ async fn a_later_stop_shortens_a_long_one() {
         &mut rt,
         &pod_id,
         &pod,
-        container_config("c2", &busybox, &stubborn),
+        container_config("c2", &busybox, &STUBBORN),
     )
     .await;
     let long = long_stop(&rt, &id2).await;
