@@ -527,12 +527,13 @@ fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
 
-    fn registry(mirrors: &[(&str, &[&str])], insecure: &[&str]) -> RegistryConfig {
+    /// A registry config with `mirrors` (host, endpoint URLs) and `insecure` hosts.
+    pub(crate) fn registry(mirrors: &[(&str, &[&str])], insecure: &[&str]) -> RegistryConfig {
         RegistryConfig {
             mirrors: mirrors
                 .iter()
@@ -543,11 +544,13 @@ mod tests {
         }
     }
 
-    fn ep(host: &str, plain_http: bool) -> Endpoint {
+    /// A registry host's own endpoint.
+    pub(crate) fn ep(host: &str, plain_http: bool) -> Endpoint {
         Endpoint::new(host, plain_http, Origin::Host)
     }
 
-    fn mirror(host: &str, plain_http: bool) -> Endpoint {
+    /// A mirror's endpoint.
+    pub(crate) fn mirror(host: &str, plain_http: bool) -> Endpoint {
         Endpoint::new(host, plain_http, Origin::Mirror)
     }
 

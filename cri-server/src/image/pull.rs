@@ -877,29 +877,8 @@ fn host_arch() -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::image::hosts::Origin;
-
-    fn registry(mirrors: &[(&str, &[&str])], insecure: &[&str]) -> RegistryConfig {
-        RegistryConfig {
-            mirrors: mirrors
-                .iter()
-                .map(|(h, e)| (h.to_string(), e.iter().map(|s| s.to_string()).collect()))
-                .collect::<BTreeMap<_, _>>(),
-            insecure: insecure.iter().map(|s| s.to_string()).collect(),
-            config_path: None,
-        }
-    }
-
-    fn ep(host: &str, plain_http: bool) -> Endpoint {
-        Endpoint::new(host, plain_http, Origin::Host)
-    }
-
-    fn mirror(host: &str, plain_http: bool) -> Endpoint {
-        Endpoint::new(host, plain_http, Origin::Mirror)
-    }
+    use crate::image::hosts::tests::{ep, mirror, registry};
 
     /// A registry that speaks only plain HTTP on a loopback port: `/v2/`
     /// answers 200, every manifest 404 MANIFEST_UNKNOWN, anything that is
