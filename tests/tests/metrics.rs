@@ -10,7 +10,7 @@ use crius_proto::cri;
 use crius_tests::cri::stop_and_remove_pod;
 use crius_tests::cri::{container_config, exec, pod_config, pull, run_container, run_pod};
 use crius_tests::registry::TestRegistry;
-use crius_tests::{require_root, Daemon, DaemonOptions};
+use crius_tests::{require_root, Daemon};
 
 /// Pings the default gateway (the bridge) and knocks on a closed port of it:
 /// ARP, ICMP and TCP both ways on eth0, whichever the container may send.
@@ -26,11 +26,7 @@ async fn pod_and_container_metrics_with_network_traffic() {
     if !require_root() {
         return;
     }
-    let daemon = Daemon::start_with(DaemonOptions {
-        config_toml: TestRegistry::shared().config_toml(),
-        network: true,
-        ..Default::default()
-    });
+    let daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let busybox = TestRegistry::shared().image("crius/busybox:latest");
     pull(&mut daemon.images().await, &busybox).await;

@@ -10,7 +10,7 @@ use crius_tests::cri::{
     container_config, create_container, exec, pod_config, pull, run_container, run_pod, Runtime,
 };
 use crius_tests::registry::TestRegistry;
-use crius_tests::{require_root, Daemon, DaemonOptions};
+use crius_tests::{require_root, Daemon};
 
 /// About a tenth of a second of CPU in busybox's shell.
 const BURN: &str = "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done";
@@ -49,11 +49,7 @@ async fn stats_of_containers_and_pods() {
     if !require_root() {
         return;
     }
-    let daemon = Daemon::start_with(DaemonOptions {
-        config_toml: TestRegistry::shared().config_toml(),
-        network: true,
-        ..Default::default()
-    });
+    let daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let busybox = TestRegistry::shared().image("crius/busybox:latest");
     pull(&mut daemon.images().await, &busybox).await;

@@ -9,7 +9,7 @@ use crius_tests::cri::{
     container_config, container_status, pod_config, pull, run_container, run_pod, wait_for,
 };
 use crius_tests::registry::TestRegistry;
-use crius_tests::{require_root, Daemon, DaemonOptions};
+use crius_tests::{require_root, Daemon};
 
 /// The CRI log's complete records as `<stream> <tag> <content>`, without
 /// timestamps. top keeps writing: the file may end in half a record.
@@ -27,11 +27,7 @@ async fn tty_containers_run_on_a_pty_with_their_output_in_the_log() {
     if !require_root() {
         return;
     }
-    let daemon = Daemon::start_with(DaemonOptions {
-        config_toml: TestRegistry::shared().config_toml(),
-        network: true,
-        ..Default::default()
-    });
+    let daemon = Daemon::start_networked();
     let mut rt = daemon.runtime().await;
     let busybox = TestRegistry::shared().image("crius/busybox:latest");
     pull(&mut daemon.images().await, &busybox).await;
