@@ -46,6 +46,8 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// What an endpoint without a `capabilities` key may be asked for
+    /// (containerd's default: pull and resolve).
     pub const ALL: Capabilities = Capabilities {
         pull: true,
         resolve: true,

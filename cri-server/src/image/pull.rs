@@ -96,6 +96,8 @@ pub struct PulledImage {
     pub blobs: Vec<String>,
 }
 
+/// Pulls images from the endpoints [`super::hosts`] lists for a registry
+/// host, sharing one HTTP client per kind of endpoint across pulls.
 pub struct Puller {
     registry: RegistryConfig,
     http: Client,
@@ -105,6 +107,8 @@ pub struct Puller {
 }
 
 impl Puller {
+    /// A puller for `registry`'s hosts. Errors: an HTTP client that cannot
+    /// be built (the TLS provider), as its message.
     pub fn new(registry: RegistryConfig) -> Result<Puller, String> {
         let shared = |plain_http, skip_verify| http_client(plain_http, skip_verify, &[], None);
         Ok(Puller {
